@@ -1,0 +1,273 @@
+"""The contract every hypervisor backend fulfils.
+
+Activities talk to hypervisors only through `HypervisorDriver`. Each backend (the simulator,
+libvirt, vSphere, XenServer, bare metal over IPMI) is one adapter behind this protocol, and one
+contract test suite proves them all. Every mutating call is idempotent by the Stratus id it is
+given: a VM or a volume is found by its Stratus id before anything is created, so an activity
+that runs twice (Temporal delivers activities at least once) never makes a second VM or disk.
+
+Credentials never cross this boundary: a driver is built at the worker from its configuration,
+and the refs below carry only names, addresses and ids.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol, runtime_checkable
+
+
+class PowerState(StrEnum):
+    """What a hypervisor says about a VM, in CloudStack's power-report vocabulary."""
+
+    POWERED_ON = "PowerOn"
+    POWERED_OFF = "PowerOff"
+    UNKNOWN = "PowerUnknown"
+
+
+@dataclass(frozen=True)
+class HostRef:
+    """Where a host is: enough for a driver to reach it, never a secret."""
+
+    host_id: str
+    name: str
+    address: str
+    cluster_id: str
+    hypervisor: str
+
+
+@dataclass(frozen=True)
+class StoragePoolRef:
+    """A primary storage pool as the hypervisor sees it (a libvirt pool, a datastore, an SR)."""
+
+    pool_id: str
+    name: str
+    path: str
+    scope: str = "CLUSTER"
+
+
+@dataclass(frozen=True)
+class TemplateRef:
+    """The image a root volume is made from."""
+
+    template_id: str
+    name: str
+    url: str
+    format: str
+    size_bytes: int
+
+
+@dataclass(frozen=True)
+class VolumeSpec:
+    """A disk to create on primary storage; `volume_id` is its Stratus id."""
+
+    volume_id: str
+    name: str
+    size_bytes: int
+    template: TemplateRef | None = None
+
+
+@dataclass(frozen=True)
+class VolumeInfo:
+    volume_id: str
+    path: str
+    size_bytes: int
+    pool_id: str
+
+
+@dataclass(frozen=True)
+class NicSpec:
+    mac_address: str
+    ip_address: str
+    network_id: str
+    vlan: int | None = None
+    device_id: int = 0
+
+
+@dataclass(frozen=True)
+class VirtualMachineSpec:
+    """Everything a hypervisor needs to define a VM; `vm_id` is its Stratus id."""
+
+    vm_id: str
+    name: str
+    cpu_count: int
+    cpu_speed_mhz: int
+    memory_mib: int
+    root_volume: VolumeInfo
+    nics: tuple[NicSpec, ...] = ()
+    data_volumes: tuple[VolumeInfo, ...] = ()
+    os_type: str = "Other Linux (64-bit)"
+
+
+@dataclass(frozen=True)
+class VirtualMachineInfo:
+    vm_id: str
+    name: str
+    power_state: PowerState
+    host_id: str
+
+
+@dataclass(frozen=True)
+class HostCapacity:
+    """What a host reports about itself, as the agent does on connect."""
+
+    cpu_count: int
+    cpu_speed_mhz: int
+    memory_mib: int
+    vm_count: int = 0
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+class DriverError(Exception):
+    """A backend refused or failed. `code` is the CloudStack error code the job reports.
+
+    Whether a retry can help is decided per error, never by default: the backend knows whether
+    the host is busy (retry) or the request can never succeed (do not).
+    """
+
+    code = 530
+    retryable = False
+
+    def __init__(self, message: str, *, retryable: bool | None = None) -> None:
+        super().__init__(message)
+        if retryable is not None:
+            self.retryable = retryable
+
+
+class ResourceUnavailableError(DriverError):
+    """The host, pool or backend cannot do it now (CloudStack 534): try another host."""
+
+    code = 534
+    retryable = True
+
+
+class InsufficientHostCapacityError(DriverError):
+    """The hypervisor itself has no room, whatever our books say (CloudStack 533)."""
+
+    code = 533
+    retryable = False
+
+
+class UnsupportedOperationError(DriverError):
+    """This backend cannot do this at all (CloudStack 432), e.g. live migration on bare metal."""
+
+    code = 432
+    retryable = False
+
+
+class DriverTimeoutError(DriverError):
+    """The backend did not answer in time: the outcome is unknown, ask it before retrying."""
+
+    code = 530
+    retryable = True
+
+
+@runtime_checkable
+class HypervisorDriver(Protocol):
+    """One backend. Implementations are synchronous: activities run them in a thread pool."""
+
+    hypervisor: str
+
+    def host_capacity(self, host: HostRef) -> HostCapacity: ...
+
+    def list_vms(self, host: HostRef) -> list[VirtualMachineInfo]: ...
+
+    def find_vm(self, host: HostRef, vm_id: str) -> VirtualMachineInfo | None: ...
+
+    def create_volume(self, host: HostRef, pool: StoragePoolRef, spec: VolumeSpec) -> VolumeInfo:
+        """Create the disk, or return the one already made under this volume id."""
+        ...
+
+    def delete_volume(self, host: HostRef, pool: StoragePoolRef, volume_id: str) -> None:
+        """Remove the disk; a disk already gone is not an error."""
+        ...
+
+    def define_vm(self, host: HostRef, spec: VirtualMachineSpec) -> VirtualMachineInfo:
+        """Define the VM, or return the one already defined under this vm id."""
+        ...
+
+    def start_vm(self, host: HostRef, vm_id: str) -> VirtualMachineInfo:
+        """Power the VM on; one already running is success."""
+        ...
+
+    def stop_vm(self, host: HostRef, vm_id: str, *, forced: bool = False) -> VirtualMachineInfo:
+        """Power the VM off; one already off is success."""
+        ...
+
+    def reboot_vm(self, host: HostRef, vm_id: str) -> VirtualMachineInfo: ...
+
+    def destroy_vm(self, host: HostRef, vm_id: str) -> None:
+        """Power off and undefine; a VM already gone is not an error. Disks are kept."""
+        ...
+
+    # Issue 4: snapshots, volume attachment, resize and migration. A backend that cannot do one
+    # raises UnsupportedOperationError (432) so the job fails clearly instead of pretending.
+
+    def create_snapshot(
+        self, host: HostRef, vm_id: str, snapshot_id: str, *, memory: bool
+    ) -> SnapshotInfo:
+        """Snapshot the VM, or return the snapshot already made under this snapshot id."""
+        ...
+
+    def list_snapshots(self, host: HostRef, vm_id: str) -> list[SnapshotInfo]:
+        """The VM's snapshots made by Stratus, so a retried job can see what already exists."""
+        ...
+
+    def revert_snapshot(self, host: HostRef, vm_id: str, snapshot_id: str) -> VirtualMachineInfo:
+        """Bring the VM back to the snapshot; the power state follows `SnapshotInfo.memory`."""
+        ...
+
+    def delete_snapshot(self, host: HostRef, vm_id: str, snapshot_id: str) -> None:
+        """Remove the snapshot; one already gone is not an error."""
+        ...
+
+    def attach_volume(
+        self, host: HostRef, vm_id: str, volume: VolumeInfo, *, device_id: int
+    ) -> VolumeAttachment:
+        """Plug the volume in; one already attached to this VM is success."""
+        ...
+
+    def detach_volume(self, host: HostRef, vm_id: str, volume_id: str) -> None:
+        """Unplug the volume (it is kept); one not attached is not an error."""
+        ...
+
+    def list_volume_attachments(self, host: HostRef, vm_id: str) -> list[VolumeAttachment]:
+        """What the hypervisor has plugged into the VM, root disk included."""
+        ...
+
+    def resize_volume(
+        self, host: HostRef, pool: StoragePoolRef, volume_id: str, size_bytes: int
+    ) -> VolumeInfo:
+        """Grow the disk to `size_bytes`; already that size is success, shrinking is refused."""
+        ...
+
+    def migrate_vm(
+        self, source_host: HostRef, target_host: HostRef, vm_id: str
+    ) -> VirtualMachineInfo:
+        """Move a running VM to `target_host` on shared storage; one already there is success."""
+        ...
+
+
+# --- Snapshots, volume attachment and migration (issue 4) ---------------------------------------
+
+
+@dataclass(frozen=True)
+class SnapshotInfo:
+    """A VM snapshot as the hypervisor holds it; `snapshot_id` is its Stratus id.
+
+    `memory` says whether the running state was captured: reverting such a snapshot gives a
+    running VM, reverting a disk-only one gives a stopped VM (as CloudStack's VM snapshots do).
+    """
+
+    snapshot_id: str
+    vm_id: str
+    memory: bool
+
+
+@dataclass(frozen=True)
+class VolumeAttachment:
+    """A volume plugged into a VM. `device_id` 0 is the root disk, data disks count from 1."""
+
+    vm_id: str
+    volume_id: str
+    device_id: int

@@ -1,0 +1,212 @@
+"""The virtual machine aggregate and CloudStack's VM state machine.
+
+Every state change is one `Transitioned` event naming the CloudStack event that caused it
+(StartRequested, OperationSucceeded, FollowAgentPowerOffReport, ...), so the usage projection and
+the audit log read the same vocabulary an operator knows from CloudStack.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from uuid import UUID
+
+from eventsourcing.domain import event
+
+from domain.aggregate import CloudAggregate
+from domain.state_machine import StateMachine
+
+
+class VmState(StrEnum):
+    STOPPED = "Stopped"
+    STARTING = "Starting"
+    RUNNING = "Running"
+    STOPPING = "Stopping"
+    MIGRATING = "Migrating"
+    DESTROYED = "Destroyed"
+    EXPUNGING = "Expunging"
+    ERROR = "Error"
+
+
+class VmEvent(StrEnum):
+    START_REQUESTED = "StartRequested"
+    STOP_REQUESTED = "StopRequested"
+    DESTROY_REQUESTED = "DestroyRequested"
+    RECOVERY_REQUESTED = "RecoveryRequested"
+    EXPUNGE_OPERATION = "ExpungeOperation"
+    MIGRATION_REQUESTED = "MigrationRequested"
+    STORAGE_MIGRATION_REQUESTED = "StorageMigrationRequested"
+    OPERATION_SUCCEEDED = "OperationSucceeded"
+    OPERATION_FAILED = "OperationFailed"
+    OPERATION_FAILED_TO_ERROR = "OperationFailedToError"
+    OPERATION_RETRY = "OperationRetry"
+    AGENT_REPORT_RUNNING = "AgentReportRunning"
+    AGENT_REPORT_STOPPED = "AgentReportStopped"
+    FOLLOW_AGENT_POWER_ON_REPORT = "FollowAgentPowerOnReport"
+    FOLLOW_AGENT_POWER_OFF_REPORT = "FollowAgentPowerOffReport"
+
+
+TRANSITIONAL_STATES = frozenset(
+    {VmState.STARTING, VmState.STOPPING, VmState.MIGRATING, VmState.EXPUNGING}
+)
+
+_S, _E = VmState, VmEvent
+VM_STATE_MACHINE: StateMachine[VmState, VmEvent] = StateMachine(
+    "virtual machine",
+    {
+        (_S.STOPPED, _E.START_REQUESTED): _S.STARTING,
+        (_S.STOPPED, _E.DESTROY_REQUESTED): _S.DESTROYED,
+        (_S.STOPPED, _E.EXPUNGE_OPERATION): _S.EXPUNGING,
+        (_S.STOPPED, _E.OPERATION_FAILED_TO_ERROR): _S.ERROR,
+        (_S.STOPPED, _E.STORAGE_MIGRATION_REQUESTED): _S.MIGRATING,
+        (_S.STOPPED, _E.FOLLOW_AGENT_POWER_ON_REPORT): _S.RUNNING,
+        (_S.STOPPED, _E.STOP_REQUESTED): _S.STOPPED,
+        (_S.STOPPED, _E.AGENT_REPORT_STOPPED): _S.STOPPED,
+        (_S.STOPPED, _E.OPERATION_FAILED): _S.STOPPED,
+        (_S.STOPPED, _E.FOLLOW_AGENT_POWER_OFF_REPORT): _S.STOPPED,
+        (_S.STARTING, _E.OPERATION_RETRY): _S.STARTING,
+        (_S.STARTING, _E.OPERATION_SUCCEEDED): _S.RUNNING,
+        (_S.STARTING, _E.AGENT_REPORT_RUNNING): _S.RUNNING,
+        (_S.STARTING, _E.FOLLOW_AGENT_POWER_ON_REPORT): _S.RUNNING,
+        (_S.STARTING, _E.OPERATION_FAILED): _S.STOPPED,
+        (_S.STARTING, _E.AGENT_REPORT_STOPPED): _S.STOPPED,
+        (_S.STARTING, _E.FOLLOW_AGENT_POWER_OFF_REPORT): _S.STOPPED,
+        (_S.RUNNING, _E.MIGRATION_REQUESTED): _S.MIGRATING,
+        (_S.RUNNING, _E.STOP_REQUESTED): _S.STOPPING,
+        (_S.RUNNING, _E.AGENT_REPORT_STOPPED): _S.STOPPED,
+        (_S.RUNNING, _E.FOLLOW_AGENT_POWER_OFF_REPORT): _S.STOPPED,
+        (_S.MIGRATING, _E.OPERATION_SUCCEEDED): _S.RUNNING,
+        (_S.MIGRATING, _E.OPERATION_FAILED): _S.RUNNING,
+        (_S.MIGRATING, _E.AGENT_REPORT_RUNNING): _S.RUNNING,
+        (_S.MIGRATING, _E.AGENT_REPORT_STOPPED): _S.STOPPED,
+        (_S.MIGRATING, _E.FOLLOW_AGENT_POWER_OFF_REPORT): _S.STOPPED,
+        (_S.STOPPING, _E.OPERATION_SUCCEEDED): _S.STOPPED,
+        (_S.STOPPING, _E.AGENT_REPORT_STOPPED): _S.STOPPED,
+        (_S.STOPPING, _E.FOLLOW_AGENT_POWER_OFF_REPORT): _S.STOPPED,
+        (_S.STOPPING, _E.OPERATION_FAILED): _S.RUNNING,
+        (_S.STOPPING, _E.AGENT_REPORT_RUNNING): _S.RUNNING,
+        (_S.DESTROYED, _E.RECOVERY_REQUESTED): _S.STOPPED,
+        (_S.DESTROYED, _E.EXPUNGE_OPERATION): _S.EXPUNGING,
+        (_S.EXPUNGING, _E.OPERATION_FAILED): _S.EXPUNGING,
+        (_S.EXPUNGING, _E.EXPUNGE_OPERATION): _S.EXPUNGING,
+        (_S.ERROR, _E.DESTROY_REQUESTED): _S.EXPUNGING,
+        (_S.ERROR, _E.EXPUNGE_OPERATION): _S.EXPUNGING,
+    },
+)
+
+#: States in which the VM occupies a host (and so holds host capacity).
+ON_HOST_STATES = frozenset({VmState.STARTING, VmState.RUNNING, VmState.STOPPING, VmState.MIGRATING})
+
+
+class VirtualMachine(CloudAggregate):
+    @event("Registered")
+    def __init__(
+        self,
+        name: str,
+        display_name: str,
+        account_id: UUID,
+        zone_id: UUID,
+        service_offering_id: UUID,
+        template_id: UUID,
+        network_id: UUID,
+        hypervisor: str,
+        cpu_count: int,
+        cpu_speed_mhz: int,
+        memory_mib: int,
+        root_volume_id: UUID,
+        ha_enabled: bool,
+        job_id: UUID,
+    ) -> None:
+        self.name = name
+        self.display_name = display_name
+        self.account_id = account_id
+        self.zone_id = zone_id
+        self.service_offering_id = service_offering_id
+        self.template_id = template_id
+        self.network_id = network_id
+        self.hypervisor = hypervisor
+        self.cpu_count = cpu_count
+        self.cpu_speed_mhz = cpu_speed_mhz
+        self.memory_mib = memory_mib
+        self.root_volume_id = root_volume_id
+        self.ha_enabled = ha_enabled
+        self.created_by_job = job_id
+        self.state = VmState.STOPPED
+        self.host_id: UUID | None = None
+        self.last_host_id: UUID | None = None
+        self.ip_address: str | None = None
+        self.mac_address: str | None = None
+        self.last_reason: str | None = None
+
+    @property
+    def cpu_mhz(self) -> int:
+        return self.cpu_count * self.cpu_speed_mhz
+
+    @property
+    def is_transitional(self) -> bool:
+        return self.state in TRANSITIONAL_STATES
+
+    def transition(
+        self,
+        vm_event: VmEvent,
+        command_id: str,
+        *,
+        host_id: UUID | None = None,
+        reason: str | None = None,
+    ) -> bool:
+        """Apply a state-machine event; False when this command was already applied."""
+        if self.has_applied(command_id):
+            return False
+        new_state = VM_STATE_MACHINE.next_state(self.state, vm_event)
+        self._transitioned(
+            vm_event.value, self.state.value, new_state.value, host_id, reason, command_id
+        )
+        return True
+
+    @event("Transitioned")
+    def _transitioned(
+        self,
+        vm_event: str,
+        old_state: str,
+        new_state: str,
+        host_id: UUID | None,
+        reason: str | None,
+        command_id: str,
+    ) -> None:
+        self.state = VmState(new_state)
+        if host_id is not None:
+            self.host_id = host_id
+        if self.state is VmState.RUNNING and self.host_id is not None:
+            self.last_host_id = self.host_id
+        if self.state not in ON_HOST_STATES:
+            self.host_id = None
+        self.last_reason = reason
+        self._remember(command_id)
+
+    def attach_nic(
+        self, network_id: UUID, ip_address: str, mac_address: str, command_id: str
+    ) -> None:
+        if self.has_applied(command_id) or (
+            self.ip_address == ip_address and self.network_id == network_id
+        ):
+            return
+        self._nic_attached(network_id, ip_address, mac_address, command_id)
+
+    @event("NicAttached")
+    def _nic_attached(
+        self, network_id: UUID, ip_address: str, mac_address: str, command_id: str
+    ) -> None:
+        self.network_id = network_id
+        self.ip_address = ip_address
+        self.mac_address = mac_address
+        self._remember(command_id)
+
+    def detach_nic(self, command_id: str) -> None:
+        if self.has_applied(command_id) or self.ip_address is None:
+            return
+        self._nic_detached(command_id)
+
+    @event("NicDetached")
+    def _nic_detached(self, command_id: str) -> None:
+        self.ip_address = None
+        self.mac_address = None
+        self._remember(command_id)

@@ -1,0 +1,156 @@
+"""The volume aggregate and CloudStack's volume state machine."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from uuid import UUID
+
+from eventsourcing.domain import event
+
+from domain.aggregate import CloudAggregate
+from domain.state_machine import StateMachine
+
+
+class VolumeState(StrEnum):
+    ALLOCATED = "Allocated"
+    CREATING = "Creating"
+    READY = "Ready"
+    RESIZING = "Resizing"
+    SNAPSHOTTING = "Snapshotting"
+    REVERT_SNAPSHOTTING = "RevertSnapshotting"
+    MIGRATING = "Migrating"
+    ATTACHING = "Attaching"
+    DESTROY = "Destroy"
+    EXPUNGING = "Expunging"
+    EXPUNGED = "Expunged"
+
+
+class VolumeEvent(StrEnum):
+    CREATE_REQUESTED = "CreateRequested"
+    OPERATION_SUCCEEDED = "OperationSucceeded"
+    OPERATION_FAILED = "OperationFailed"
+    RESIZE_REQUESTED = "ResizeRequested"
+    SNAPSHOT_REQUESTED = "SnapshotRequested"
+    REVERT_SNAPSHOT_REQUESTED = "RevertSnapshotRequested"
+    MIGRATION_REQUESTED = "MigrationRequested"
+    ATTACH_REQUESTED = "AttachRequested"
+    DESTROY_REQUESTED = "DestroyRequested"
+    EXPUNGING_REQUESTED = "ExpungingRequested"
+    RECOVER_REQUESTED = "RecoverRequested"
+
+
+class VolumeType(StrEnum):
+    ROOT = "ROOT"
+    DATADISK = "DATADISK"
+
+
+TRANSITIONAL_STATES = frozenset(
+    {
+        VolumeState.CREATING,
+        VolumeState.RESIZING,
+        VolumeState.SNAPSHOTTING,
+        VolumeState.REVERT_SNAPSHOTTING,
+        VolumeState.MIGRATING,
+        VolumeState.ATTACHING,
+        VolumeState.EXPUNGING,
+    }
+)
+
+_S, _E = VolumeState, VolumeEvent
+_BUSY_FROM_READY = {
+    _E.RESIZE_REQUESTED: _S.RESIZING,
+    _E.SNAPSHOT_REQUESTED: _S.SNAPSHOTTING,
+    _E.REVERT_SNAPSHOT_REQUESTED: _S.REVERT_SNAPSHOTTING,
+    _E.MIGRATION_REQUESTED: _S.MIGRATING,
+    _E.ATTACH_REQUESTED: _S.ATTACHING,
+}
+VOLUME_STATE_MACHINE: StateMachine[VolumeState, VolumeEvent] = StateMachine(
+    "volume",
+    {
+        (_S.ALLOCATED, _E.CREATE_REQUESTED): _S.CREATING,
+        (_S.ALLOCATED, _E.DESTROY_REQUESTED): _S.DESTROY,
+        (_S.CREATING, _E.OPERATION_SUCCEEDED): _S.READY,
+        (_S.CREATING, _E.OPERATION_FAILED): _S.ALLOCATED,
+        (_S.READY, _E.DESTROY_REQUESTED): _S.DESTROY,
+        **{(_S.READY, ev): busy for ev, busy in _BUSY_FROM_READY.items()},
+        **{(busy, _E.OPERATION_SUCCEEDED): _S.READY for busy in _BUSY_FROM_READY.values()},
+        **{(busy, _E.OPERATION_FAILED): _S.READY for busy in _BUSY_FROM_READY.values()},
+        (_S.DESTROY, _E.EXPUNGING_REQUESTED): _S.EXPUNGING,
+        (_S.DESTROY, _E.RECOVER_REQUESTED): _S.READY,
+        (_S.EXPUNGING, _E.OPERATION_SUCCEEDED): _S.EXPUNGED,
+        (_S.EXPUNGING, _E.OPERATION_FAILED): _S.EXPUNGING,
+    },
+)
+
+
+class Volume(CloudAggregate):
+    @event("Allocated")
+    def __init__(
+        self,
+        name: str,
+        account_id: UUID,
+        zone_id: UUID,
+        volume_type: str,
+        size_bytes: int,
+        vm_id: UUID | None = None,
+        template_id: UUID | None = None,
+        disk_offering_id: UUID | None = None,
+        device_id: int | None = None,
+    ) -> None:
+        self.name = name
+        self.account_id = account_id
+        self.zone_id = zone_id
+        self.volume_type = VolumeType(volume_type)
+        self.size_bytes = size_bytes
+        self.vm_id = vm_id
+        self.template_id = template_id
+        self.disk_offering_id = disk_offering_id
+        self.device_id = device_id
+        self.state = VolumeState.ALLOCATED
+        self.pool_id: UUID | None = None
+        self.path: str | None = None
+
+    @property
+    def is_transitional(self) -> bool:
+        return self.state in TRANSITIONAL_STATES
+
+    def transition(
+        self, volume_event: VolumeEvent, command_id: str, *, reason: str | None = None
+    ) -> bool:
+        if self.has_applied(command_id):
+            return False
+        new_state = VOLUME_STATE_MACHINE.next_state(self.state, volume_event)
+        self._transitioned(
+            volume_event.value, self.state.value, new_state.value, reason, command_id
+        )
+        return True
+
+    @event("Transitioned")
+    def _transitioned(
+        self,
+        volume_event: str,
+        old_state: str,
+        new_state: str,
+        reason: str | None,
+        command_id: str,
+    ) -> None:
+        self.state = VolumeState(new_state)
+        self._remember(command_id)
+
+    def record_created(self, pool_id: UUID, path: str, size_bytes: int, command_id: str) -> bool:
+        """Creating → Ready, with where the disk now lives."""
+        if self.has_applied(command_id):
+            return False
+        new_state = VOLUME_STATE_MACHINE.next_state(self.state, VolumeEvent.OPERATION_SUCCEEDED)
+        self._created(pool_id, path, size_bytes, new_state.value, command_id)
+        return True
+
+    @event("Created")
+    def _created(
+        self, pool_id: UUID, path: str, size_bytes: int, new_state: str, command_id: str
+    ) -> None:
+        self.pool_id = pool_id
+        self.path = path
+        self.size_bytes = size_bytes
+        self.state = VolumeState(new_state)
+        self._remember(command_id)

@@ -1,0 +1,422 @@
+"""The hypervisor driver contract: one suite every backend passes.
+
+A backend's test module subclasses `HypervisorContract` and provides a `backend` fixture. What a
+backend cannot do is declared in `unsupported` with the reason: for those operations the suite
+proves the driver says so clearly (UnsupportedOperationError, CloudStack 432) and then reports
+the test as skipped with the reason, so nothing unsupported ever passes silently.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import pytest
+
+from activities.drivers.hypervisor import (
+    DriverError,
+    HostRef,
+    HypervisorDriver,
+    NicSpec,
+    PowerState,
+    ResourceUnavailableError,
+    StoragePoolRef,
+    TemplateRef,
+    UnsupportedOperationError,
+    VirtualMachineInfo,
+    VirtualMachineSpec,
+    VolumeInfo,
+    VolumeSpec,
+)
+
+MIB = 1024 * 1024
+
+#: Operation names a backend may list in `HypervisorContract.unsupported`.
+OPERATIONS = frozenset(
+    {
+        "volumes",
+        "attach",
+        "resize",
+        "snapshot",
+        "memory_snapshot",
+        "migrate",
+        "reboot",
+    }
+)
+
+
+@dataclass
+class Backend:
+    """What one backend's fixture hands the contract."""
+
+    driver: Any  # a HypervisorDriver with the issue-4 methods
+    host: HostRef
+    pool: StoragePoolRef
+    unreachable_host: HostRef
+    template: TemplateRef | None = None
+    target_host: HostRef | None = None
+    memory_mib: int = 64
+    nics: tuple[NicSpec, ...] = ()
+    volume_size: int = 16 * MIB
+    #: Called with each VM spec before define (e.g. bare metal's provisioning callback).
+    before_start: Callable[[str], None] = field(default=lambda vm_id: None)
+
+
+class Cleanup:
+    """Destroys what a test made, in reverse, whatever the test's outcome."""
+
+    def __init__(self, backend: Backend, *, volumes: bool) -> None:
+        self.backend = backend
+        self.has_volumes = volumes
+        self.vms: list[tuple[HostRef, str]] = []
+        self.volumes: list[str] = []
+
+    def run(self) -> None:
+        driver = self.backend.driver
+        for host, vm_id in reversed(self.vms):
+            try:
+                driver.destroy_vm(host, vm_id)
+            except DriverError:
+                pass
+        if not self.has_volumes:
+            return
+        for volume_id in reversed(self.volumes):
+            try:
+                driver.delete_volume(self.backend.host, self.backend.pool, volume_id)
+            except DriverError:
+                pass
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+class HypervisorContract:
+    """The behaviour every `HypervisorDriver` proves. Subclasses provide the `backend` fixture."""
+
+    #: operation → why this backend cannot do it.
+    unsupported: ClassVar[dict[str, str]] = {}
+
+    # -- helpers ---------------------------------------------------------------------------
+    @pytest.fixture
+    def cleanup(self, backend: Backend) -> Iterator[Cleanup]:
+        cleanup = Cleanup(backend, volumes="volumes" not in self.unsupported)
+        yield cleanup
+        cleanup.run()
+
+    def supported(self, operation: str, attempt: Callable[[], object]) -> None:
+        """Skip the test, after proving the driver refuses with 432, if it cannot do this."""
+        assert operation in OPERATIONS
+        reason = self.unsupported.get(operation)
+        if reason is None:
+            return
+        with pytest.raises(UnsupportedOperationError) as refused:
+            attempt()
+        assert refused.value.code == 432 and not refused.value.retryable
+        pytest.skip(f"unsupported by this backend, refused with 432 as it must: {reason}")
+
+    def volume(self, backend: Backend, cleanup: Cleanup, *, template: bool = False) -> VolumeInfo:
+        volume_id = new_id()
+        cleanup.volumes.append(volume_id)
+        if "volumes" in self.unsupported:
+            # Bare metal: the machine's own disks; the spec only names them.
+            return VolumeInfo(volume_id, f"local:{volume_id}", backend.volume_size, "local")
+        spec = VolumeSpec(
+            volume_id=volume_id,
+            name=f"vol-{volume_id[:8]}",
+            size_bytes=backend.volume_size,
+            template=backend.template if template else None,
+        )
+        return backend.driver.create_volume(backend.host, backend.pool, spec)
+
+    def vm_spec(self, backend: Backend, cleanup: Cleanup) -> VirtualMachineSpec:
+        vm_id = new_id()
+        root = self.volume(backend, cleanup, template=backend.template is not None)
+        return VirtualMachineSpec(
+            vm_id=vm_id,
+            name=f"i-{vm_id[:8]}",
+            cpu_count=1,
+            cpu_speed_mhz=1000,
+            memory_mib=backend.memory_mib,
+            root_volume=root,
+            nics=backend.nics,
+        )
+
+    def defined_vm(self, backend: Backend, cleanup: Cleanup) -> VirtualMachineSpec:
+        spec = self.vm_spec(backend, cleanup)
+        cleanup.vms.append((backend.host, spec.vm_id))
+        backend.driver.define_vm(backend.host, spec)
+        return spec
+
+    def running_vm(self, backend: Backend, cleanup: Cleanup) -> VirtualMachineSpec:
+        spec = self.defined_vm(backend, cleanup)
+        backend.before_start(spec.vm_id)
+        info = backend.driver.start_vm(backend.host, spec.vm_id)
+        assert info.power_state == PowerState.POWERED_ON
+        return spec
+
+    @staticmethod
+    def ids(vms: list[VirtualMachineInfo]) -> list[str]:
+        return [vm.vm_id for vm in vms]
+
+    # -- the contract: host ----------------------------------------------------------------
+    def test_satisfies_the_driver_protocol(self, backend: Backend) -> None:
+        assert isinstance(backend.driver, HypervisorDriver)
+        assert backend.driver.hypervisor
+
+    def test_host_capacity_reports_cpus_memory_and_vm_count(
+        self, backend: Backend, cleanup: Cleanup
+    ) -> None:
+        before = backend.driver.host_capacity(backend.host)
+        assert before.cpu_count > 0 and before.cpu_speed_mhz > 0 and before.memory_mib > 0
+        self.running_vm(backend, cleanup)
+        after = backend.driver.host_capacity(backend.host)
+        assert after.vm_count == before.vm_count + 1
+
+    def test_unreachable_host_is_a_retryable_resource_unavailable_error(
+        self, backend: Backend
+    ) -> None:
+        with pytest.raises(ResourceUnavailableError) as error:
+            backend.driver.list_vms(backend.unreachable_host)
+        assert error.value.code == 534 and error.value.retryable
+        assert str(error.value)
+
+    # -- the contract: VM lifecycle --------------------------------------------------------
+    def test_find_vm_returns_none_for_an_unknown_stratus_id(self, backend: Backend) -> None:
+        assert backend.driver.find_vm(backend.host, new_id()) is None
+
+    def test_define_twice_with_one_stratus_id_makes_one_stopped_vm(
+        self, backend: Backend, cleanup: Cleanup
+    ) -> None:
+        spec = self.vm_spec(backend, cleanup)
+        cleanup.vms.append((backend.host, spec.vm_id))
+        first = backend.driver.define_vm(backend.host, spec)
+        second = backend.driver.define_vm(backend.host, spec)
+        assert first == second
+        assert first.vm_id == spec.vm_id and first.power_state == PowerState.POWERED_OFF
+        assert first.host_id == backend.host.host_id
+        assert self.ids(backend.driver.list_vms(backend.host)).count(spec.vm_id) == 1
+        assert backend.driver.find_vm(backend.host, spec.vm_id) == first
+
+    def test_start_and_stop_change_power_state_and_repeat_harmlessly(
+        self, backend: Backend, cleanup: Cleanup
+    ) -> None:
+        spec = self.running_vm(backend, cleanup)
+        again = backend.driver.start_vm(backend.host, spec.vm_id)
+        assert again.power_state == PowerState.POWERED_ON
+        found = backend.driver.find_vm(backend.host, spec.vm_id)
+        assert found is not None and found.power_state == PowerState.POWERED_ON
+        stopped = backend.driver.stop_vm(backend.host, spec.vm_id)
+        assert stopped.power_state == PowerState.POWERED_OFF
+        assert backend.driver.stop_vm(backend.host, spec.vm_id).power_state == (
+            PowerState.POWERED_OFF
+        )
+
+    def test_forced_stop_powers_a_running_vm_off(
+        self, backend: Backend, cleanup: Cleanup
+    ) -> None:
+        spec = self.running_vm(backend, cleanup)
+        stopped = backend.driver.stop_vm(backend.host, spec.vm_id, forced=True)
+        assert stopped.power_state == PowerState.POWERED_OFF
+
+    def test_reboot_leaves_a_running_vm_running(self, backend: Backend, cleanup: Cleanup) -> None:
+        spec = self.running_vm(backend, cleanup)
+        self.supported("reboot", lambda: backend.driver.reboot_vm(backend.host, spec.vm_id))
+        rebooted = backend.driver.reboot_vm(backend.host, spec.vm_id)
+        assert rebooted.power_state == PowerState.POWERED_ON
+
+    def test_list_vms_reports_each_vm_with_its_power_state(
+        self, backend: Backend, cleanup: Cleanup
+    ) -> None:
+        running = self.running_vm(backend, cleanup)
+        stopped = self.defined_vm(backend, cleanup)
+        states = {vm.vm_id: vm.power_state for vm in backend.driver.list_vms(backend.host)}
+        assert states[running.vm_id] == PowerState.POWERED_ON
+        assert states[stopped.vm_id] == PowerState.POWERED_OFF
+
+    def test_destroy_removes_the_vm_and_a_second_destroy_is_not_an_error(
+        self, backend: Backend, cleanup: Cleanup
+    ) -> None:
+        spec = self.running_vm(backend, cleanup)
+        backend.driver.destroy_vm(backend.host, spec.vm_id)
+        assert backend.driver.find_vm(backend.host, spec.vm_id) is None
+        assert spec.vm_id not in self.ids(backend.driver.list_vms(backend.host))
+        backend.driver.destroy_vm(backend.host, spec.vm_id)
+
+    def test_operations_on_an_unknown_vm_fail_without_retry(self, backend: Backend) -> None:
+        with pytest.raises(DriverError) as error:
+            backend.driver.start_vm(backend.host, new_id())
+        assert not error.value.retryable
+        assert not isinstance(error.value, UnsupportedOperationError)
+
+    # -- the contract: volumes -------------------------------------------------------------
+    def test_create_volume_twice_with_one_id_returns_the_same_disk(
+        self, backend: Backend, cleanup: Cleanup
+    ) -> None:
+        volume_id = new_id()
+        cleanup.volumes.append(volume_id)
+        spec = VolumeSpec(volume_id, "data", backend.volume_size)
+        self.supported(
+            "volumes", lambda: backend.driver.create_volume(backend.host, backend.pool, spec)
+        )
+        first = backend.driver.create_volume(backend.host, backend.pool, spec)
+        second = backend.driver.create_volume(backend.host, backend.pool, spec)
+        assert first == second
+        assert first.volume_id == volume_id and first.pool_id == backend.pool.pool_id
+        assert first.size_bytes >= backend.volume_size and first.path
+
+    def test_volume_from_a_template_is_at_least_the_template_size(
+        self, backend: Backend, cleanup: Cleanup
+    ) -> None:
+        if backend.template is None:
+            pytest.skip("this backend's fixture has no template")
+        volume = self.volume(backend, cleanup, template=True)
+        assert volume.size_bytes >= backend.template.size_bytes
+
+    def test_delete_volume_twice_is_not_an_error(
+        self, backend: Backend, cleanup: Cleanup
+    ) -> None:
+        self.supported(
+            "volumes",
+            lambda: backend.driver.delete_volume(backend.host, backend.pool, new_id()),
+        )
+        volume = self.volume(backend, cleanup)
+        backend.driver.delete_volume(backend.host, backend.pool, volume.volume_id)
+        backend.driver.delete_volume(backend.host, backend.pool, volume.volume_id)
+        # Gone for real: creating it again makes a fresh disk rather than finding the old one.
+        again = backend.driver.create_volume(
+            backend.host, backend.pool, VolumeSpec(volume.volume_id, "again", 2 * backend.volume_size)
+        )
+        assert again.size_bytes == 2 * backend.volume_size
+
+    def test_resize_grows_a_volume_and_refuses_to_shrink_it(
+        self, backend: Backend, cleanup: Cleanup
+    ) -> None:
+        self.supported(
+            "resize",
+            lambda: backend.driver.resize_volume(
+                backend.host, backend.pool, new_id(), 2 * backend.volume_size
+            ),
+        )
+        volume = self.volume(backend, cleanup)
+        bigger = 2 * backend.volume_size
+        grown = backend.driver.resize_volume(
+            backend.host, backend.pool, volume.volume_id, bigger
+        )
+        assert grown.size_bytes == bigger and grown.volume_id == volume.volume_id
+        same = backend.driver.resize_volume(backend.host, backend.pool, volume.volume_id, bigger)
+        assert same.size_bytes == bigger
+        with pytest.raises(DriverError) as refused:
+            backend.driver.resize_volume(
+                backend.host, backend.pool, volume.volume_id, backend.volume_size
+            )
+        assert not refused.value.retryable
+
+    def test_attach_and_detach_a_data_volume_on_a_running_vm(
+        self, backend: Backend, cleanup: Cleanup
+    ) -> None:
+        spec = self.running_vm(backend, cleanup)
+        volume = self.volume(backend, cleanup)
+        self.supported(
+            "attach",
+            lambda: backend.driver.attach_volume(backend.host, spec.vm_id, volume, device_id=1),
+        )
+        attached = backend.driver.attach_volume(backend.host, spec.vm_id, volume, device_id=1)
+        assert (attached.vm_id, attached.volume_id, attached.device_id) == (
+            spec.vm_id,
+            volume.volume_id,
+            1,
+        )
+        again = backend.driver.attach_volume(backend.host, spec.vm_id, volume, device_id=1)
+        assert again == attached
+        attachments = backend.driver.list_volume_attachments(backend.host, spec.vm_id)
+        by_volume = {a.volume_id: a.device_id for a in attachments}
+        assert by_volume == {spec.root_volume.volume_id: 0, volume.volume_id: 1}
+        backend.driver.detach_volume(backend.host, spec.vm_id, volume.volume_id)
+        backend.driver.detach_volume(backend.host, spec.vm_id, volume.volume_id)
+        remaining = backend.driver.list_volume_attachments(backend.host, spec.vm_id)
+        assert [a.volume_id for a in remaining] == [spec.root_volume.volume_id]
+
+    # -- the contract: snapshots -----------------------------------------------------------
+    def test_snapshot_twice_with_one_id_makes_one_snapshot_then_delete_twice(
+        self, backend: Backend, cleanup: Cleanup
+    ) -> None:
+        spec = self.defined_vm(backend, cleanup)
+        snapshot_id = new_id()
+        self.supported(
+            "snapshot",
+            lambda: backend.driver.create_snapshot(
+                backend.host, spec.vm_id, snapshot_id, memory=False
+            ),
+        )
+        first = backend.driver.create_snapshot(backend.host, spec.vm_id, snapshot_id, memory=False)
+        second = backend.driver.create_snapshot(
+            backend.host, spec.vm_id, snapshot_id, memory=False
+        )
+        assert first == second
+        assert (first.snapshot_id, first.vm_id, first.memory) == (snapshot_id, spec.vm_id, False)
+        listed = backend.driver.list_snapshots(backend.host, spec.vm_id)
+        assert [s.snapshot_id for s in listed] == [snapshot_id]
+        backend.driver.delete_snapshot(backend.host, spec.vm_id, snapshot_id)
+        backend.driver.delete_snapshot(backend.host, spec.vm_id, snapshot_id)
+        assert backend.driver.list_snapshots(backend.host, spec.vm_id) == []
+
+    def test_reverting_a_memory_snapshot_leaves_the_vm_running(
+        self, backend: Backend, cleanup: Cleanup
+    ) -> None:
+        spec = self.running_vm(backend, cleanup)
+        snapshot_id = new_id()
+        self.supported(
+            "memory_snapshot",
+            lambda: backend.driver.create_snapshot(
+                backend.host, spec.vm_id, snapshot_id, memory=True
+            ),
+        )
+        snapshot = backend.driver.create_snapshot(
+            backend.host, spec.vm_id, snapshot_id, memory=True
+        )
+        assert snapshot.memory
+        backend.driver.stop_vm(backend.host, spec.vm_id, forced=True)
+        reverted = backend.driver.revert_snapshot(backend.host, spec.vm_id, snapshot_id)
+        assert reverted.power_state == PowerState.POWERED_ON
+        backend.driver.delete_snapshot(backend.host, spec.vm_id, snapshot_id)
+
+    def test_reverting_a_disk_only_snapshot_leaves_the_vm_stopped(
+        self, backend: Backend, cleanup: Cleanup
+    ) -> None:
+        spec = self.running_vm(backend, cleanup)
+        snapshot_id = new_id()
+        self.supported(
+            "snapshot",
+            lambda: backend.driver.create_snapshot(
+                backend.host, spec.vm_id, snapshot_id, memory=False
+            ),
+        )
+        snapshot = backend.driver.create_snapshot(
+            backend.host, spec.vm_id, snapshot_id, memory=False
+        )
+        assert not snapshot.memory
+        reverted = backend.driver.revert_snapshot(backend.host, spec.vm_id, snapshot_id)
+        assert reverted.power_state == PowerState.POWERED_OFF
+        backend.driver.delete_snapshot(backend.host, spec.vm_id, snapshot_id)
+
+    # -- the contract: migration -----------------------------------------------------------
+    def test_migrate_moves_a_running_vm_to_the_target_host(
+        self, backend: Backend, cleanup: Cleanup
+    ) -> None:
+        spec = self.running_vm(backend, cleanup)
+        target = backend.target_host or backend.unreachable_host
+        self.supported(
+            "migrate", lambda: backend.driver.migrate_vm(backend.host, target, spec.vm_id)
+        )
+        assert backend.target_host is not None, "a backend that migrates needs a target host"
+        cleanup.vms.append((target, spec.vm_id))
+        moved = backend.driver.migrate_vm(backend.host, target, spec.vm_id)
+        assert moved.host_id == target.host_id and moved.power_state == PowerState.POWERED_ON
+        assert backend.driver.find_vm(backend.host, spec.vm_id) is None
+        found = backend.driver.find_vm(target, spec.vm_id)
+        assert found is not None and found.power_state == PowerState.POWERED_ON
+        # A retried migration (the first answer was lost) finds the VM already there.
+        assert backend.driver.migrate_vm(backend.host, target, spec.vm_id) == moved

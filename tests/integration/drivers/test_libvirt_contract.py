@@ -1,0 +1,99 @@
+"""The driver contract against libvirt: its in-process test driver and real QEMU daemons."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import libvirt
+import pytest
+
+from activities.drivers.hypervisor import HostRef, NicSpec, StoragePoolRef, TemplateRef
+from activities.drivers.libvirt_kvm import LibvirtKvmDriver
+from tests.integration.drivers.contract import MIB, Backend, HypervisorContract
+from tests.integration.drivers.libvirt_daemons import SecondDaemon, kvm_usable
+
+MIGRATION_NOTES = "activities/drivers/NOTES-migration.md"
+
+
+def host(name: str, address: str = "127.0.0.1") -> HostRef:
+    return HostRef(host_id=f"host-{name}", name=name, address=address, cluster_id="c1",
+                   hypervisor="KVM")
+
+
+class TestLibvirtTestDriverContract(HypervisorContract):
+    """libvirt's `test:///default`: fast, in-process, but with no migration nor hotplug."""
+
+    unsupported = {
+        "attach": "libvirt's test driver does not implement attachDevice",
+        "migrate": "libvirt's test driver does not implement migration",
+        "resize": "libvirt's test driver does not implement virStorageVolResize",
+    }
+
+    @pytest.fixture
+    def backend(self) -> Iterator[Backend]:
+        driver = LibvirtKvmDriver(
+            {"host-test": "test:///default", "host-gone": "qemu+tcp://127.0.0.1:1/system"},
+            domain_type="test",
+            shutdown_timeout=1.0,
+            call_timeout=60.0,
+        )
+        yield Backend(
+            driver=driver,
+            host=host("test"),
+            unreachable_host=host("gone"),
+            pool=StoragePoolRef("pool-1", "default-pool", "/default-pool"),
+            template=TemplateRef("tpl-1", "tiny", "file:///default-pool/tpl.qcow2", "QCOW2",
+                                 32 * MIB),
+            nics=(NicSpec("52:54:00:00:00:01", "10.1.1.10", "default", vlan=100),),
+        )
+        driver.close()
+
+
+class TestLibvirtQemuContract(HypervisorContract):
+    """A real libvirtd with real QEMU (TCG) guests, and a second daemon to migrate to."""
+
+    @pytest.fixture(scope="class")
+    def qemu_backend(
+        self,
+        libvirt_system_daemon: str,
+        libvirt_second_daemon: SecondDaemon | str,
+        shared_storage_dir: Path,
+        qcow2_template: Path,
+    ) -> Iterator[Backend]:
+        uris = {"host-a": libvirt_system_daemon, "host-gone": "qemu+tcp://127.0.0.1:1/system"}
+        if isinstance(libvirt_second_daemon, SecondDaemon):
+            uris["host-b"] = libvirt_second_daemon.uri
+        driver = LibvirtKvmDriver(
+            uris, domain_type="kvm" if kvm_usable() else "qemu", unsafe_migration=True, shutdown_timeout=0.5,
+            migration_uri="tcp://127.0.0.1", call_timeout=120.0,
+        )
+        pool_dir = shared_storage_dir / "pool"
+        pool = StoragePoolRef("pool-1", f"stratus-test-{uuid.uuid4().hex[:8]}", str(pool_dir))
+        backend = Backend(
+            driver=driver,
+            host=host("a"),
+            unreachable_host=host("gone"),
+            pool=pool,
+            template=TemplateRef("tpl-1", "tiny", qcow2_template.as_uri(), "QCOW2", 24 * MIB),
+            target_host=host("b") if "host-b" in uris else None,
+        )
+        yield backend
+        for uri in uris.values():
+            if uri.startswith("qemu+tcp://127.0.0.1:1/"):
+                continue
+            conn = libvirt.open(uri)
+            try:
+                conn.storagePoolLookupByName(pool.name).destroy()
+                conn.storagePoolLookupByName(pool.name).undefine()
+            except libvirt.libvirtError:
+                pass
+            conn.close()
+        driver.close()
+
+    @pytest.fixture
+    def backend(self, qemu_backend: Backend, libvirt_second_daemon: SecondDaemon | str) -> Backend:
+        if isinstance(libvirt_second_daemon, str):
+            self.unsupported = {"migrate": f"see {MIGRATION_NOTES}: {libvirt_second_daemon}"}
+        return qemu_backend

@@ -1,0 +1,222 @@
+"""Helpers shared by the integration and end-to-end tests."""
+
+from __future__ import annotations
+
+import inspect
+import typing
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+from uuid import UUID
+
+from temporalio import activity
+from temporalio.client import Client, WorkflowHandle
+from temporalio.exceptions import ApplicationError
+from temporalio.worker import Worker
+
+from activities.drivers.simulator import SimulatorDriver
+from domain.cloud import Cloud
+from domain.deployment import root_volume_id_for, virtual_machine_id_for
+from domain.guest_network import GuestNetwork
+from domain.host import Host
+from domain.job import Job
+from domain.job_requests import DeploymentOrder, DeployVirtualMachineRequest
+from domain.storage import PrimaryStorage
+from domain.virtual_machine import VirtualMachine
+from domain.volume import Volume
+from workers.demo_cloud import DemoCloud, seed_demo_cloud
+from workers.worker import build_worker, control_plane_activities
+
+ADMIN_KEY = "test-admin-key"
+
+
+def seed_zone(cloud: Cloud, **kwargs: Any) -> DemoCloud:
+    """A zone of our own, so tests never share capacity."""
+    return seed_demo_cloud(
+        cloud, ADMIN_KEY, prefix=f"T{uuid.uuid4().hex[:8]}", admin_name="test-admin", **kwargs
+    )
+
+
+def activity_name(fn: Callable[..., Any]) -> str:
+    definition = activity._Definition.from_callable(fn)  # noqa: SLF001
+    assert definition is not None and definition.name is not None
+    return definition.name
+
+
+def wrap_activity(fn: Callable[..., Any], around: Callable[[str, Callable[[], Any]], Any]) -> Any:
+    """Re-register an activity under its own name, with `around(name, call)` controlling it.
+
+    The wrapper keeps the original's resolved type hints, so Temporal still decodes the
+    pydantic inputs.
+    """
+    name = activity_name(fn)
+    hints = typing.get_type_hints(fn)
+
+    signature = inspect.signature(fn)
+    (parameter,) = signature.parameters.values()
+
+    def wrapper(arg: Any) -> Any:
+        return around(name, lambda: fn(arg))
+
+    wrapper.__name__ = wrapper.__qualname__ = fn.__name__
+    wrapper.__annotations__ = {parameter.name: hints[parameter.name], "return": hints["return"]}
+    wrapper.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[parameter.replace(annotation=hints[parameter.name])],
+        return_annotation=hints["return"],
+    )
+    return activity.defn(name=name)(wrapper)
+
+
+def fail_before(step: str) -> Callable[[str, Callable[[], Any]], Any]:
+    """The named step fails for good before doing anything."""
+
+    def around(name: str, call: Callable[[], Any]) -> Any:
+        if name == step:
+            raise ApplicationError(
+                f"injected failure at {step}", 530, type="InjectedFailure", non_retryable=True
+            )
+        return call()
+
+    return around
+
+
+def crash_after_first(step: str | None = None) -> Callable[[str, Callable[[], Any]], Any]:
+    """The step does its work, then 'crashes' before reporting, once: Temporal retries it."""
+    crashed: set[str] = set()
+
+    def around(name: str, call: Callable[[], Any]) -> Any:
+        result = call()
+        if (step is None or name == step) and name not in crashed:
+            crashed.add(name)
+            raise ApplicationError(f"worker lost after {name}", type="WorkerLost")
+        return result
+
+    return around
+
+
+def run_twice(name: str, call: Callable[[], Any]) -> Any:
+    """Every step runs twice, as at-least-once delivery allows; the second result is used."""
+    call()
+    return call()
+
+
+@dataclass
+class Harness:
+    client: Client
+    cloud: Cloud
+    task_queue: str
+    driver: SimulatorDriver
+    faults: list[dict[str, Any]] = field(default_factory=list)
+
+    async def deploy(
+        self,
+        zone: DemoCloud,
+        name: str = "web-1",
+        *,
+        offering_id: UUID | None = None,
+        job_id: UUID | None = None,
+    ) -> WorkflowHandle[Any, Any]:
+        job_id = job_id or uuid.uuid4()
+        order = DeploymentOrder(
+            account_id=zone.admin_account_id,
+            zone_id=zone.zone_id,
+            service_offering_id=offering_id or zone.small_offering_id,
+            template_id=zone.template_id,
+            network_id=zone.network_id,
+            name=name,
+            display_name=name,
+        )
+        return await self.client.start_workflow(
+            "DeployVirtualMachine",
+            DeployVirtualMachineRequest(job_id=job_id, order=order, summary=f"deploy {name}"),
+            id=str(job_id),
+            task_queue=self.task_queue,
+            # A workflow task that keeps failing would otherwise retry for ever.
+            execution_timeout=timedelta(seconds=90),
+        )
+
+
+@asynccontextmanager
+async def running_worker(
+    client: Client,
+    cloud: Cloud,
+    *,
+    around: Callable[[str, Callable[[], Any]], Any] | None = None,
+    driver: SimulatorDriver | None = None,
+    task_queue: str | None = None,
+) -> AsyncIterator[Harness]:
+    faults: list[dict[str, Any]] = []
+    driver = driver or SimulatorDriver(lambda: faults)
+    activities: Sequence[Any] = control_plane_activities(cloud, {driver.hypervisor: driver})
+    if around is not None:
+        activities = [wrap_activity(a, around) for a in activities]
+    queue = task_queue or f"test-{uuid.uuid4().hex[:8]}"
+    worker: Worker = build_worker(client, queue, activities, threads=16)
+    async with worker:
+        yield Harness(client, cloud, queue, driver, faults)
+
+
+@dataclass(frozen=True)
+class Leaks:
+    reservations: dict[str, list[str]]
+    ip_addresses: list[str]
+    pool_allocations: dict[str, int]
+    simulator_vms: list[str]
+    simulator_volumes: list[str]
+
+    @property
+    def none(self) -> bool:
+        return not (
+            self.reservations
+            or self.ip_addresses
+            or self.pool_allocations
+            or self.simulator_vms
+            or self.simulator_volumes
+        )
+
+
+def leaks_of(cloud: Cloud, zone: DemoCloud, driver: SimulatorDriver, job_id: UUID) -> Leaks:
+    """What a job still holds anywhere: capacity, IPs, storage, hypervisor VMs and disks."""
+    vm_id = str(virtual_machine_id_for(job_id))
+    volume_id = str(root_volume_id_for(job_id))
+    reservations = {
+        str(host_id): [vm for vm in cloud.load(Host, host_id).reservations if vm == vm_id]
+        for host_id in zone.host_ids
+    }
+    network = cloud.load(GuestNetwork, zone.network_id)
+    pools = {
+        str(pool_id): cloud.load(PrimaryStorage, pool_id).allocations.get(volume_id, 0)
+        for pool_id in zone.pool_ids
+    }
+    return Leaks(
+        reservations={h: r for h, r in reservations.items() if r},
+        ip_addresses=[ip for ip, owner in network.allocations.items() if owner == vm_id],
+        pool_allocations={p: n for p, n in pools.items() if n},
+        simulator_vms=[
+            vm.vm_id for host_id in zone.host_ids for vm in driver.vms_on(str(host_id))
+            if vm.vm_id == vm_id
+        ],
+        simulator_volumes=[
+            v.volume_id for pool_id in zone.pool_ids for v in driver.volumes_on(str(pool_id))
+            if v.volume_id == volume_id
+        ],
+    )
+
+
+def vm_of(cloud: Cloud, job_id: UUID) -> VirtualMachine:
+    return cloud.load(VirtualMachine, virtual_machine_id_for(job_id))
+
+
+def volume_of(cloud: Cloud, job_id: UUID) -> Volume:
+    return cloud.load(Volume, root_volume_id_for(job_id))
+
+
+def job_of(cloud: Cloud, job_id: UUID) -> Job:
+    return cloud.load(Job, job_id)
+
+
+def event_names(cloud: Cloud, aggregate_id: UUID) -> list[str]:
+    return [type(e).__qualname__ for e in cloud.events.get(aggregate_id)]

@@ -1,0 +1,72 @@
+"""The Temporal worker: workflows, control-plane activities and, for clusters without an agent
+queue of their own, the hypervisor activities with their drivers."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.deployment import DeploymentActivities
+from activities.drivers.hypervisor import HypervisorDriver
+from activities.drivers.simulator import SimulatorDriver
+from activities.hypervisor import DriverRegistry, HypervisorActivities
+from activities.simulator_configuration import SimulatorConfigurationActivities, faults_from
+from domain.cloud import Cloud
+from workflows.configure_simulator import ConfigureSimulator
+from workflows.deploy_virtual_machine import DeployVirtualMachine
+
+WORKFLOWS: Sequence[type] = (DeployVirtualMachine, ConfigureSimulator)
+
+
+def default_drivers(cloud: Cloud) -> dict[str, HypervisorDriver]:
+    """The drivers a worker holds by default: the simulator, with faults from the event store."""
+    return {SimulatorDriver.hypervisor: SimulatorDriver(lambda: faults_from(cloud))}
+
+
+def control_plane_activities(cloud: Cloud, drivers: Mapping[str, HypervisorDriver]) -> list[Any]:
+    deployment = DeploymentActivities(cloud)
+    hypervisor = HypervisorActivities(DriverRegistry(dict(drivers)))
+    simulator = SimulatorConfigurationActivities(cloud)
+    return [
+        deployment.register,
+        deployment.plan,
+        deployment.reserve_capacity,
+        deployment.release_capacity,
+        deployment.begin_root_volume,
+        deployment.complete_root_volume,
+        deployment.abandon_root_volume,
+        deployment.expunge_root_volume,
+        deployment.root_volume_removal,
+        deployment.allocate_nic,
+        deployment.release_nic,
+        deployment.prepare_launch,
+        deployment.complete,
+        deployment.fail,
+        hypervisor.create_volume,
+        hypervisor.delete_volume,
+        hypervisor.launch_vm,
+        hypervisor.destroy_vm,
+        simulator.change_fault,
+    ]
+
+
+def build_worker(
+    client: Client,
+    task_queue: str,
+    activities: Sequence[Any],
+    *,
+    threads: int = 32,
+    workflows: Sequence[type] = WORKFLOWS,
+) -> Worker:
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=list(workflows),
+        activities=list(activities),
+        activity_executor=ThreadPoolExecutor(max_workers=threads, thread_name_prefix="activity"),
+        max_concurrent_activities=threads,
+    )

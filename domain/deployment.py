@@ -446,7 +446,9 @@ def complete_deployment(cloud: Cloud, job_id: UUID, host_id: UUID) -> dict[str, 
             "ip_address": vm.ip_address or "",
             "root_volume_id": str(vm.root_volume_id),
         }
-        d.get(Job, job_id).succeed(result, f"{job_id}/succeeded")
+        job = d.get(Job, job_id)
+        job.enter_step("completed", f"{job_id}/completed-step")
+        job.succeed(result, f"{job_id}/succeeded")
         return result
 
     return cloud.decide(decide)

@@ -52,12 +52,13 @@ class Projector:
     ) -> None:
         self.runners: dict[str, ProjectionRunner[Any, Any]] = {}
         for projection_class, view_class in projections:
-            self.runners[projection_class.name] = ProjectionRunner(
+            runner: ProjectionRunner[Any, Any] = ProjectionRunner(
                 application_class=Cloud,
                 projection_class=bind(projection_class, env),
                 view_class=view_class,
                 env=dict(env),
             )
+            self.runners[projection_class.name] = runner.__enter__()
 
     def wait(self, position: int, timeout: float = 10.0) -> None:
         """Block until every projection has processed the event at `position`."""

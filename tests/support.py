@@ -41,7 +41,7 @@ def seed_zone(cloud: Cloud, **kwargs: Any) -> DemoCloud:
 
 
 def activity_name(fn: Callable[..., Any]) -> str:
-    definition = activity._Definition.from_callable(fn)  # noqa: SLF001
+    definition = activity._Definition.from_callable(fn)
     assert definition is not None and definition.name is not None
     return definition.name
 
@@ -196,11 +196,15 @@ def leaks_of(cloud: Cloud, zone: DemoCloud, driver: SimulatorDriver, job_id: UUI
         ip_addresses=[ip for ip, owner in network.allocations.items() if owner == vm_id],
         pool_allocations={p: n for p, n in pools.items() if n},
         simulator_vms=[
-            vm.vm_id for host_id in zone.host_ids for vm in driver.vms_on(str(host_id))
+            vm.vm_id
+            for host_id in zone.host_ids
+            for vm in driver.vms_on(str(host_id))
             if vm.vm_id == vm_id
         ],
         simulator_volumes=[
-            v.volume_id for pool_id in zone.pool_ids for v in driver.volumes_on(str(pool_id))
+            v.volume_id
+            for pool_id in zone.pool_ids
+            for v in driver.volumes_on(str(pool_id))
             if v.volume_id == volume_id
         ],
     )

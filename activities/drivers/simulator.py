@@ -20,9 +20,11 @@ from activities.drivers.hypervisor import (
     HostRef,
     PowerState,
     ResourceUnavailableError,
+    SnapshotInfo,
     StoragePoolRef,
     VirtualMachineInfo,
     VirtualMachineSpec,
+    VolumeAttachment,
     VolumeInfo,
     VolumeSpec,
 )
@@ -168,3 +170,103 @@ class SimulatorDriver:
     @staticmethod
     def _info(vm: SimulatedVm) -> VirtualMachineInfo:
         return VirtualMachineInfo(vm.spec.vm_id, vm.spec.name, vm.power_state, vm.host_id)
+
+    # -- issue 4: snapshots, attachment, resize, migration -----------------------------------
+    # State for these lives in attributes made on first use, so the constructor stays as it is.
+    def _extra(self, name: str) -> dict[Any, Any]:
+        extra: dict[Any, Any] = self.__dict__.setdefault(name, {})
+        return extra
+
+    def _vm_or_fail(self, host: HostRef, vm_id: str) -> SimulatedVm:
+        vm = self._vms.get(host.host_id, {}).get(vm_id)
+        if vm is None:
+            raise DriverError(f"VM {vm_id} is not defined on host {host.name}")
+        return vm
+
+    def create_snapshot(
+        self, host: HostRef, vm_id: str, snapshot_id: str, *, memory: bool
+    ) -> SnapshotInfo:
+        self._simulate("create_snapshot", host)
+        with self._lock:
+            vm = self._vm_or_fail(host, vm_id)
+            snapshots = self._extra("_snapshots").setdefault(vm_id, {})
+            if snapshot_id not in snapshots:
+                captured = memory and vm.power_state == PowerState.POWERED_ON
+                snapshots[snapshot_id] = SnapshotInfo(snapshot_id, vm_id, captured)
+            return snapshots[snapshot_id]  # type: ignore[no-any-return]
+
+    def list_snapshots(self, host: HostRef, vm_id: str) -> list[SnapshotInfo]:
+        self._simulate("list_snapshots", host)
+        with self._lock:
+            self._vm_or_fail(host, vm_id)
+            return list(self._extra("_snapshots").get(vm_id, {}).values())
+
+    def revert_snapshot(self, host: HostRef, vm_id: str, snapshot_id: str) -> VirtualMachineInfo:
+        self._simulate("revert_snapshot", host)
+        with self._lock:
+            self._vm_or_fail(host, vm_id)
+            snapshot = self._extra("_snapshots").get(vm_id, {}).get(snapshot_id)
+            if snapshot is None:
+                raise DriverError(f"VM {vm_id} has no snapshot {snapshot_id}")
+        state = PowerState.POWERED_ON if snapshot.memory else PowerState.POWERED_OFF
+        return self._set_power(host, vm_id, state)
+
+    def delete_snapshot(self, host: HostRef, vm_id: str, snapshot_id: str) -> None:
+        self._simulate("delete_snapshot", host)
+        with self._lock:
+            self._extra("_snapshots").get(vm_id, {}).pop(snapshot_id, None)
+
+    def list_volume_attachments(self, host: HostRef, vm_id: str) -> list[VolumeAttachment]:
+        self._simulate("list_volume_attachments", host)
+        with self._lock:
+            vm = self._vm_or_fail(host, vm_id)
+            volumes = (vm.spec.root_volume, *vm.spec.data_volumes)
+            base = [VolumeAttachment(vm_id, v.volume_id, i) for i, v in enumerate(volumes)]
+            return base + list(self._extra("_attachments").get(vm_id, {}).values())
+
+    def attach_volume(
+        self, host: HostRef, vm_id: str, volume: VolumeInfo, *, device_id: int
+    ) -> VolumeAttachment:
+        self._simulate("attach_volume", host)
+        with self._lock:
+            self._vm_or_fail(host, vm_id)
+            attached = self._extra("_attachments").setdefault(vm_id, {})
+            if volume.volume_id not in attached:
+                if any(a.device_id == device_id for a in attached.values()):
+                    raise DriverError(f"device {device_id} of VM {vm_id} is in use")
+                attached[volume.volume_id] = VolumeAttachment(vm_id, volume.volume_id, device_id)
+            return attached[volume.volume_id]  # type: ignore[no-any-return]
+
+    def detach_volume(self, host: HostRef, vm_id: str, volume_id: str) -> None:
+        self._simulate("detach_volume", host)
+        with self._lock:
+            self._vm_or_fail(host, vm_id)
+            self._extra("_attachments").get(vm_id, {}).pop(volume_id, None)
+
+    def resize_volume(
+        self, host: HostRef, pool: StoragePoolRef, volume_id: str, size_bytes: int
+    ) -> VolumeInfo:
+        self._simulate("resize_volume", host)
+        with self._lock:
+            volume = self._volumes.get(pool.pool_id, {}).get(volume_id)
+            if volume is None:
+                raise DriverError(f"volume {volume_id} is not in pool {pool.name}")
+            if size_bytes < volume.size_bytes:
+                raise DriverError(f"shrinking volume {volume_id} is refused")
+            volume = replace(volume, size_bytes=size_bytes)
+            self._volumes[pool.pool_id][volume_id] = volume
+            return volume
+
+    def migrate_vm(
+        self, source_host: HostRef, target_host: HostRef, vm_id: str
+    ) -> VirtualMachineInfo:
+        self._simulate("migrate_vm", source_host)
+        with self._lock:
+            arrived = self._vms.get(target_host.host_id, {}).get(vm_id)
+            if arrived is not None:
+                return self._info(arrived)
+            vm = self._vm_or_fail(source_host, vm_id)
+            del self._vms[source_host.host_id][vm_id]
+            moved = replace(vm, host_id=target_host.host_id)
+            self._vms.setdefault(target_host.host_id, {})[vm_id] = moved
+            return self._info(moved)

@@ -127,12 +127,14 @@ def _assert_single_effects(cloud: Cloud, vm_id, network_id, host_id, job_id) -> 
     assert vm_events["VirtualMachine.NicAttached"] == 1
     assert vm_events["VirtualMachine.Transitioned"] == 2  # StartRequested, OperationSucceeded
     network_events = [
-        e for e in cloud.events.get(network_id)
+        e
+        for e in cloud.events.get(network_id)
         if type(e).__qualname__ == "GuestNetwork.IpAllocated" and e.owner_id == vm_id
     ]
     assert len(network_events) == 1
     host_events = [
-        e for e in cloud.events.get(host_id)
+        e
+        for e in cloud.events.get(host_id)
         if type(e).__qualname__ == "Host.CapacityReserved" and e.vm_id == vm_id
     ]
     assert len(host_events) == 1
@@ -147,8 +149,14 @@ async def test_a_host_that_fails_to_start_the_vm_is_avoided_and_the_next_host_us
     broken_host = zone.host_ids[0]
     async with running_worker(temporal_client, cloud) as harness:
         harness.faults.append(
-            {"operation": "start_vm", "action": "fail", "host_id": str(broken_host),
-             "error_code": 534, "message": "simulated: host refused", "delay_seconds": 0}
+            {
+                "operation": "start_vm",
+                "action": "fail",
+                "host_id": str(broken_host),
+                "error_code": 534,
+                "message": "simulated: host refused",
+                "delay_seconds": 0,
+            }
         )
         handle = await harness.deploy(zone, "retry-me")
         await handle.result()
@@ -157,8 +165,11 @@ async def test_a_host_that_fails_to_start_the_vm_is_avoided_and_the_next_host_us
     assert vm.state is VmState.RUNNING and vm.host_id != broken_host
     assert cloud.load(Host, broken_host).reservation_for(vm.id) is None
     assert harness.driver.vms_on(str(broken_host)) == []
-    transitions = [e.vm_event for e in cloud.events.get(vm.id)
-                   if type(e).__qualname__ == "VirtualMachine.Transitioned"]
+    transitions = [
+        e.vm_event
+        for e in cloud.events.get(vm.id)
+        if type(e).__qualname__ == "VirtualMachine.Transitioned"
+    ]
     assert transitions == ["StartRequested", "OperationRetry", "OperationSucceeded"]
 
 
@@ -168,8 +179,14 @@ async def test_when_every_host_fails_the_job_fails_533_naming_the_last_failure_a
     zone = seed_zone(cloud)
     async with running_worker(temporal_client, cloud) as harness:
         harness.faults.append(
-            {"operation": "start_vm", "action": "fail", "host_id": None, "error_code": 534,
-             "message": "simulated: no hypervisor answers", "delay_seconds": 0}
+            {
+                "operation": "start_vm",
+                "action": "fail",
+                "host_id": None,
+                "error_code": 534,
+                "message": "simulated: no hypervisor answers",
+                "delay_seconds": 0,
+            }
         )
         handle = await harness.deploy(zone, "nowhere")
         with pytest.raises(WorkflowFailureError) as failure:
@@ -190,8 +207,14 @@ async def test_a_storage_pool_that_fails_is_avoided_and_the_other_cluster_used(
         # The first cluster's hosts can only create volumes on its pool: fail both its hosts.
         for host_id in zone.host_ids[:2]:
             harness.faults.append(
-                {"operation": "create_volume", "action": "fail", "host_id": str(host_id),
-                 "error_code": 534, "message": "simulated: pool offline", "delay_seconds": 0}
+                {
+                    "operation": "create_volume",
+                    "action": "fail",
+                    "host_id": str(host_id),
+                    "error_code": 534,
+                    "message": "simulated: pool offline",
+                    "delay_seconds": 0,
+                }
             )
         handle = await harness.deploy(zone, "elsewhere")
         await handle.result()
@@ -206,7 +229,12 @@ async def test_an_offering_bigger_than_any_host_fails_533_and_leaves_the_vm_in_e
 ) -> None:
     zone = seed_zone(cloud, host_memory_mib=4096)
     huge = add_service_offering(
-        cloud, uuid.uuid4(), "Huge", display_text="too big", cpu_count=1, cpu_speed_mhz=500,
+        cloud,
+        uuid.uuid4(),
+        "Huge",
+        display_text="too big",
+        cpu_count=1,
+        cpu_speed_mhz=500,
         memory_mib=8192,
     )
     async with running_worker(temporal_client, cloud) as harness:

@@ -14,8 +14,6 @@ import (
 
 func main() {
 	model := simulator.VPX()
-	model.Host = 2 // standalone hosts besides the cluster's, so relocation has somewhere to go
-	model.Machine = 1
 	if err := model.Create(); err != nil {
 		log.Fatal(err)
 	}

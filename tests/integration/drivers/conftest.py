@@ -67,3 +67,47 @@ def qcow2_template(shared_storage_dir: Path) -> Path:
     )
     os.chmod(path, 0o644)
     return path
+
+
+VCSIM_DIR = Path(__file__).resolve().parents[2] / "vcsim"
+GOCODE = Path("/usr/share/gocode")
+
+
+def build_vcsim() -> Path:
+    """Build tests/vcsim/main.go against Debian's govmomi source, offline (GOPATH mode)."""
+    binary = VCSIM_DIR / "bin" / "vcsim"
+    source = VCSIM_DIR / "main.go"
+    if binary.exists() and binary.stat().st_mtime >= source.stat().st_mtime:
+        return binary
+    if shutil.which("go") is None or not (GOCODE / "src/github.com/vmware/govmomi").is_dir():
+        pytest.skip(
+            "go or golang-github-vmware-govmomi-dev missing: run .ci/install-system-packages"
+        )
+    env = {
+        **os.environ,
+        "GO111MODULE": "off",
+        "GOPATH": f"{VCSIM_DIR / 'bin' / 'gopath'}:{GOCODE}",
+        "GOCACHE": str(VCSIM_DIR / "bin" / "gocache"),
+        "GOFLAGS": "",
+        "GOPROXY": "off",
+    }
+    subprocess.run(
+        ["go", "build", "-o", str(binary), "."], cwd=VCSIM_DIR, env=env, check=True, timeout=540
+    )
+    return binary
+
+
+@pytest.fixture(scope="session")
+def vcsim_url() -> Iterator[str]:
+    """govmomi's vCenter simulator on 127.0.0.1 over plain http; yields its SDK URL."""
+    process = subprocess.Popen(
+        [str(build_vcsim())], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    assert process.stdout is not None
+    url = process.stdout.readline().strip()
+    if not url:
+        process.kill()
+        pytest.fail("vcsim printed no URL")
+    yield url
+    process.terminate()
+    process.wait(timeout=10)

@@ -8,6 +8,7 @@ the test as skipped with the reason, so nothing unsupported ever passes silently
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -76,17 +77,13 @@ class Cleanup:
     def run(self) -> None:
         driver = self.backend.driver
         for host, vm_id in reversed(self.vms):
-            try:
+            with contextlib.suppress(DriverError):
                 driver.destroy_vm(host, vm_id)
-            except DriverError:
-                pass
         if not self.has_volumes:
             return
         for volume_id in reversed(self.volumes):
-            try:
+            with contextlib.suppress(DriverError):
                 driver.delete_volume(self.backend.host, self.backend.pool, volume_id)
-            except DriverError:
-                pass
 
 
 def new_id() -> str:
@@ -214,9 +211,7 @@ class HypervisorContract:
             PowerState.POWERED_OFF
         )
 
-    def test_forced_stop_powers_a_running_vm_off(
-        self, backend: Backend, cleanup: Cleanup
-    ) -> None:
+    def test_forced_stop_powers_a_running_vm_off(self, backend: Backend, cleanup: Cleanup) -> None:
         spec = self.running_vm(backend, cleanup)
         stopped = backend.driver.stop_vm(backend.host, spec.vm_id, forced=True)
         assert stopped.power_state == PowerState.POWERED_OFF
@@ -275,9 +270,7 @@ class HypervisorContract:
         volume = self.volume(backend, cleanup, template=True)
         assert volume.size_bytes >= backend.template.size_bytes
 
-    def test_delete_volume_twice_is_not_an_error(
-        self, backend: Backend, cleanup: Cleanup
-    ) -> None:
+    def test_delete_volume_twice_is_not_an_error(self, backend: Backend, cleanup: Cleanup) -> None:
         self.supported(
             "volumes",
             lambda: backend.driver.delete_volume(backend.host, backend.pool, new_id()),
@@ -287,24 +280,24 @@ class HypervisorContract:
         backend.driver.delete_volume(backend.host, backend.pool, volume.volume_id)
         # Gone for real: creating it again makes a fresh disk rather than finding the old one.
         again = backend.driver.create_volume(
-            backend.host, backend.pool, VolumeSpec(volume.volume_id, "again", 2 * backend.volume_size)
+            backend.host,
+            backend.pool,
+            VolumeSpec(volume.volume_id, "again", 2 * backend.volume_size),
         )
         assert again.size_bytes == 2 * backend.volume_size
 
     def test_resize_grows_a_volume_and_refuses_to_shrink_it(
         self, backend: Backend, cleanup: Cleanup
     ) -> None:
+        volume = self.volume(backend, cleanup)
+        bigger = 2 * backend.volume_size
         self.supported(
             "resize",
             lambda: backend.driver.resize_volume(
-                backend.host, backend.pool, new_id(), 2 * backend.volume_size
+                backend.host, backend.pool, volume.volume_id, bigger
             ),
         )
-        volume = self.volume(backend, cleanup)
-        bigger = 2 * backend.volume_size
-        grown = backend.driver.resize_volume(
-            backend.host, backend.pool, volume.volume_id, bigger
-        )
+        grown = backend.driver.resize_volume(backend.host, backend.pool, volume.volume_id, bigger)
         assert grown.size_bytes == bigger and grown.volume_id == volume.volume_id
         same = backend.driver.resize_volume(backend.host, backend.pool, volume.volume_id, bigger)
         assert same.size_bytes == bigger
@@ -352,9 +345,7 @@ class HypervisorContract:
             ),
         )
         first = backend.driver.create_snapshot(backend.host, spec.vm_id, snapshot_id, memory=False)
-        second = backend.driver.create_snapshot(
-            backend.host, spec.vm_id, snapshot_id, memory=False
-        )
+        second = backend.driver.create_snapshot(backend.host, spec.vm_id, snapshot_id, memory=False)
         assert first == second
         assert (first.snapshot_id, first.vm_id, first.memory) == (snapshot_id, spec.vm_id, False)
         listed = backend.driver.list_snapshots(backend.host, spec.vm_id)
@@ -407,7 +398,7 @@ class HypervisorContract:
         self, backend: Backend, cleanup: Cleanup
     ) -> None:
         spec = self.running_vm(backend, cleanup)
-        target = backend.target_host or backend.unreachable_host
+        target = backend.target_host or backend.host
         self.supported(
             "migrate", lambda: backend.driver.migrate_vm(backend.host, target, spec.vm_id)
         )

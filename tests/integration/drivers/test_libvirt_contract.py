@@ -18,8 +18,9 @@ MIGRATION_NOTES = "activities/drivers/NOTES-migration.md"
 
 
 def host(name: str, address: str = "127.0.0.1") -> HostRef:
-    return HostRef(host_id=f"host-{name}", name=name, address=address, cluster_id="c1",
-                   hypervisor="KVM")
+    return HostRef(
+        host_id=f"host-{name}", name=name, address=address, cluster_id="c1", hypervisor="KVM"
+    )
 
 
 class TestLibvirtTestDriverContract(HypervisorContract):
@@ -44,8 +45,9 @@ class TestLibvirtTestDriverContract(HypervisorContract):
             host=host("test"),
             unreachable_host=host("gone"),
             pool=StoragePoolRef("pool-1", "default-pool", "/default-pool"),
-            template=TemplateRef("tpl-1", "tiny", "file:///default-pool/tpl.qcow2", "QCOW2",
-                                 32 * MIB),
+            template=TemplateRef(
+                "tpl-1", "tiny", "file:///default-pool/tpl.qcow2", "QCOW2", 32 * MIB
+            ),
             nics=(NicSpec("52:54:00:00:00:01", "10.1.1.10", "default", vlan=100),),
         )
         driver.close()
@@ -55,8 +57,9 @@ class TestLibvirtQemuContract(HypervisorContract):
     """A real libvirtd with real QEMU (TCG) guests, and a second daemon to migrate to."""
 
     @pytest.fixture(scope="class")
+    @classmethod
     def qemu_backend(
-        self,
+        cls,
         libvirt_system_daemon: str,
         libvirt_second_daemon: SecondDaemon | str,
         shared_storage_dir: Path,
@@ -66,8 +69,12 @@ class TestLibvirtQemuContract(HypervisorContract):
         if isinstance(libvirt_second_daemon, SecondDaemon):
             uris["host-b"] = libvirt_second_daemon.uri
         driver = LibvirtKvmDriver(
-            uris, domain_type="kvm" if kvm_usable() else "qemu", unsafe_migration=True, shutdown_timeout=0.5,
-            migration_uri="tcp://127.0.0.1", call_timeout=120.0,
+            uris,
+            domain_type="kvm" if kvm_usable() else "qemu",
+            unsafe_migration=True,
+            shutdown_timeout=0.5,
+            migration_uri="tcp://127.0.0.1",
+            call_timeout=120.0,
         )
         pool_dir = shared_storage_dir / "pool"
         pool = StoragePoolRef("pool-1", f"stratus-test-{uuid.uuid4().hex[:8]}", str(pool_dir))

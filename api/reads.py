@@ -1,0 +1,30 @@
+"""Read-side helpers shared by the routers: read-your-writes and account scoping."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from fastapi import Response
+
+from api.auth import Caller
+from api.errors import forbidden
+from api.services import CloudServices
+
+CONSISTENCY_HEADER = "Stratus-Read-Consistent"
+
+
+def consistent_read(services: CloudServices, table: str, wanted: bool, response: Response) -> None:
+    """With `consistent=true`, wait for the read model to include every write made before the
+    request; the header says whether it did within the timeout."""
+    if wanted:
+        caught_up = services.reads.wait_until_current(table, services.consistency_timeout)
+        response.headers[CONSISTENCY_HEADER] = "true" if caught_up else "false"
+
+
+def scoped_account(caller: Caller, requested: UUID | None) -> UUID | None:
+    """Users see their own account only; admins see all, or the one they ask for."""
+    if caller.is_admin:
+        return requested
+    if requested is not None and requested != caller.account_id:
+        raise forbidden("you can only list your own account's resources")
+    return caller.account_id

@@ -1,0 +1,26 @@
+"""What the API works with, handed over by the composition root (`workers/`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from temporalio.client import Client
+
+from domain.cloud import Cloud
+from projections.store import ReadStore
+
+
+@dataclass
+class CloudServices:
+    #: The event store, for validation only: the API never appends.
+    cloud: Cloud
+    reads: ReadStore
+    temporal: Client
+    task_queue: str
+    namespace: str = "default"
+    temporal_ui_url: str = "http://localhost:8233"
+    #: How long a `consistent=true` read waits for the read models to catch up.
+    consistency_timeout: float = 10.0
+
+    def job_url(self, job_id: object) -> str:
+        return f"{self.temporal_ui_url}/namespaces/{self.namespace}/workflows/{job_id}"

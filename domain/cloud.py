@@ -10,6 +10,8 @@ optimistic concurrency the host capacity rule relies on.
 
 from __future__ import annotations
 
+import random
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, unquote, urlparse
@@ -69,12 +71,18 @@ class Cloud(Application[UUID]):
         return aggregate if isinstance(aggregate, cls) else None
 
     def decide(self, decision: Callable[[Decision], R]) -> R:
-        for _ in range(MAX_DECISION_ATTEMPTS):
+        """Run `decision` on fresh state and save what it changed, retrying lost races.
+
+        Losers back off for a random, growing while: deployments racing for the same host
+        (FirstFit packs them onto the first one) would otherwise collide again at once.
+        """
+        for attempt in range(MAX_DECISION_ATTEMPTS):
             unit = Decision(self)
             result = decision(unit)
             try:
                 unit.commit()
             except IntegrityError:
+                time.sleep(random.uniform(0, min(0.5, 0.005 * 2**attempt)))
                 continue
             return result
         raise ResourceUnavailable("too many concurrent changes to the same resources; try again")

@@ -18,6 +18,10 @@ from domain.aggregate import CloudAggregate
 from domain.errors import InsufficientCapacity, InvalidParameter
 
 
+#: The hypervisor type of bare-metal hosts (domain.catalog.HypervisorType.BAREMETAL).
+BARE_METAL = "BareMetal"
+
+
 class HostStatus(StrEnum):
     UP = "Up"
     DOWN = "Down"
@@ -84,7 +88,14 @@ class Host(CloudAggregate):
         held = self.reservations.get(str(vm_id))
         return Reservation(**held) if held else None
 
+    @property
+    def is_exclusive(self) -> bool:
+        """A bare-metal host is the machine itself: it runs one instance, whatever its size."""
+        return self.hypervisor == BARE_METAL
+
     def can_take_deployments(self) -> bool:
+        if self.is_exclusive and self.reservations:
+            return False
         return self.status is HostStatus.UP and self.resource_state is ResourceState.ENABLED
 
     def fits(

@@ -44,6 +44,7 @@ OPERATIONS = frozenset(
         "memory_snapshot",
         "migrate",
         "reboot",
+        "multiple_vms",
     }
 )
 
@@ -226,6 +227,8 @@ class HypervisorContract:
         self, backend: Backend, cleanup: Cleanup
     ) -> None:
         running = self.running_vm(backend, cleanup)
+        # Bare metal: a host is one machine and runs one instance.
+        self.supported("multiple_vms", lambda: self.defined_vm(backend, cleanup))
         stopped = self.defined_vm(backend, cleanup)
         states = {vm.vm_id: vm.power_state for vm in backend.driver.list_vms(backend.host)}
         assert states[running.vm_id] == PowerState.POWERED_ON

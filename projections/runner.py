@@ -2,38 +2,42 @@
 
 Each projection follows the `cloud_events` notification log through eventsourcing's
 ProjectionRunner (LISTEN/NOTIFY on PostgreSQL) and resumes from its own tracking position, so
-several projector processes may run: the tracking row makes a second write of the same event
-fail, and that process reconnects and resumes past it.
+several projector processes may run (see `Projector`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Mapping
 from typing import Any
 
-from eventsourcing.projection import ProjectionRunner
+from eventsourcing.persistence import IntegrityError
+from eventsourcing.projection import Projection, ProjectionRunner
 
 from domain.cloud import Cloud
 from projections.host_capacity import HostCapacityProjection, HostCapacityView
 from projections.inventory import InventoryProjection, InventoryView
 from projections.jobs import JobsProjection, JobsView
-from projections.read_model import AggregateStateProjection, ReadModelView
+from projections.read_model import ReadModelView
+from projections.usage import UsageProjection, UsageView
 from projections.virtual_machines import VirtualMachinesProjection, VirtualMachinesView
 from projections.volumes import VolumesProjection, VolumesView
 
-PROJECTIONS: tuple[tuple[type[AggregateStateProjection], type[ReadModelView]], ...] = (
+#: A projection class (which may read `cloud_env`) and the view holding its tables.
+ProjectionClass = type[Projection[Any]]
+
+PROJECTIONS: tuple[tuple[ProjectionClass, type[ReadModelView]], ...] = (
     (VirtualMachinesProjection, VirtualMachinesView),
     (VolumesProjection, VolumesView),
     (JobsProjection, JobsView),
     (HostCapacityProjection, HostCapacityView),
     (InventoryProjection, InventoryView),
+    (UsageProjection, UsageView),
 )
 
 
-def bind(
-    projection_class: type[AggregateStateProjection], env: Mapping[str, str]
-) -> type[AggregateStateProjection]:
+def bind(projection_class: ProjectionClass, env: Mapping[str, str]) -> ProjectionClass:
     """The projection class with the event store's settings, keeping its name (and tables)."""
     return type(
         projection_class.__name__,
@@ -43,22 +47,36 @@ def bind(
 
 
 class Projector:
+    """Runs the projections, each in its own ProjectionRunner, and keeps them running.
+
+    Several projector processes may follow the same event store. Two that process the same
+    event both write its rows and then its tracking position in one transaction; the second
+    insert of the position fails (IntegrityError) and rolls back that whole transaction, so
+    the rows are written exactly once. The losing runner stops on that error, and `check`
+    starts it again from the position now recorded.
+    """
+
     def __init__(
         self,
         env: Mapping[str, str],
-        projections: tuple[tuple[type[AggregateStateProjection], type[ReadModelView]], ...] = (
-            PROJECTIONS
-        ),
+        projections: tuple[tuple[type[Any], type[ReadModelView]], ...] = PROJECTIONS,
     ) -> None:
+        self.env = dict(env)
+        self.specs = {projection.name: (projection, view) for projection, view in projections}
         self.runners: dict[str, ProjectionRunner[Any, Any]] = {}
-        for projection_class, view_class in projections:
-            runner: ProjectionRunner[Any, Any] = ProjectionRunner(
-                application_class=Cloud,
-                projection_class=bind(projection_class, env),
-                view_class=view_class,
-                env=dict(env),
-            )
-            self.runners[projection_class.name] = runner.__enter__()
+        self.restarts = 0
+        for name in self.specs:
+            self._start(name)
+
+    def _start(self, name: str) -> None:
+        projection_class, view_class = self.specs[name]
+        runner: ProjectionRunner[Any, Any] = ProjectionRunner(
+            application_class=Cloud,
+            projection_class=bind(projection_class, self.env),
+            view_class=view_class,
+            env=self.env,
+        )
+        self.runners[name] = runner.__enter__()
 
     def wait(self, position: int, timeout: float = 10.0) -> None:
         """Block until every projection has processed the event at `position`."""
@@ -67,14 +85,31 @@ class Projector:
             runner.wait(position, timeout=max(0.01, deadline - time.monotonic()))
 
     def check(self) -> None:
-        """Raise the error that stopped a projection, if one did."""
-        for runner in self.runners.values():
-            runner.run_forever(timeout=0)
+        """Restart a projection that lost a race to another projector; raise any other error
+        that stopped one."""
+        for name, runner in list(self.runners.items()):
+            if not runner.is_interrupted.is_set():
+                continue
+            try:
+                self._close(runner)
+            except IntegrityError:
+                self.restarts += 1
+                self._start(name)
 
     def stop(self) -> None:
         for runner in self.runners.values():
-            runner.__exit__(None, None, None)
+            with contextlib.suppress(Exception):
+                self._close(runner)
         self.runners.clear()
+
+    @staticmethod
+    def _close(runner: ProjectionRunner[Any, Any]) -> None:
+        """Stop a runner and give back its connections: the runner closes its application's
+        pool but not its view's, which a restarted runner would otherwise leak."""
+        try:
+            runner.__exit__(None, None, None)
+        finally:
+            runner.view.datastore.close()
 
     def __enter__(self) -> Projector:
         return self

@@ -25,13 +25,17 @@ from projections.inventory import INVENTORY
 from projections.jobs import JOBS
 from projections.read_model import Table
 from projections.runner import PROJECTIONS
+from projections.usage import USAGE_INTERVALS
 from projections.virtual_machines import VIRTUAL_MACHINES
 from projections.volumes import VOLUMES
 
 TABLES: dict[str, Table] = {
-    t.name: t for t in (VIRTUAL_MACHINES, VOLUMES, JOBS, HOST_CAPACITY, INVENTORY)
+    t.name: t for t in (VIRTUAL_MACHINES, VOLUMES, JOBS, HOST_CAPACITY, INVENTORY, USAGE_INTERVALS)
 }
 PROJECTION_OF_TABLE = {view.tables[0].name: projection.name for projection, view in PROJECTIONS}
+TOPICS_OF_PROJECTION: dict[str, list[str]] = {
+    projection.name: list(projection.topics) for projection, _ in PROJECTIONS
+}
 APPLICATION_NAME = "Cloud"
 
 
@@ -72,6 +76,14 @@ class ReadStore:
 
     def close(self) -> None:
         self.pool.close()
+
+    def index_event_topics(self) -> None:
+        """Index the event store by topic, so finding a projection's last event is cheap."""
+        with self.pool.connection() as conn:
+            conn.execute(
+                "CREATE INDEX IF NOT EXISTS cloud_events_topic_notification_idx "
+                "ON cloud_events (topic, notification_id)"
+            )
 
     def get(self, table: str, row_id: UUID) -> dict[str, Any] | None:
         query = sql.SQL("SELECT * FROM {} WHERE id = %s").format(sql.Identifier(table))
@@ -131,19 +143,26 @@ class ReadStore:
                 return 0
         return int(row["n"] or 0) if row else 0
 
-    def event_store_position(self) -> int:
+    def target_position(self, projection: str) -> int:
+        """The last recorded event this projection follows.
+
+        Projections subscribe to their own topics, so their tracking position only moves on
+        those events: the store's overall last event may be one they never see.
+        """
+        query = "SELECT max(notification_id) AS n FROM cloud_events WHERE topic = ANY(%s)"
         with self.pool.connection() as conn:
-            try:
-                row = conn.execute("SELECT max(notification_id) AS n FROM cloud_events").fetchone()
-            except Exception:
-                return 0
+            row = conn.execute(query, (TOPICS_OF_PROJECTION[projection],)).fetchone()
         return int(row["n"] or 0) if row else 0
 
-    def wait_until_current(self, table: str, timeout: float = 5.0) -> bool:
-        """Read-your-writes: wait until the table's projection has caught up with every event
-        recorded before this call. False if it did not within `timeout`."""
-        target = self.event_store_position()
+    def is_current(self, table: str) -> bool:
         projection = PROJECTION_OF_TABLE[table]
+        return self.position_of(projection) >= self.target_position(projection)
+
+    def wait_until_current(self, table: str, timeout: float = 5.0) -> bool:
+        """Read-your-writes: wait until the table's projection has processed every event of
+        its topics recorded before this call. False if it did not within `timeout`."""
+        projection = PROJECTION_OF_TABLE[table]
+        target = self.target_position(projection)
         deadline = time.monotonic() + timeout
         delay = 0.005
         while self.position_of(projection) < target:

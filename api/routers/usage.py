@@ -1,0 +1,302 @@
+"""/v1/usage-records, /v1/usage-types, /v1/usage-corrections: metering and billing exports
+(listUsageRecords, listUsageTypes).
+
+Records are cut from the usage projection's intervals per aggregation window
+(`STRATUS_USAGE_WINDOW`, `STRATUS_USAGE_TIMEZONE`); a user sees its own account's records, an
+admin anyone's. Exports stream from a server-side cursor, so their size is bounded by nothing
+but the period.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
+
+from api.auth import CurrentCaller
+from api.dependencies import Consistent, Cursor, Limit, Services
+from api.errors import ApiError
+from api.reads import consistent_read, scoped_account
+from domain.errors import ErrorCode
+from projections.tariff import Tariff
+from projections.usage_records import (
+    ExportFormat,
+    InvalidUsageCursor,
+    RecordQuery,
+    UsageRecords,
+    export_chunks,
+    usage_type_listing,
+)
+from projections.usage_settings import UsageSettings
+from projections.usage_types import USAGE_CATALOG, UsageType
+
+router = APIRouter(tags=["usage"])
+TABLE = "usage_intervals"
+
+Start = Annotated[
+    datetime,
+    Query(description="period start, ISO 8601; without an offset, in the usage timezone"),
+]
+End = Annotated[datetime, Query(description="period end (exclusive), ISO 8601")]
+AccountFilter = Annotated[
+    UUID | None, Query(alias="account", description="account id (admins: any account)")
+]
+TypeFilter = Annotated[
+    str | None, Query(alias="type", description="usage type id or name (RUNNING_VM or 1)")
+]
+ZoneFilter = Annotated[UUID | None, Query(alias="zone", description="zone id")]
+
+
+class UsageRecordPublic(BaseModel):
+    id: UUID = Field(description="stable record id: the same after a rebuild")
+    account_id: UUID
+    account_name: str | None
+    domain: str | None
+    zone_id: UUID | None
+    usage_type: int
+    usage_type_name: str
+    description: str
+    raw_usage: float = Field(description="hours, exact to the millisecond")
+    raw_usage_ms: int
+    usage: str = Field(description='hours as CloudStack shows them: "1.5 Hrs"')
+    start_date: datetime
+    end_date: datetime
+    resource_id: UUID
+    resource_name: str | None
+    offering_id: UUID | None
+    template_id: UUID | None
+    size_bytes: int | None
+    corrections: int = Field(description="late events that changed this window's usage")
+
+
+class UsageRecordListing(BaseModel):
+    data: list[UsageRecordPublic]
+    count: int
+    next_cursor: str | None = None
+
+
+class UsageTypePublic(BaseModel):
+    id: int
+    name: str
+    description: str
+    metered: bool = Field(description="whether Stratus meters this type yet")
+
+
+class UsageTypeSummary(BaseModel):
+    usage_type: int
+    usage_type_name: str
+    records: int
+    raw_usage: float
+    raw_usage_ms: int
+    usage: str
+    gib_hours: float = Field(description="size × time, for size-metered types")
+    cost: str | None = Field(description="decimal, in the tariff's currency; null: no tariff")
+
+
+class AccountUsageSummary(BaseModel):
+    account_id: UUID
+    account_name: str | None
+    domain: str | None
+    start: datetime
+    end: datetime
+    currency: str | None
+    total_cost: str | None
+    usage: list[UsageTypeSummary]
+
+
+class UsageCorrectionPublic(BaseModel):
+    notification_id: int
+    resource_id: UUID
+    usage_type: int
+    usage_type_name: str
+    account_id: UUID
+    zone_id: UUID | None
+    offering_id: UUID | None
+    template_id: UUID | None
+    size_bytes: int | None
+    period_start: datetime
+    period_end: datetime
+    delta_ms: int
+    delta_hours: float
+    reason: str
+    event_topic: str
+    event_time: datetime
+    watermark: datetime
+
+
+class UsageCorrectionListing(BaseModel):
+    data: list[UsageCorrectionPublic]
+    count: int
+
+
+def usage_settings(request: Request) -> UsageSettings:
+    """The app's usage settings (set by the composition root), else the environment's."""
+    settings = getattr(request.app.state, "usage_settings", None)
+    if settings is None:
+        settings = UsageSettings.from_env()
+        request.app.state.usage_settings = settings
+    return settings  # type: ignore[no-any-return]
+
+
+def usage_records(request: Request, services: Any) -> UsageRecords:
+    return UsageRecords(services.reads.pool, usage_settings(request).aggregation)
+
+
+def tariff_of(request: Request) -> Tariff | None:
+    if hasattr(request.app.state, "usage_tariff"):
+        cached: Tariff | None = request.app.state.usage_tariff
+        return cached
+    path = usage_settings(request).tariff
+    tariff = Tariff.load(path) if path is not None else None
+    request.app.state.usage_tariff = tariff
+    return tariff
+
+
+def _bad(field: str, message: str) -> ApiError:
+    return ApiError(
+        422, message, code=ErrorCode.PARAM_ERROR, loc=("query", field), kind="value_error"
+    )
+
+
+def record_query(
+    request: Request,
+    caller: Any,
+    start: datetime,
+    end: datetime,
+    account: UUID | None,
+    usage_type: str | None,
+    zone: UUID | None,
+) -> RecordQuery:
+    """Validated filters: a bounded, well-ordered period, a known type, an allowed account."""
+    settings = usage_settings(request)
+    zone_info = settings.aggregation.zone
+    if start.tzinfo is None:
+        start = start.replace(tzinfo=zone_info)
+    if end.tzinfo is None:
+        end = end.replace(tzinfo=zone_info)
+    if end <= start:
+        raise _bad("end", "end must be after start")
+    if end - start > timedelta(days=settings.max_span_days):
+        raise _bad("end", f"the period may span at most {settings.max_span_days} days")
+    parsed_type = None
+    if usage_type is not None:
+        try:
+            parsed_type = UsageType.parse(usage_type)
+        except ValueError:
+            raise _bad("type", f"unknown usage type {usage_type!r}") from None
+    return RecordQuery(
+        start=start,
+        end=end,
+        account_id=scoped_account(caller, account),
+        usage_type=parsed_type,
+        zone_id=zone,
+    )
+
+
+@router.get("/v1/usage-types", response_model=list[UsageTypePublic], summary="List usage types")
+def list_usage_types(caller: CurrentCaller) -> list[UsageTypePublic]:
+    return [UsageTypePublic(**row) for row in usage_type_listing(USAGE_CATALOG.metered_types())]
+
+
+@router.get("/v1/usage-records", response_model=UsageRecordListing, summary="List usage records")
+def list_usage_records(
+    request: Request,
+    caller: CurrentCaller,
+    services: Services,
+    response: Response,
+    start: Start,
+    end: End,
+    account: AccountFilter = None,
+    type: TypeFilter = None,
+    zone: ZoneFilter = None,
+    limit: Limit = 100,
+    cursor: Cursor = None,
+    consistent: Consistent = False,
+) -> UsageRecordListing:
+    query = record_query(request, caller, start, end, account, type, zone)
+    consistent_read(services, TABLE, consistent, response)
+    try:
+        found = usage_records(request, services).page(query, limit=limit, cursor=cursor)
+    except InvalidUsageCursor as error:
+        raise ApiError(
+            422, str(error), code=ErrorCode.MALFORMED_PARAMETER, loc=("query", "cursor")
+        ) from None
+    return UsageRecordListing(
+        data=[UsageRecordPublic(**row) for row in found.data],
+        count=found.count,
+        next_cursor=found.next_cursor,
+    )
+
+
+@router.get(
+    "/v1/usage-records/export",
+    summary="Export usage records (streamed)",
+    response_class=StreamingResponse,
+    responses={200: {"content": {media: {} for media in ExportFormat.MEDIA_TYPES.values()}}},
+)
+def export_usage_records(
+    request: Request,
+    caller: CurrentCaller,
+    services: Services,
+    start: Start,
+    end: End,
+    format: Annotated[Literal["csv", "json", "ndjson"], Query()] = "csv",
+    account: AccountFilter = None,
+    type: TypeFilter = None,
+    zone: ZoneFilter = None,
+) -> StreamingResponse:
+    query = record_query(request, caller, start, end, account, type, zone)
+    records = usage_records(request, services).stream(query)
+    filename = f"usage-{query.start:%Y%m%dT%H%M}-{query.end:%Y%m%dT%H%M}.{format}"
+    return StreamingResponse(
+        export_chunks(records, format),
+        media_type=ExportFormat.MEDIA_TYPES[format],
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+@router.get(
+    "/v1/usage-records/summary",
+    response_model=list[AccountUsageSummary],
+    summary="Usage and cost per account and usage type over a period",
+)
+def summarize_usage(
+    request: Request,
+    caller: CurrentCaller,
+    services: Services,
+    start: Start,
+    end: End,
+    account: AccountFilter = None,
+    type: TypeFilter = None,
+    zone: ZoneFilter = None,
+) -> list[AccountUsageSummary]:
+    query = record_query(request, caller, start, end, account, type, zone)
+    rows = usage_records(request, services).summary(query, tariff_of(request))
+    return [AccountUsageSummary(**row) for row in rows]
+
+
+@router.get(
+    "/v1/usage-corrections",
+    response_model=UsageCorrectionListing,
+    summary="Corrections made to closed windows by late events (audit)",
+)
+def list_usage_corrections(
+    request: Request,
+    caller: CurrentCaller,
+    services: Services,
+    start: Start,
+    end: End,
+    account: AccountFilter = None,
+    type: TypeFilter = None,
+    limit: Limit = 100,
+    page: Annotated[int, Query(ge=1)] = 1,
+) -> UsageCorrectionListing:
+    query = record_query(request, caller, start, end, account, type, None)
+    rows, count = usage_records(request, services).corrections(
+        query, limit=limit, offset=(page - 1) * limit
+    )
+    return UsageCorrectionListing(data=[UsageCorrectionPublic(**r) for r in rows], count=count)

@@ -12,10 +12,16 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 from uuid import UUID, uuid4, uuid5
 
 from pydantic import BaseModel
-from temporalio.client import WorkflowExecutionDescription
+from temporalio.client import (
+    WithStartWorkflowOperation,
+    WorkflowExecutionDescription,
+    WorkflowQueryRejectedError,
+    WorkflowUpdateFailedError,
+)
 from temporalio.common import (
     SearchAttributeKey,
     SearchAttributePair,
@@ -31,7 +37,15 @@ from api.errors import ApiError
 from api.services import CloudServices
 from domain.errors import ErrorCode
 from domain.ids import STRATUS_NAMESPACE
-from domain.job_requests import JobAttribute
+from domain.job_requests import (
+    VM_QUEUE_WORKFLOW,
+    JobAttribute,
+    VmJobAccepted,
+    VmJobSubmission,
+    VmQueueEntry,
+    VmQueueState,
+    vm_queue_id,
+)
 
 MAX_IDEMPOTENCY_KEY = 255
 
@@ -90,13 +104,17 @@ async def submit(services: CloudServices, job: JobSubmission, *, idempotent: boo
     if description is not None:
         memo = await description.memo()
         if memo.get("request_fingerprint") != job.fingerprint:
-            raise ApiError(
-                409,
-                "this Idempotency-Key was already used for a different request",
-                code=ErrorCode.PARAM_ERROR,
-                loc=("header", "Idempotency-Key"),
-                kind="idempotency_conflict",
-            )
+            raise idempotency_conflict()
+
+
+def idempotency_conflict() -> ApiError:
+    return ApiError(
+        409,
+        "this Idempotency-Key was already used for a different request",
+        code=ErrorCode.PARAM_ERROR,
+        loc=("header", "Idempotency-Key"),
+        kind="idempotency_conflict",
+    )
 
 
 async def describe(services: CloudServices, job_id: UUID) -> WorkflowExecutionDescription | None:
@@ -106,3 +124,66 @@ async def describe(services: CloudServices, job_id: UUID) -> WorkflowExecutionDe
         if error.status == RPCStatusCode.NOT_FOUND:
             return None
         raise
+
+
+async def submit_to_vm_queue(
+    services: CloudServices, vm_id: UUID, submission: VmJobSubmission
+) -> VmJobAccepted:
+    """Hand a job to its VM's queue (`vm/<vm_id>`), starting the queue if it is not running.
+
+    The queue starts the job's workflow (id = job id) before it answers, so the job can be
+    followed and cancelled as soon as this returns. It answers the job id that will do the
+    work: this one, or the identical pending job it joined.
+    """
+    start: WithStartWorkflowOperation[Any, Any] = WithStartWorkflowOperation(
+        VM_QUEUE_WORKFLOW,
+        VmQueueState(vm_id=vm_id, account_id=submission.account_id, zone_id=submission.zone_id),
+        id=vm_queue_id(vm_id),
+        task_queue=services.task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        search_attributes=TypedSearchAttributes(
+            [
+                SearchAttributePair(SearchAttributeKey.for_keyword(attribute.value), value)
+                for attribute, value in {
+                    JobAttribute.JOB_TYPE: VM_QUEUE_WORKFLOW,
+                    JobAttribute.ACCOUNT_ID: str(submission.account_id),
+                    JobAttribute.RESOURCE_TYPE: "VirtualMachine",
+                    JobAttribute.RESOURCE_ID: str(vm_id),
+                    **(
+                        {JobAttribute.ZONE_ID: str(submission.zone_id)}
+                        if submission.zone_id
+                        else {}
+                    ),
+                }.items()
+            ]
+        ),
+        static_summary=f"Job queue of VM {vm_id}: its operations, one at a time",
+    )
+    try:
+        accepted: VmJobAccepted = await services.temporal.execute_update_with_start_workflow(
+            "submit", submission, start_workflow_operation=start, result_type=VmJobAccepted
+        )
+    except WorkflowUpdateFailedError as error:
+        raise ApiError(
+            409,
+            f"the VM's queue refused the job: {error.cause}",
+            code=ErrorCode.PARAM_ERROR,
+            kind="refused",
+        ) from None
+    if accepted.conflict:
+        raise idempotency_conflict()
+    return accepted
+
+
+async def vm_queue(services: CloudServices, vm_id: UUID) -> list[VmQueueEntry]:
+    """The VM's running and queued jobs, as its queue workflow knows them (none if no queue)."""
+    handle = services.temporal.get_workflow_handle(vm_queue_id(vm_id))
+    try:
+        entries: list[VmQueueEntry] = await handle.query("jobs", result_type=list[VmQueueEntry])
+    except RPCError as error:
+        if error.status == RPCStatusCode.NOT_FOUND:
+            return []
+        raise
+    except WorkflowQueryRejectedError:
+        return []
+    return entries

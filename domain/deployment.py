@@ -267,7 +267,18 @@ def _pool_snapshot(pool: PrimaryStorage) -> PoolSnapshot:
 
 
 def plan_deployment(cloud: Cloud, job_id: UUID, avoid: AvoidSet, attempt: int) -> DeploymentPlan:
-    vm = cloud.load(VirtualMachine, virtual_machine_id_for(job_id))
+    plan = plan_placement(cloud, virtual_machine_id_for(job_id), avoid)
+    cloud.decide(
+        lambda d: d.get(Job, job_id).enter_step(
+            f"planned host (attempt {attempt})", f"{job_id}/plan/{attempt}"
+        )
+    )
+    return plan
+
+
+def plan_placement(cloud: Cloud, vm_id: UUID, avoid: AvoidSet) -> DeploymentPlan:
+    """Where a VM goes: its last host first, where its root volume (once made) is reachable."""
+    vm = cloud.load(VirtualMachine, vm_id)
     volume = cloud.load(Volume, vm.root_volume_id)
     offering = cloud.load(ServiceOffering, vm.service_offering_id)
     clusters, zone_pools = zone_snapshot(cloud, vm.zone_id)
@@ -281,13 +292,7 @@ def plan_deployment(cloud: Cloud, job_id: UUID, avoid: AvoidSet, attempt: int) -
         avoid=avoid,
         required_pool_id=volume.pool_id if volume.state is VolumeState.READY else None,
     )
-    plan = FirstFitPlanner().plan(request, clusters, zone_pools)
-    cloud.decide(
-        lambda d: d.get(Job, job_id).enter_step(
-            f"planned host (attempt {attempt})", f"{job_id}/plan/{attempt}"
-        )
-    )
-    return plan
+    return FirstFitPlanner().plan(request, clusters, zone_pools)
 
 
 def reserve_capacity(cloud: Cloud, job_id: UUID, host_id: UUID, attempt: int) -> None:

@@ -7,10 +7,11 @@ defaults, so histories recorded with older inputs still replay.
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import StrEnum
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class JobAttribute(StrEnum):
@@ -59,3 +60,104 @@ class SimulatorFaultChange(BaseModel):
     delay_seconds: float = 0.0
     error_code: int = 534
     message: str = ""
+
+
+class VmOperation(StrEnum):
+    """What can be done to an existing VM, each as a job on the VM's queue."""
+
+    START = "start"
+    STOP = "stop"
+    REBOOT = "reboot"
+    DESTROY = "destroy"
+    RECOVER = "recover"
+    EXPUNGE = "expunge"
+
+    @property
+    def job_type(self) -> str:
+        """The job type (and Temporal workflow type): StartVirtualMachine, ..."""
+        return f"{self.value.capitalize()}VirtualMachine"
+
+
+#: CloudStack's `expunge.delay`: how long a destroyed VM stays recoverable.
+EXPUNGE_DELAY_SECONDS = 86400
+
+
+class VirtualMachineOperationRequest(BaseModel):
+    """One operation on one VM: the input of its job workflow."""
+
+    job_id: UUID
+    vm_id: UUID
+    operation: VmOperation
+    account_id: UUID
+    summary: str
+    #: stop (and the stop inside destroy): power off without asking the guest.
+    forced: bool = False
+    #: destroy: expunge at once instead of after the expunge delay.
+    expunge: bool = False
+    expunge_delay_seconds: int = EXPUNGE_DELAY_SECONDS
+
+    def same_request_as(self, other: VirtualMachineOperationRequest) -> bool:
+        """Two submissions asking for the same thing (a repeated click)."""
+        return (self.operation, self.forced, self.expunge) == (
+            other.operation,
+            other.forced,
+            other.expunge,
+        )
+
+
+class VmJobSubmission(BaseModel):
+    """A job handed to a VM's queue. Exactly one of `operation` and `deployment` is set."""
+
+    job_id: UUID
+    job_type: str
+    account_id: UUID
+    zone_id: UUID | None = None
+    summary: str
+    details: str = ""
+    #: The request's fingerprint: the same Idempotency-Key for a different request is refused.
+    fingerprint: str = ""
+    operation: VirtualMachineOperationRequest | None = None
+    deployment: DeployVirtualMachineRequest | None = None
+
+
+class VmJobAccepted(BaseModel):
+    """What the queue answers a submission: the job that will do it (a new one, or the pending
+    identical one it joined), and whether the idempotency fingerprint matched."""
+
+    job_id: UUID
+    joined: bool = False
+    sequence: int = 0
+    conflict: bool = False
+
+
+class VmQueueEntry(BaseModel):
+    job_id: UUID
+    job_type: str
+    summary: str
+    status: str  # queued | running
+    sequence: int
+    submitted_at: datetime
+
+
+class VmQueueState(BaseModel):
+    """The VM queue workflow's input, and what it carries across continue-as-new."""
+
+    vm_id: UUID
+    account_id: UUID
+    zone_id: UUID | None = None
+    next_sequence: int = 1
+    expunge_at: datetime | None = None
+    expunge_attempts: int = 0
+    expunge_source_job: UUID | None = None
+    expunge_retry_seconds: float = 60.0
+    removed: bool = False
+    #: Recently submitted job ids with their request fingerprints (idempotent resubmission).
+    recent_jobs: dict[str, str] = Field(default_factory=dict)
+
+
+#: The workflow type of a VM's queue, and its workflow id.
+VM_QUEUE_WORKFLOW = "VirtualMachineQueue"
+
+
+def vm_queue_id(vm_id: UUID | str) -> str:
+    return f"vm/{vm_id}"

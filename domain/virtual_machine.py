@@ -13,6 +13,7 @@ from uuid import UUID
 from eventsourcing.domain import event
 
 from domain.aggregate import CloudAggregate
+from domain.errors import IllegalStateTransition
 from domain.state_machine import StateMachine
 
 
@@ -145,6 +146,12 @@ class VirtualMachine(CloudAggregate):
     def is_transitional(self) -> bool:
         return self.state in TRANSITIONAL_STATES
 
+    @property
+    def is_removed(self) -> bool:
+        """Expunged for good (the last event is `Removed`, so `modified_on` says when). Read
+        from `__dict__` so snapshots taken before this attribute existed still load."""
+        return bool(self.__dict__.get("_removed", False))
+
     def transition(
         self,
         vm_event: VmEvent,
@@ -209,4 +216,30 @@ class VirtualMachine(CloudAggregate):
     def _nic_detached(self, command_id: str) -> None:
         self.ip_address = None
         self.mac_address = None
+        self._remember(command_id)
+
+    def record_reboot(self, host_id: UUID, command_id: str) -> None:
+        """The hypervisor rebooted the VM: no state change, but an event the audit log shows."""
+        if self.has_applied(command_id):
+            return
+        self._rebooted(host_id, command_id)
+
+    @event("Rebooted")
+    def _rebooted(self, host_id: UUID, command_id: str) -> None:
+        self._remember(command_id)
+
+    def remove(self, command_id: str) -> None:
+        """The end of an expunge: the VM is gone (read models and usage stop counting it).
+
+        Only an Expunging VM that holds no host and no NIC any more can be removed.
+        """
+        if self.has_applied(command_id) or self.is_removed:
+            return
+        if self.state is not VmState.EXPUNGING or self.host_id is not None:
+            raise IllegalStateTransition(f"virtual machine in state {self.state} cannot be removed")
+        self._removed(command_id)
+
+    @event("Removed")
+    def _removed(self, command_id: str) -> None:
+        self.__dict__["_removed"] = True
         self._remember(command_id)

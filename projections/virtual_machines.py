@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from eventsourcing.postgres import PostgresDatastore
+from psycopg.sql import SQL, Identifier
+
 from domain.virtual_machine import VirtualMachine
 from projections.read_model import AggregateStateProjection, ReadModelView, Row, Table, event_topics
 
@@ -33,13 +36,33 @@ VIRTUAL_MACHINES = Table(
         "created_by_job": "uuid NOT NULL",
         "created": "timestamptz NOT NULL",
         "updated": "timestamptz NOT NULL",
+        "is_removed": "boolean NOT NULL DEFAULT false",
+        "removed": "timestamptz",
     },
     indexes=("account_id, created, id", "zone_id, created, id", "state", "created, id"),
 )
+#: Columns added after the table was first created, for databases made before them.
+ADDED_COLUMNS = {"is_removed": "boolean NOT NULL DEFAULT false", "removed": "timestamptz"}
 
 
 class VirtualMachinesView(ReadModelView):
     tables = (VIRTUAL_MACHINES,)
+
+    def __init__(self, datastore: PostgresDatastore, **kwargs: Any) -> None:
+        super().__init__(datastore, **kwargs)
+        table = (Identifier(datastore.schema), Identifier(VIRTUAL_MACHINES.name))
+        for column, ddl in ADDED_COLUMNS.items():
+            self.sql_create_statements.append(
+                SQL("ALTER TABLE {0}.{1} ADD COLUMN IF NOT EXISTS " + column + " " + ddl).format(
+                    *table
+                )
+            )
+        self.sql_create_statements.append(
+            SQL(
+                "CREATE INDEX IF NOT EXISTS virtual_machines_is_removed_created_id_idx "
+                "ON {0}.{1} (is_removed, created, id)"
+            ).format(*table)
+        )
 
 
 class VirtualMachinesProjection(AggregateStateProjection):
@@ -72,4 +95,6 @@ class VirtualMachinesProjection(AggregateStateProjection):
             "created_by_job": vm.created_by_job,
             "created": vm.created_on,
             "updated": vm.modified_on,
+            "is_removed": vm.is_removed,
+            "removed": vm.modified_on if vm.is_removed else None,
         }

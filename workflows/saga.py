@@ -41,3 +41,7 @@ class Saga:
             except Exception as error:
                 workflow.logger.error("undo %s failed: %s", name, error)
                 self.failures.append(f"{name}: {error}")
+
+    def forget(self) -> None:
+        """Past the point of no return: what was done stays done, nothing is to be undone."""
+        self._undos = []

@@ -11,16 +11,18 @@ from uuid import UUID
 
 from fastapi import APIRouter, Response
 from starlette.concurrency import run_in_threadpool
-from temporalio.client import WorkflowExecutionStatus
+from temporalio.client import WorkflowExecutionStatus, WorkflowUpdateFailedError
 from temporalio.common import SearchAttributeKey
+from temporalio.service import RPCError, RPCStatusCode
 
 from api.auth import CurrentCaller
 from api.dependencies import Consistent, Cursor, Limit, PageNumber, Services
-from api.errors import not_found
+from api.errors import ApiError, not_found
 from api.job_submission import describe
-from api.models import JobPublic, Listing
+from api.models import JobCancelled, JobPublic, Listing
 from api.reads import consistent_read, scoped_account
 from api.services import CloudServices
+from domain.deployment import JOB_TYPE as DEPLOY_JOB_TYPE
 from domain.errors import ErrorCode
 from domain.job import JobStatus
 from domain.job_requests import JobAttribute
@@ -147,4 +149,58 @@ async def _job_from_temporal(services: CloudServices, caller: Any, job_id: UUID)
         created=description.start_time,
         completed=description.close_time,
         temporal_url=services.job_url(job_id),
+    )
+
+
+@router.post(
+    "/{job_id}/cancel",
+    status_code=202,
+    response_model=JobCancelled,
+    summary="Cancel a job: a queued one leaves its queue, a running one unwinds",
+    responses={409: {"description": "the job ended, or is past its point of no return"}},
+)
+async def cancel_job(job_id: UUID, caller: CurrentCaller, services: Services) -> JobCancelled:
+    description = await describe(services, job_id)
+    account = (
+        description.typed_search_attributes.get(
+            SearchAttributeKey.for_keyword(JobAttribute.ACCOUNT_ID.value)
+        )
+        if description is not None
+        else None
+    )
+    if description is None or not caller.may_see(account):
+        raise not_found(f"job {job_id}", ("path", "job_id"))
+    if description.status is not WorkflowExecutionStatus.RUNNING:
+        raise _not_cancellable(f"the job already ended ({_ended(description.status)})")
+    handle = services.temporal.get_workflow_handle(str(job_id))
+    reason = f"cancelled by {caller.name}"
+    if description.workflow_type == DEPLOY_JOB_TYPE:
+        # The deployment saga unwinds on Temporal's own cancellation.
+        await handle.cancel()
+        was = "running"
+    else:
+        try:
+            was = await handle.execute_update("cancel", reason, result_type=str)
+        except WorkflowUpdateFailedError as error:
+            cause = error.cause
+            raise _not_cancellable(getattr(cause, "message", None) or str(cause)) from None
+        except RPCError as error:
+            if error.status == RPCStatusCode.NOT_FOUND:
+                raise _not_cancellable("the job already ended") from None
+            raise
+    return JobCancelled(job_id=job_id, was=was, job_url=f"/v1/jobs/{job_id}")
+
+
+def _ended(status: WorkflowExecutionStatus | None) -> str:
+    final = _TEMPORAL_STATUS.get(status or WorkflowExecutionStatus.FAILED, JobStatus.FAILED)
+    return final.value
+
+
+def _not_cancellable(why: str) -> ApiError:
+    return ApiError(
+        409,
+        f"the job cannot be cancelled: {why}",
+        code=ErrorCode.RESOURCE_IN_USE,
+        loc=("path", "job_id"),
+        kind="not_cancellable",
     )

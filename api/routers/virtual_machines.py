@@ -2,17 +2,33 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Header, Query, Response, status
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from api.auth import CurrentCaller
+from api.auth import Caller, CurrentCaller
 from api.dependencies import Consistent, Cursor, Limit, PageNumber, Services
 from api.errors import ApiError, forbidden, not_found
-from api.job_submission import JobSubmission, fingerprint, job_id_for, submit
-from api.models import JobAccepted, Listing, VirtualMachineCreate, VirtualMachinePublic
+from api.job_submission import (
+    describe,
+    fingerprint,
+    idempotency_conflict,
+    job_id_for,
+    submit_to_vm_queue,
+    vm_queue,
+)
+from api.models import (
+    JobAccepted,
+    Listing,
+    VirtualMachineCreate,
+    VirtualMachineDestroy,
+    VirtualMachinePublic,
+    VirtualMachineStop,
+    VmJobPublic,
+)
 from api.reads import consistent_read, scoped_account
 from domain.deployment import (
     JOB_TYPE,
@@ -21,7 +37,14 @@ from domain.deployment import (
     virtual_machine_id_for,
 )
 from domain.errors import ErrorCode
-from domain.job_requests import DeploymentOrder, DeployVirtualMachineRequest, JobAttribute
+from domain.job_requests import (
+    DeploymentOrder,
+    DeployVirtualMachineRequest,
+    VirtualMachineOperationRequest,
+    VmJobSubmission,
+    VmOperation,
+)
+from domain.vm_operations import refusal_at_submission
 from domain.zone import Zone
 
 router = APIRouter(prefix="/v1/virtual-machines", tags=["virtual machines"])
@@ -67,26 +90,33 @@ async def deploy_virtual_machine(
         f"Deploy VM {name} ({validated.offering_name}, {validated.cpu_count} vCPU, "
         f"{validated.memory_mib} MiB) in zone {validated.zone_name}"
     )
-    await submit(
+    request_fingerprint = fingerprint(body)
+    if idempotency_key is not None:
+        description = await describe(services, job_id)
+        if description is not None:
+            memo = await description.memo()
+            if memo.get("request_fingerprint") != request_fingerprint:
+                raise idempotency_conflict()
+            return _accepted(services, response, job_id, vm_id)
+    # The deployment runs in the VM's queue, so an operation submitted meanwhile waits for it.
+    await submit_to_vm_queue(
         services,
-        JobSubmission(
-            workflow=JOB_TYPE,
-            request=DeployVirtualMachineRequest(job_id=job_id, order=order, summary=summary),
+        vm_id,
+        VmJobSubmission(
             job_id=job_id,
-            attributes={
-                JobAttribute.JOB_TYPE: JOB_TYPE,
-                JobAttribute.JOB_STATE: "queued",
-                JobAttribute.ACCOUNT_ID: str(account_id),
-                JobAttribute.RESOURCE_TYPE: "VirtualMachine",
-                JobAttribute.RESOURCE_ID: str(vm_id),
-                JobAttribute.ZONE_ID: str(body.zone_id),
-            },
+            job_type=JOB_TYPE,
+            account_id=account_id,
+            zone_id=body.zone_id,
             summary=summary,
             details=_details(order, vm_id, validated),
-            fingerprint=fingerprint(body),
+            fingerprint=request_fingerprint,
+            deployment=DeployVirtualMachineRequest(job_id=job_id, order=order, summary=summary),
         ),
-        idempotent=idempotency_key is not None,
     )
+    return _accepted(services, response, job_id, vm_id)
+
+
+def _accepted(services: Services, response: Response, job_id: UUID, vm_id: UUID) -> JobAccepted:
     response.headers["Location"] = f"/v1/jobs/{job_id}"
     return JobAccepted(
         job_id=job_id,
@@ -105,6 +135,7 @@ def list_virtual_machines(
     state: str | None = None,
     account_id: UUID | None = None,
     host_id: UUID | None = Query(default=None, description="admins only"),
+    include_removed: bool = Query(default=False, description="also list expunged VMs"),
     limit: Limit = 50,
     cursor: Cursor = None,
     page: PageNumber = None,
@@ -118,6 +149,7 @@ def list_virtual_machines(
         "state": state,
         "account_id": scoped_account(caller, account_id),
         "host_id": host_id,
+        "is_removed": None if include_removed else False,
     }
     found = services.reads.page(TABLE, filters, limit=limit, cursor=cursor, page=page)
     return Listing[VirtualMachinePublic](
@@ -175,3 +207,200 @@ def _details(order: DeploymentOrder, vm_id: UUID, validated: ValidatedDeployment
             f"**Root disk:** {validated.root_disk_bytes / 1024**3:.1f} GiB",
         ]
     )
+
+
+# -- operations on a VM: each a job in the VM's queue ------------------------------------------
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key")]
+
+
+async def _operate(
+    services: Services,
+    caller: Caller,
+    vm_id: UUID,
+    operation: VmOperation,
+    body: BaseModel | None,
+    response: Response,
+    idempotency_key: str | None,
+    *,
+    forced: bool = False,
+    expunge: bool = False,
+) -> JobAccepted:
+    row = await run_in_threadpool(services.reads.get, TABLE, vm_id)
+    if row is None:  # just registered by its deployment? read our writes once
+        await run_in_threadpool(
+            services.reads.wait_until_current, TABLE, services.consistency_timeout
+        )
+        row = await run_in_threadpool(services.reads.get, TABLE, vm_id)
+    if row is None or not caller.may_see(row["account_id"]):
+        raise not_found(f"virtual machine {vm_id}", ("path", "vm_id"))
+    refusal = refusal_at_submission(
+        row["state"], bool(row.get("is_removed")), operation, row["name"]
+    )
+    if refusal is not None:
+        raise refusal
+    job_id = job_id_for(caller, idempotency_key)
+    what = operation.value + (" (forced)" if forced else "") + (" and expunge" if expunge else "")
+    summary = f"{what.capitalize()} VM {row['name']}"
+    request = VirtualMachineOperationRequest(
+        job_id=job_id,
+        vm_id=vm_id,
+        operation=operation,
+        account_id=row["account_id"],
+        summary=summary,
+        forced=forced,
+        expunge=expunge,
+        expunge_delay_seconds=services.expunge_delay_seconds,
+    )
+    accepted = await submit_to_vm_queue(
+        services,
+        vm_id,
+        VmJobSubmission(
+            job_id=job_id,
+            job_type=operation.job_type,
+            account_id=row["account_id"],
+            zone_id=row["zone_id"],
+            summary=summary,
+            details="\n".join(
+                [
+                    f"**VM:** {row['name']} (`{vm_id}`)",
+                    f"**Operation:** {what}",
+                    f"**Asked by:** {caller.name} (`{caller.account_id}`)",
+                    f"**State when asked:** {row['state']}",
+                ]
+            ),
+            fingerprint=fingerprint(body) if body is not None else operation.value,
+            operation=request,
+        ),
+    )
+    return _accepted(services, response, accepted.job_id, vm_id)
+
+
+_ACCEPTED: dict[str, Any] = {"status_code": status.HTTP_202_ACCEPTED, "response_model": JobAccepted}
+
+
+@router.post("/{vm_id}/start", summary="Start a stopped VM (a job)", **_ACCEPTED)
+async def start_virtual_machine(
+    vm_id: UUID,
+    caller: CurrentCaller,
+    services: Services,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
+) -> JobAccepted:
+    return await _operate(
+        services, caller, vm_id, VmOperation.START, None, response, idempotency_key
+    )
+
+
+@router.post("/{vm_id}/stop", summary="Stop a running VM (a job)", **_ACCEPTED)
+async def stop_virtual_machine(
+    vm_id: UUID,
+    caller: CurrentCaller,
+    services: Services,
+    response: Response,
+    body: VirtualMachineStop | None = None,
+    idempotency_key: IdempotencyKey = None,
+) -> JobAccepted:
+    body = body or VirtualMachineStop()
+    return await _operate(
+        services,
+        caller,
+        vm_id,
+        VmOperation.STOP,
+        body,
+        response,
+        idempotency_key,
+        forced=body.forced,
+    )
+
+
+@router.post("/{vm_id}/reboot", summary="Reboot a running VM (a job)", **_ACCEPTED)
+async def reboot_virtual_machine(
+    vm_id: UUID,
+    caller: CurrentCaller,
+    services: Services,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
+) -> JobAccepted:
+    return await _operate(
+        services, caller, vm_id, VmOperation.REBOOT, None, response, idempotency_key
+    )
+
+
+@router.post(
+    "/{vm_id}/destroy",
+    summary="Destroy a VM (a job): recoverable until expunged after the delay",
+    **_ACCEPTED,
+)
+async def destroy_virtual_machine(
+    vm_id: UUID,
+    caller: CurrentCaller,
+    services: Services,
+    response: Response,
+    body: VirtualMachineDestroy | None = None,
+    idempotency_key: IdempotencyKey = None,
+) -> JobAccepted:
+    body = body or VirtualMachineDestroy()
+    return await _operate(
+        services,
+        caller,
+        vm_id,
+        VmOperation.DESTROY,
+        body,
+        response,
+        idempotency_key,
+        forced=body.forced,
+        expunge=body.expunge,
+    )
+
+
+@router.post("/{vm_id}/recover", summary="Recover a destroyed VM (a job)", **_ACCEPTED)
+async def recover_virtual_machine(
+    vm_id: UUID,
+    caller: CurrentCaller,
+    services: Services,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
+) -> JobAccepted:
+    return await _operate(
+        services, caller, vm_id, VmOperation.RECOVER, None, response, idempotency_key
+    )
+
+
+@router.post("/{vm_id}/expunge", summary="Expunge a destroyed VM now (a job)", **_ACCEPTED)
+async def expunge_virtual_machine(
+    vm_id: UUID,
+    caller: CurrentCaller,
+    services: Services,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
+) -> JobAccepted:
+    return await _operate(
+        services, caller, vm_id, VmOperation.EXPUNGE, None, response, idempotency_key
+    )
+
+
+@router.get(
+    "/{vm_id}/jobs",
+    response_model=Listing[VmJobPublic],
+    summary="The VM's running job and its queued jobs, in the order they run",
+)
+async def list_virtual_machine_jobs(
+    vm_id: UUID, caller: CurrentCaller, services: Services
+) -> Listing[VmJobPublic]:
+    row = await run_in_threadpool(services.reads.get, TABLE, vm_id)
+    if row is None or not caller.may_see(row["account_id"]):
+        raise not_found(f"virtual machine {vm_id}", ("path", "vm_id"))
+    entries = await vm_queue(services, vm_id)
+    data = [
+        VmJobPublic(
+            job_id=entry.job_id,
+            job_type=entry.job_type,
+            status=entry.status,
+            position=position if entries[0].status == "running" else position + 1,
+            summary=entry.summary,
+            submitted_at=entry.submitted_at,
+            job_url=f"/v1/jobs/{entry.job_id}",
+        )
+        for position, entry in enumerate(entries)
+    ]
+    return Listing[VmJobPublic](data=data, count=len(data))

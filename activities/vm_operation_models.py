@@ -1,0 +1,88 @@
+"""Inputs and outputs of the VM operation activities, shared with their workflows.
+
+One model per activity input; fields added later get defaults so recorded histories replay.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from pydantic import BaseModel, Field
+
+from activities.deployment_models import VmRemoval, VolumeRemoval
+from activities.drivers.hypervisor import HostRef
+from domain.job_requests import VirtualMachineOperationRequest
+
+
+class OperationInput(BaseModel):
+    """The job's request and when it was submitted (the job record's creation time)."""
+
+    request: VirtualMachineOperationRequest
+    submitted_at: datetime
+
+
+class OperationOutcome(BaseModel):
+    request: VirtualMachineOperationRequest
+    submitted_at: datetime
+    error_code: int
+    error_text: str
+    cancelled: bool = False
+
+
+class VmOnHost(BaseModel):
+    """A VM on a host, for a hypervisor call; `task_queue` None means the control plane's."""
+
+    host: HostRef
+    vm_id: str
+    task_queue: str | None = None
+    forced: bool = False
+
+
+class Begun(BaseModel):
+    """The VM as the job found it, once its first transition is recorded."""
+
+    state: str
+    on_host: VmOnHost | None = None
+
+
+class JobVm(BaseModel):
+    job_id: UUID
+    vm_id: UUID
+
+
+class HostStep(BaseModel):
+    job_id: UUID
+    vm_id: UUID
+    host_id: UUID
+    attempt: int = 1
+
+
+class PlanStartInput(BaseModel):
+    job_id: UUID
+    vm_id: UUID
+    attempt: int
+    avoid_host_ids: list[UUID] = Field(default_factory=list)
+
+
+class DestroyStep(BaseModel):
+    job_id: UUID
+    vm_id: UUID
+    expunge: bool
+    expunge_delay_seconds: int
+
+
+class ExpungeOrder(BaseModel):
+    """What is left to delete on the hypervisors, and where."""
+
+    vm: VmRemoval | None = None
+    vm_task_queue: str | None = None
+    volume: VolumeRemoval | None = None
+    volume_task_queue: str | None = None
+
+
+class JobResult(BaseModel):
+    """A finished step's result; `result` None means the job goes on (destroy, then expunge)."""
+
+    result: dict[str, Any] | None = None

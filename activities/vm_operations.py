@@ -1,0 +1,246 @@
+"""VM operation activities on the control plane: decisions over the event store, no hypervisor.
+
+Each is a thin call into `domain.vm_operations`, idempotent by command id, translating the
+aggregates into what the workflow and the hypervisor worker need next.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from temporalio import activity
+
+from activities.deployment_models import Placement, VmLaunch, VmRemoval, VolumeRemoval
+from activities.drivers.hypervisor import (
+    HostRef,
+    NicSpec,
+    StoragePoolRef,
+    VirtualMachineSpec,
+    VolumeInfo,
+)
+from activities.errors import reports_cloud_errors
+from activities.vm_operation_models import (
+    Begun,
+    DestroyStep,
+    ExpungeOrder,
+    HostStep,
+    JobResult,
+    JobVm,
+    OperationInput,
+    OperationOutcome,
+    PlanStartInput,
+    VmOnHost,
+)
+from domain import vm_operations
+from domain.cloud import Cloud
+from domain.cluster import Cluster
+from domain.guest_network import GuestNetwork
+from domain.host import Host
+from domain.placement import AvoidSet
+from domain.storage import PrimaryStorage
+from domain.virtual_machine import VirtualMachine
+from domain.volume import Volume
+
+
+class VmOperationActivities:
+    def __init__(self, cloud: Cloud) -> None:
+        self.cloud = cloud
+
+    @activity.defn(name="vm.begin")
+    @reports_cloud_errors
+    def begin(self, given: OperationInput) -> Begun:
+        found = vm_operations.begin(self.cloud, given.request, given.submitted_at)
+        host_id = found["host_id"]
+        on_host = (
+            self._on_host(host_id, given.request.vm_id, forced=given.request.forced)
+            if host_id is not None
+            else None
+        )
+        return Begun(state=found["state"], on_host=on_host)
+
+    @activity.defn(name="vm.record_queued_cancelled")
+    @reports_cloud_errors
+    def record_queued_cancelled(self, outcome: OperationOutcome) -> None:
+        vm_operations.record_queued_job_cancelled(
+            self.cloud, outcome.request, outcome.submitted_at, outcome.error_text
+        )
+
+    @activity.defn(name="vm.fail")
+    @reports_cloud_errors
+    def fail(self, outcome: OperationOutcome) -> str | None:
+        return vm_operations.fail(
+            self.cloud,
+            outcome.request,
+            outcome.submitted_at,
+            outcome.error_code,
+            outcome.error_text,
+            cancelled=outcome.cancelled,
+        )
+
+    # -- start ---------------------------------------------------------------------------------
+    @activity.defn(name="vm.plan_start")
+    @reports_cloud_errors
+    def plan_start(self, given: PlanStartInput) -> Placement:
+        plan = vm_operations.plan_start(
+            self.cloud,
+            given.job_id,
+            given.vm_id,
+            AvoidSet(frozenset(given.avoid_host_ids)),
+            given.attempt,
+        )
+        cluster = self.cloud.load(Cluster, plan.cluster_id)
+        return Placement(
+            host_id=plan.host_id,
+            host_name=self.cloud.load(Host, plan.host_id).name,
+            cluster_id=plan.cluster_id,
+            pod_id=plan.pod_id,
+            pool_id=plan.pool_id,
+            hypervisor_task_queue=cluster.agent_task_queue,
+        )
+
+    @activity.defn(name="vm.reserve_capacity")
+    @reports_cloud_errors
+    def reserve_capacity(self, step: HostStep) -> None:
+        vm_operations.reserve_capacity(
+            self.cloud, step.job_id, step.vm_id, step.host_id, step.attempt
+        )
+
+    @activity.defn(name="vm.release_capacity")
+    @reports_cloud_errors
+    def release_capacity(self, step: HostStep) -> None:
+        vm_operations.release_capacity(
+            self.cloud, step.job_id, step.vm_id, step.host_id, step.attempt
+        )
+
+    @activity.defn(name="vm.prepare_launch")
+    @reports_cloud_errors
+    def prepare_launch(self, step: HostStep) -> VmLaunch:
+        vm_operations.record_starting_on(
+            self.cloud, step.job_id, step.vm_id, step.host_id, step.attempt
+        )
+        return self._launch(step.vm_id, step.host_id)
+
+    @activity.defn(name="vm.launch_spec")
+    @reports_cloud_errors
+    def launch_spec(self, step: HostStep) -> VmLaunch:
+        """The VM's full definition on a host, to define it there again (undo of a stop)."""
+        return self._launch(step.vm_id, step.host_id)
+
+    @activity.defn(name="vm.complete_start")
+    @reports_cloud_errors
+    def complete_start(self, step: HostStep) -> dict[str, Any]:
+        return vm_operations.complete_start(self.cloud, step.job_id, step.vm_id, step.host_id)
+
+    # -- stop, reboot, destroy, recover --------------------------------------------------------
+    @activity.defn(name="vm.complete_stop")
+    @reports_cloud_errors
+    def complete_stop(self, step: JobVm) -> dict[str, Any]:
+        return vm_operations.complete_stop(self.cloud, step.job_id, step.vm_id)
+
+    @activity.defn(name="vm.complete_reboot")
+    @reports_cloud_errors
+    def complete_reboot(self, step: JobVm) -> dict[str, Any]:
+        return vm_operations.complete_reboot(self.cloud, step.job_id, step.vm_id)
+
+    @activity.defn(name="vm.complete_destroy")
+    @reports_cloud_errors
+    def complete_destroy(self, step: DestroyStep) -> JobResult:
+        return JobResult(
+            result=vm_operations.complete_destroy(
+                self.cloud,
+                step.job_id,
+                step.vm_id,
+                expunge=step.expunge,
+                expunge_delay_seconds=step.expunge_delay_seconds,
+            )
+        )
+
+    @activity.defn(name="vm.recover")
+    @reports_cloud_errors
+    def recover(self, step: JobVm) -> dict[str, Any]:
+        return vm_operations.recover(self.cloud, step.job_id, step.vm_id)
+
+    # -- expunge -------------------------------------------------------------------------------
+    @activity.defn(name="vm.begin_expunge")
+    @reports_cloud_errors
+    def begin_expunge(self, step: JobVm) -> ExpungeOrder:
+        plan = vm_operations.begin_expunge(self.cloud, step.job_id, step.vm_id)
+        order = ExpungeOrder()
+        if plan.vm_host_id is not None:
+            order.vm = VmRemoval(host=self._host_ref(plan.vm_host_id), vm_id=str(step.vm_id))
+            order.vm_task_queue = self._task_queue(plan.vm_host_id)
+        if plan.pool_id is not None and plan.volume_host_id is not None:
+            order.volume = VolumeRemoval(
+                host=self._host_ref(plan.volume_host_id),
+                pool=self._pool_ref(plan.pool_id),
+                volume_id=str(plan.volume_id),
+            )
+            order.volume_task_queue = self._task_queue(plan.volume_host_id)
+        return order
+
+    @activity.defn(name="vm.finish_expunge")
+    @reports_cloud_errors
+    def finish_expunge(self, step: JobVm) -> dict[str, Any]:
+        return vm_operations.finish_expunge(self.cloud, step.job_id, step.vm_id)
+
+    # -- views of the aggregates for the hypervisor worker -------------------------------------
+    def _on_host(self, host_id: UUID, vm_id: UUID, *, forced: bool = False) -> VmOnHost:
+        return VmOnHost(
+            host=self._host_ref(host_id),
+            vm_id=str(vm_id),
+            task_queue=self._task_queue(host_id),
+            forced=forced,
+        )
+
+    def _task_queue(self, host_id: UUID) -> str | None:
+        host = self.cloud.load(Host, host_id)
+        return self.cloud.load(Cluster, host.cluster_id).agent_task_queue
+
+    def _launch(self, vm_id: UUID, host_id: UUID) -> VmLaunch:
+        vm = self.cloud.load(VirtualMachine, vm_id)
+        volume = self.cloud.load(Volume, vm.root_volume_id)
+        nics: tuple[NicSpec, ...] = ()
+        if vm.ip_address and vm.mac_address:
+            network = self.cloud.load(GuestNetwork, vm.network_id)
+            nics = (
+                NicSpec(
+                    mac_address=vm.mac_address,
+                    ip_address=vm.ip_address,
+                    network_id=str(network.id),
+                    vlan=network.vlan,
+                ),
+            )
+        return VmLaunch(
+            host=self._host_ref(host_id),
+            spec=VirtualMachineSpec(
+                vm_id=str(vm.id),
+                name=vm.name,
+                cpu_count=vm.cpu_count,
+                cpu_speed_mhz=vm.cpu_speed_mhz,
+                memory_mib=vm.memory_mib,
+                root_volume=VolumeInfo(
+                    volume_id=str(volume.id),
+                    path=volume.path or "",
+                    size_bytes=volume.size_bytes,
+                    pool_id=str(volume.pool_id or ""),
+                ),
+                nics=nics,
+            ),
+        )
+
+    def _host_ref(self, host_id: UUID) -> HostRef:
+        host = self.cloud.load(Host, host_id)
+        return HostRef(
+            host_id=str(host.id),
+            name=host.name,
+            address=host.address,
+            cluster_id=str(host.cluster_id),
+            hypervisor=host.hypervisor,
+        )
+
+    def _pool_ref(self, pool_id: UUID) -> StoragePoolRef:
+        pool = self.cloud.load(PrimaryStorage, pool_id)
+        return StoragePoolRef(
+            pool_id=str(pool.id), name=pool.name, path=pool.path, scope=pool.scope.value
+        )

@@ -1,0 +1,379 @@
+"""Operations on an existing VM, as the domain sees them: start, stop, reboot, destroy, recover,
+expunge. Each step is a decision over the event store, idempotent by a command id built from the
+job id (`f"{job_id}/<step>[/<attempt>]"`), and moves the job's current step in the same write.
+
+CloudStack's semantics: a Stopped VM holds no host capacity and is defined on no hypervisor
+(its NIC's IP and its volumes stay); start re-plans (last host first) and reserves capacity;
+destroy stops the VM if it runs and leaves it Destroyed, recoverable until it is expunged;
+expunge deletes it from the hypervisor, deletes its volumes, gives back its IP and removes it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from domain.cloud import Cloud, Decision
+from domain.cluster import Cluster
+from domain.errors import IllegalStateTransition
+from domain.guest_network import GuestNetwork
+from domain.host import Host
+from domain.job import Job
+from domain.job_requests import VirtualMachineOperationRequest, VmOperation
+from domain.placement import AvoidSet, DeploymentPlan
+from domain.storage import PrimaryStorage
+from domain.virtual_machine import VirtualMachine, VmEvent, VmState
+from domain.volume import VOLUME_STATE_MACHINE, Volume, VolumeEvent
+
+_S = VmState
+#: The stable states each operation starts from (CloudStack's checks before it transitions).
+ALLOWED_FROM: dict[VmOperation, frozenset[VmState]] = {
+    VmOperation.START: frozenset({_S.STOPPED}),
+    VmOperation.STOP: frozenset({_S.RUNNING}),
+    VmOperation.REBOOT: frozenset({_S.RUNNING}),
+    VmOperation.DESTROY: frozenset({_S.STOPPED, _S.RUNNING, _S.ERROR}),
+    VmOperation.RECOVER: frozenset({_S.DESTROYED}),
+    VmOperation.EXPUNGE: frozenset({_S.DESTROYED, _S.ERROR, _S.EXPUNGING}),
+}
+RESOURCE_TYPE = "VirtualMachine"
+
+
+def check_allowed(vm: VirtualMachine, operation: VmOperation) -> None:
+    """At run time: refuse an operation the VM's state does not allow (431)."""
+    if vm.is_removed:
+        raise IllegalStateTransition(f"virtual machine {vm.name} has been expunged")
+    if vm.state not in ALLOWED_FROM[operation]:
+        raise IllegalStateTransition(
+            f"cannot {operation.value} virtual machine {vm.name} in state {vm.state} "
+            f"(it must be {' or '.join(sorted(ALLOWED_FROM[operation]))})"
+        )
+
+
+def refusal_at_submission(
+    state: str, removed: bool, operation: VmOperation, name: str
+) -> IllegalStateTransition | None:
+    """At submission, from the read model: a refusal when the VM's state already forbids the
+    operation. A transitional state is not judged: the job queues behind the one that runs and
+    checks again when its turn comes."""
+    if removed:
+        return IllegalStateTransition(f"virtual machine {name} has been expunged")
+    vm_state = VmState(state)
+    if vm_state.value in {s.value for s in (_S.STARTING, _S.STOPPING, _S.MIGRATING)}:
+        return None
+    if vm_state is _S.EXPUNGING and operation is not VmOperation.EXPUNGE:
+        return IllegalStateTransition(f"virtual machine {name} is being expunged")
+    if vm_state not in ALLOWED_FROM[operation]:
+        return IllegalStateTransition(
+            f"cannot {operation.value} virtual machine {name} in state {vm_state} "
+            f"(it must be {' or '.join(sorted(ALLOWED_FROM[operation]))})"
+        )
+    return None
+
+
+# -- the job ---------------------------------------------------------------------------------
+def _open_job(d: Decision, request: VirtualMachineOperationRequest, submitted_at: datetime) -> Job:
+    job = d.find(Job, request.job_id)
+    if job is None:
+        vm = d.cloud.find(VirtualMachine, request.vm_id)
+        job = d.add(
+            Job.create_with_id(
+                request.job_id,
+                job_type=request.operation.job_type,
+                account_id=request.account_id,
+                resource_type=RESOURCE_TYPE,
+                resource_id=request.vm_id,
+                zone_id=vm.zone_id if vm is not None else None,
+                summary=request.summary,
+                submitted_at=submitted_at,
+            )
+        )
+    return job
+
+
+def begin(
+    cloud: Cloud, request: VirtualMachineOperationRequest, submitted_at: datetime
+) -> dict[str, Any]:
+    """The job's turn came: record it, check the VM's state allows the operation, and take the
+    first transition (StartRequested, StopRequested, ...). Returns what the VM is now."""
+    job_id, operation = request.job_id, request.operation
+    cloud.decide(lambda d: _open_job(d, request, submitted_at))
+
+    def decide(d: Decision) -> dict[str, Any]:
+        vm = d.get(VirtualMachine, request.vm_id)
+        job = d.get(Job, job_id)
+        if not job.has_applied(f"{job_id}/began"):  # a repeat must not refuse its own effect
+            check_allowed(vm, operation)
+        if operation is VmOperation.START:
+            vm.transition(VmEvent.START_REQUESTED, f"{job_id}/start-requested")
+        elif operation is VmOperation.STOP or (
+            operation is VmOperation.DESTROY and vm.state is VmState.RUNNING
+        ):
+            vm.transition(VmEvent.STOP_REQUESTED, f"{job_id}/stop-requested")
+        job.enter_step(f"began {operation.value}", f"{job_id}/began")
+        return {"state": vm.state.value, "host_id": vm.host_id}
+
+    return cloud.decide(decide)
+
+
+def record_queued_job_cancelled(
+    cloud: Cloud, request: VirtualMachineOperationRequest, submitted_at: datetime, reason: str
+) -> None:
+    """A job cancelled while it waited in the queue: recorded, so the job listing shows it."""
+
+    def decide(d: Decision) -> None:
+        job = _open_job(d, request, submitted_at)
+        if not job.status.is_final:
+            job.cancel(reason, f"{request.job_id}/cancelled")
+
+    cloud.decide(decide)
+
+
+def fail(
+    cloud: Cloud,
+    request: VirtualMachineOperationRequest,
+    submitted_at: datetime,
+    error_code: int,
+    error_text: str,
+    *,
+    cancelled: bool,
+) -> str | None:
+    """The final word on a job that did not succeed, after its undos ran: the VM back in the
+    stable state it was in (Starting -> Stopped, Stopping -> Running; an Expunging VM stays
+    Expunging until an expunge succeeds), the job failed with its code or cancelled."""
+    job_id = request.job_id
+
+    def decide(d: Decision) -> str | None:
+        vm = d.find(VirtualMachine, request.vm_id)
+        if vm is not None and vm.state in (VmState.STARTING, VmState.STOPPING, VmState.EXPUNGING):
+            vm.transition(VmEvent.OPERATION_FAILED, f"{job_id}/failed", reason=error_text)
+        job = _open_job(d, request, submitted_at)
+        if not job.status.is_final:
+            if cancelled:
+                job.cancel(error_text, f"{job_id}/cancelled")
+            else:
+                job.fail(error_code, error_text, f"{job_id}/failed")
+        return vm.state.value if vm is not None else None
+
+    return cloud.decide(decide)
+
+
+def _succeed(d: Decision, job_id: UUID, vm: VirtualMachine, **extra: Any) -> dict[str, Any]:
+    result: dict[str, Any] = {
+        "virtual_machine_id": str(vm.id),
+        "state": vm.state.value,
+        "host_id": str(vm.host_id) if vm.host_id else None,
+        "ip_address": vm.ip_address,
+        **extra,
+    }
+    job = d.get(Job, job_id)
+    job.enter_step("completed", f"{job_id}/completed-step")
+    job.succeed(result, f"{job_id}/succeeded")
+    return result
+
+
+def enter_step(cloud: Cloud, job_id: UUID, step: str, command_id: str) -> None:
+    cloud.decide(lambda d: d.get(Job, job_id).enter_step(step, f"{job_id}/{command_id}"))
+
+
+# -- start -----------------------------------------------------------------------------------
+def plan_start(
+    cloud: Cloud, job_id: UUID, vm_id: UUID, avoid: AvoidSet, attempt: int
+) -> DeploymentPlan:
+    from domain.deployment import plan_placement
+
+    plan = plan_placement(cloud, vm_id, avoid)
+    enter_step(cloud, job_id, f"planned host (attempt {attempt})", f"plan/{attempt}")
+    return plan
+
+
+def reserve_capacity(cloud: Cloud, job_id: UUID, vm_id: UUID, host_id: UUID, attempt: int) -> None:
+    def decide(d: Decision) -> None:
+        vm = d.get(VirtualMachine, vm_id)
+        host = d.get(Host, host_id)
+        cluster = cloud.load(Cluster, host.cluster_id)
+        host.reserve_capacity(
+            vm_id,
+            vm.cpu_mhz,
+            vm.memory_mib,
+            cluster.cpu_overprovisioning,
+            cluster.memory_overprovisioning,
+            f"{job_id}/reserve/{attempt}",
+        )
+        d.get(Job, job_id).enter_step(
+            f"reserved capacity on {host.name}", f"{job_id}/reserve-step/{attempt}"
+        )
+
+    cloud.decide(decide)
+
+
+def release_capacity(cloud: Cloud, job_id: UUID, vm_id: UUID, host_id: UUID, attempt: int) -> None:
+    cloud.decide(
+        lambda d: d.get(Host, host_id).release_capacity(vm_id, f"{job_id}/release/{attempt}")
+    )
+
+
+def record_starting_on(
+    cloud: Cloud, job_id: UUID, vm_id: UUID, host_id: UUID, attempt: int
+) -> None:
+    def decide(d: Decision) -> None:
+        host = d.get(Host, host_id)
+        vm = d.get(VirtualMachine, vm_id)
+        if attempt > 1:
+            vm.transition(
+                VmEvent.OPERATION_RETRY,
+                f"{job_id}/retry/{attempt}",
+                host_id=host_id,
+                reason=f"retrying on host {host.name}",
+            )
+        d.get(Job, job_id).enter_step(
+            f"starting VM on {host.name}", f"{job_id}/start-step/{attempt}"
+        )
+
+    cloud.decide(decide)
+
+
+def complete_start(cloud: Cloud, job_id: UUID, vm_id: UUID, host_id: UUID) -> dict[str, Any]:
+    def decide(d: Decision) -> dict[str, Any]:
+        vm = d.get(VirtualMachine, vm_id)
+        vm.transition(VmEvent.OPERATION_SUCCEEDED, f"{job_id}/running", host_id=host_id)
+        return _succeed(d, job_id, vm)
+
+    return cloud.decide(decide)
+
+
+# -- stop, reboot, destroy, recover ----------------------------------------------------------
+def _stopped(d: Decision, job_id: UUID, vm: VirtualMachine) -> None:
+    """Stopping -> Stopped, and the host's capacity given back."""
+    host_id = vm.host_id
+    vm.transition(VmEvent.OPERATION_SUCCEEDED, f"{job_id}/stopped")
+    if host_id is not None:
+        d.get(Host, host_id).release_capacity(vm.id, f"{job_id}/release-stopped")
+
+
+def complete_stop(cloud: Cloud, job_id: UUID, vm_id: UUID) -> dict[str, Any]:
+    def decide(d: Decision) -> dict[str, Any]:
+        vm = d.get(VirtualMachine, vm_id)
+        if vm.state is VmState.STOPPING:
+            _stopped(d, job_id, vm)
+        return _succeed(d, job_id, vm)
+
+    return cloud.decide(decide)
+
+
+def complete_reboot(cloud: Cloud, job_id: UUID, vm_id: UUID) -> dict[str, Any]:
+    def decide(d: Decision) -> dict[str, Any]:
+        vm = d.get(VirtualMachine, vm_id)
+        if vm.host_id is not None:
+            vm.record_reboot(vm.host_id, f"{job_id}/rebooted")
+        return _succeed(d, job_id, vm)
+
+    return cloud.decide(decide)
+
+
+def complete_destroy(
+    cloud: Cloud, job_id: UUID, vm_id: UUID, *, expunge: bool, expunge_delay_seconds: int
+) -> dict[str, Any] | None:
+    """Stopped (after the stop, if it ran) -> Destroyed, keeping IP and volumes; an Error VM goes
+    straight to Expunging. Returns the job's result, or None when an expunge follows."""
+
+    def decide(d: Decision) -> dict[str, Any] | None:
+        vm = d.get(VirtualMachine, vm_id)
+        if vm.state is VmState.STOPPING:
+            _stopped(d, job_id, vm)
+        if vm.state in (VmState.STOPPED, VmState.ERROR):
+            vm.transition(VmEvent.DESTROY_REQUESTED, f"{job_id}/destroy-requested")
+        if expunge or vm.state is VmState.EXPUNGING:
+            d.get(Job, job_id).enter_step("destroyed; expunging", f"{job_id}/destroyed-step")
+            return None
+        return _succeed(d, job_id, vm, expunge_delay_seconds=expunge_delay_seconds)
+
+    return cloud.decide(decide)
+
+
+def recover(cloud: Cloud, job_id: UUID, vm_id: UUID) -> dict[str, Any]:
+    def decide(d: Decision) -> dict[str, Any]:
+        vm = d.get(VirtualMachine, vm_id)
+        if vm.state is VmState.DESTROYED:
+            vm.transition(VmEvent.RECOVERY_REQUESTED, f"{job_id}/recovered")
+        return _succeed(d, job_id, vm)
+
+    return cloud.decide(decide)
+
+
+# -- expunge ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ExpungePlan:
+    """Where the VM and its root disk may still be on the hypervisors."""
+
+    vm_host_id: UUID | None
+    volume_id: UUID
+    pool_id: UUID | None
+    volume_host_id: UUID | None
+
+
+def begin_expunge(cloud: Cloud, job_id: UUID, vm_id: UUID) -> ExpungePlan:
+    """Destroyed/Error -> Expunging: the point of no return of an expunge."""
+
+    def decide(d: Decision) -> ExpungePlan:
+        vm = d.get(VirtualMachine, vm_id)
+        destroyed_into_expunging = vm.state is VmState.EXPUNGING and vm.has_applied(
+            f"{job_id}/destroy-requested"
+        )
+        if not (destroyed_into_expunging or vm.has_applied(f"{job_id}/expunging")):
+            check_allowed(vm, VmOperation.EXPUNGE)
+            vm_event = (
+                VmEvent.DESTROY_REQUESTED
+                if vm.state is VmState.ERROR
+                else VmEvent.EXPUNGE_OPERATION
+            )
+            vm.transition(vm_event, f"{job_id}/expunging")
+        d.get(Job, job_id).enter_step("expunging", f"{job_id}/expunging-step")
+        volume = d.get(Volume, vm.root_volume_id)
+        return ExpungePlan(
+            vm_host_id=vm.host_id or vm.last_host_id,
+            volume_id=volume.id,
+            pool_id=volume.pool_id,
+            volume_host_id=_host_reaching(cloud, volume.pool_id, vm.last_host_id),
+        )
+
+    return cloud.decide(decide)
+
+
+def _host_reaching(cloud: Cloud, pool_id: UUID | None, preferred: UUID | None) -> UUID | None:
+    """A host that can reach the pool, for the driver to delete a disk through."""
+    if pool_id is None:
+        return None
+    if preferred is not None:
+        return preferred
+    pool = cloud.load(PrimaryStorage, pool_id)
+    if pool.cluster_id is not None:
+        hosts = cloud.load(Cluster, pool.cluster_id).host_ids
+        return hosts[0] if hosts else None
+    return None
+
+
+def finish_expunge(cloud: Cloud, job_id: UUID, vm_id: UUID) -> dict[str, Any]:
+    """The disks are deleted and the VM is gone from the hypervisor: record the root volume
+    Expunged (the pool's bytes back), the IP released, the VM removed, the job done."""
+
+    def decide(d: Decision) -> dict[str, Any]:
+        vm = d.get(VirtualMachine, vm_id)
+        volume = d.get(Volume, vm.root_volume_id)
+        for volume_event, step in (
+            (VolumeEvent.OPERATION_FAILED, "creating-failed"),
+            (VolumeEvent.DESTROY_REQUESTED, "destroy"),
+            (VolumeEvent.EXPUNGING_REQUESTED, "expunging"),
+            (VolumeEvent.OPERATION_SUCCEEDED, "expunged"),
+        ):
+            if VOLUME_STATE_MACHINE.allows(volume.state, volume_event):
+                volume.transition(volume_event, f"{job_id}/volume-{step}")
+        if volume.pool_id is not None:
+            d.get(PrimaryStorage, volume.pool_id).release(volume.id, f"{job_id}/pool-release")
+        d.get(GuestNetwork, vm.network_id).release_ip(vm.id, f"{job_id}/release-ip")
+        vm.detach_nic(f"{job_id}/detach-nic")
+        vm.remove(f"{job_id}/removed")
+        return _succeed(d, job_id, vm, removed=True)
+
+    return cloud.decide(decide)

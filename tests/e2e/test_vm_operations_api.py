@@ -1,0 +1,103 @@
+"""Operating a VM through the HTTP API: each operation a job in the VM's queue."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from tests.e2e.conftest import Stack, wait_for_job
+from tests.e2e.test_deploy_api import order
+
+
+async def vm_state(http: Any, vm_id: str) -> dict[str, Any]:
+    response = await http.get(f"/v1/virtual-machines/{vm_id}", params={"consistent": "true"})
+    assert response.status_code == 200, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+async def test_every_operation_through_http_and_bad_states_are_refused_4xx(stack: Stack) -> None:
+    async with stack.http() as http:
+        accepted = (await http.post("/v1/virtual-machines", json=order(stack, name="ops"))).json()
+        vm_id = accepted["virtual_machine_id"]
+        for _ in range(100):  # registered (the deployment's first step), not yet Running
+            if (await http.get(f"/v1/virtual-machines/{vm_id}")).status_code == 200:
+                break
+            await asyncio.sleep(0.02)
+        # Submitted while the deployment runs: it waits behind it in the VM's queue.
+        stop = await http.post(f"/v1/virtual-machines/{vm_id}/stop", json={"forced": True})
+        assert stop.status_code == 202, stop.text
+        assert (await wait_for_job(http, accepted["job_id"]))["status"] == "succeeded"
+        job = await wait_for_job(http, stop.json()["job_id"])
+        assert job["status"] == "succeeded" and job["job_type"] == "StopVirtualMachine"
+        assert (await vm_state(http, vm_id))["state"] == "Stopped"
+
+        refused = await http.post(f"/v1/virtual-machines/{vm_id}/stop")
+        assert refused.status_code == 409 and refused.json()["errorcode"] == 431
+        assert "Stopped" in refused.json()["detail"][0]["msg"]
+
+        for operation, body, state in (
+            ("start", None, "Running"),
+            ("reboot", None, "Running"),
+            ("destroy", {}, "Destroyed"),
+            ("recover", None, "Stopped"),
+            ("destroy", {}, "Destroyed"),
+            ("expunge", None, None),
+        ):
+            response = await http.post(f"/v1/virtual-machines/{vm_id}/{operation}", json=body)
+            assert response.status_code == 202, (operation, response.text)
+            job = await wait_for_job(http, response.json()["job_id"])
+            assert job["status"] == "succeeded", (operation, job)
+            if state is not None:
+                assert (await vm_state(http, vm_id))["state"] == state
+            if operation == "start":
+                recover = await http.post(f"/v1/virtual-machines/{vm_id}/recover")
+                assert recover.status_code == 409
+        gone = await vm_state(http, vm_id)
+        assert gone["removed"] is not None
+        params = {"consistent": "true", "zone_id": str(stack.zone.zone_id), "limit": 500}
+        listing = (await http.get("/v1/virtual-machines", params=params)).json()
+        assert vm_id not in {v["id"] for v in listing["data"]}
+        everything = (
+            await http.get("/v1/virtual-machines", params={**params, "include_removed": "true"})
+        ).json()
+        assert vm_id in {v["id"] for v in everything["data"]}
+
+
+async def test_the_queue_is_visible_and_jobs_cancel_or_refuse_409(stack: Stack) -> None:
+    async with stack.http() as http:
+        accepted = (await http.post("/v1/virtual-machines", json=order(stack, name="q"))).json()
+        vm_id = accepted["virtual_machine_id"]
+        await wait_for_job(http, accepted["job_id"])
+        fault = (
+            await http.post(
+                "/v1/simulator/faults",
+                json={"operation": "reboot_vm", "action": "delay", "delay_seconds": 3},
+            )
+        ).json()
+        try:
+            running = (await http.post(f"/v1/virtual-machines/{vm_id}/reboot")).json()
+            queued = (await http.post(f"/v1/virtual-machines/{vm_id}/stop")).json()
+            joined = (await http.post(f"/v1/virtual-machines/{vm_id}/stop")).json()
+            assert joined["job_id"] == queued["job_id"]
+            jobs = (await http.get(f"/v1/virtual-machines/{vm_id}/jobs")).json()
+            assert [j["job_id"] for j in jobs["data"]] == [running["job_id"], queued["job_id"]]
+            assert [j["status"] for j in jobs["data"]][1] == "queued"
+
+            cancelled = await http.post(f"/v1/jobs/{queued['job_id']}/cancel")
+            assert cancelled.status_code == 202 and cancelled.json()["was"] == "queued"
+            job = await wait_for_job(http, queued["job_id"])
+            assert job["status"] == "cancelled" and job["jobstatus"] == 3
+
+            for _ in range(50):  # the reboot reaches the hypervisor: no return from there
+                refused = await http.post(f"/v1/jobs/{running['job_id']}/cancel")
+                if refused.status_code == 409:
+                    break
+                await asyncio.sleep(0.05)
+            assert refused.status_code == 409, refused.text
+            assert "point of no return" in refused.json()["detail"][0]["msg"]
+            assert (await wait_for_job(http, running["job_id"]))["status"] == "succeeded"
+            ended = await http.post(f"/v1/jobs/{running['job_id']}/cancel")
+            assert ended.status_code == 409 and "already ended" in ended.json()["detail"][0]["msg"]
+        finally:
+            await http.delete(f"/v1/simulator/faults/{fault['fault_id']}")
+        assert (await vm_state(http, vm_id))["state"] == "Running"

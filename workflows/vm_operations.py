@@ -1,0 +1,518 @@
+"""Start, stop, reboot, destroy, recover and expunge a VM: one job workflow each.
+
+Every job is a child of its VM's queue (`workflows/vm_queue.py`) and starts by waiting for its
+turn (the `grant` signal), so operations on one VM never overlap. Then it runs as a saga: each
+step that changes the world registers its undo before it runs, and a failure or a cancellation
+unwinds in reverse and leaves the VM in the stable state it started from.
+
+Cancellation goes through the `cancel` update: its validator refuses (and the API answers 409)
+once the job is past its point of no return, which each job states in words (a stop whose VM
+is already recorded Stopped cannot be undone; an expunge that deleted disks cannot either). A
+queued job that is cancelled leaves the queue at once. Hypervisor steps are cancelled with
+WAIT_CANCELLATION_COMPLETED, so an undo never races the step it undoes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+from uuid import UUID
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.workflow import ActivityCancellationType
+
+with workflow.unsafe.imports_passed_through():
+    from activities.deployment_models import Placement, VmLaunch, VmRemoval
+    from activities.errors import TRY_ELSEWHERE
+    from activities.hypervisor import HypervisorActivities
+    from activities.vm_operation_models import (
+        Begun,
+        DestroyStep,
+        ExpungeOrder,
+        HostStep,
+        JobResult,
+        JobVm,
+        OperationInput,
+        OperationOutcome,
+        PlanStartInput,
+        VmOnHost,
+    )
+    from activities.vm_operations import VmOperationActivities
+    from domain.errors import ErrorCode
+    from domain.job_requests import VirtualMachineOperationRequest
+    from domain.placement import START_RETRY_ATTEMPTS
+
+from workflows.deploy_virtual_machine import (
+    CONTROL_RETRY,
+    HYPERVISOR_HEARTBEAT_TIMEOUT,
+    HYPERVISOR_RETRY,
+    UNDO_RETRY,
+)
+from workflows.job_state import error_type, failure_of, is_cancellation, set_job_state
+from workflows.saga import Saga
+
+#: The error type of an expunge that failed after it began deleting: the VM stays Expunging
+#: and its queue tries the expunge again later.
+EXPUNGE_INCOMPLETE = "ExpungeIncomplete"
+PAST_NO_RETURN = "PastPointOfNoReturn"
+
+
+class VirtualMachineJob:
+    """What every VM job shares: waiting for its turn, cancellation, the saga, the record."""
+
+    def __init__(self) -> None:
+        self._step = "queued"
+        self._granted = False
+        self._cancel_requested = False
+        self._no_return: str | None = None
+        self._expunging = False
+        self._work: asyncio.Task[dict[str, Any]] | None = None
+
+    # -- the queue's and the API's view --------------------------------------------------------
+    @workflow.signal(name="grant")
+    def grant(self) -> None:
+        """The VM's queue says it is this job's turn."""
+        self._granted = True
+
+    @workflow.query(name="current_step")
+    def current_step(self) -> str:
+        return self._step
+
+    @workflow.update(name="cancel")
+    async def cancel(self, reason: str) -> str:
+        """Cancel: a queued job leaves the queue, a running one unwinds. Answers which."""
+        was = "running" if self._granted else "queued"
+        self._cancel_requested = True
+        if self._work is not None and not self._work.done():
+            self._work.cancel()
+        return was
+
+    @cancel.validator
+    def _may_cancel(self, reason: str) -> None:
+        if self._no_return is not None:
+            raise ApplicationError(
+                f"the job is past its point of no return: {self._no_return}", type=PAST_NO_RETURN
+            )
+
+    # -- the run, shared ---------------------------------------------------------------------
+    async def _execute(self, request: VirtualMachineOperationRequest) -> dict[str, Any]:
+        self._work = asyncio.create_task(self._job(request))
+        try:
+            return await asyncio.shield(self._work)
+        except asyncio.CancelledError:
+            # Temporal cancelled this workflow (its queue went away, or an operator): the same
+            # as the cancel update, unless the job is past its point of no return.
+            if self._no_return is None and not self._work.done():
+                self._work.cancel()
+            return await self._work
+
+    async def _job(self, request: VirtualMachineOperationRequest) -> dict[str, Any]:
+        submitted_at = workflow.info().start_time
+        given = OperationInput(request=request, submitted_at=submitted_at)
+        try:
+            if self._cancel_requested:
+                raise asyncio.CancelledError()
+            await workflow.wait_condition(lambda: self._granted)
+        except asyncio.CancelledError:
+            self._no_return = "it was cancelled while queued"
+            await self._control(
+                VmOperationActivities.record_queued_cancelled,
+                self._outcome(given, 0, "cancelled while queued", cancelled=True),
+                "record the job cancelled while queued",
+                retry=UNDO_RETRY,
+            )
+            set_job_state("cancelled")
+            self._enter("cancelled")
+            raise
+        set_job_state("running")
+        saga = Saga()
+        try:
+            result = await self.perform(given, saga)
+        except BaseException as error:
+            # From here on the job only unwinds: a cancel now would interrupt the undos.
+            self._no_return = self._no_return or "it is already unwinding"
+            cancelled = is_cancellation(error)
+            code, text, kind = failure_of(error)
+            if self._expunging and not cancelled:
+                kind = EXPUNGE_INCOMPLETE
+            self._enter("unwinding")
+            await saga.unwind()
+            if saga.failures:
+                text += " (could not undo: " + "; ".join(saga.failures) + ")"
+            await self._control(
+                VmOperationActivities.fail,
+                self._outcome(given, code, text, cancelled=cancelled),
+                "record the failure",
+                retry=UNDO_RETRY,
+            )
+            set_job_state("cancelled" if cancelled else "failed")
+            self._enter("cancelled" if cancelled else "failed")
+            if cancelled:
+                raise
+            raise ApplicationError(text, code, type=kind, non_retryable=True) from None
+        set_job_state("succeeded")
+        self._enter("succeeded")
+        return result
+
+    async def perform(self, given: OperationInput, saga: Saga) -> dict[str, Any]:
+        raise NotImplementedError
+
+    # -- steps shared by several operations -------------------------------------------------
+    async def _begin(self, given: OperationInput) -> Begun:
+        self._enter(f"checking the VM can {given.request.operation.value}")
+        begun: Begun = await self._control(
+            VmOperationActivities.begin, given, f"check and record {given.request.operation.value}"
+        )
+        return begun
+
+    async def _stop_on_host(
+        self, request: VirtualMachineOperationRequest, saga: Saga, on: VmOnHost
+    ) -> None:
+        """Power off and undefine on the host, each with its undo (power on, define again)."""
+        self._enter(f"stopping on {on.host.name}")
+        saga.add("power", self._hypervisor_undo(HypervisorActivities.start_vm, on, on.task_queue))
+        await self._hypervisor(
+            HypervisorActivities.stop_vm,
+            on,
+            on.task_queue,
+            f"{'force ' if on.forced else ''}power off on {on.host.name}",
+        )
+        saga.add("definition", self._redefine(request, on))
+        await self._hypervisor(
+            HypervisorActivities.destroy_vm,
+            VmRemoval(host=on.host, vm_id=on.vm_id),
+            on.task_queue,
+            f"undefine on {on.host.name} (disks kept)",
+        )
+
+    async def _expunge(self, request: VirtualMachineOperationRequest) -> dict[str, Any]:
+        """Delete from the hypervisor, delete the disks, release the IP, remove: no undo."""
+        self._no_return = "the VM is being expunged (disks are deleted)"
+        self._expunging = True
+        self._enter("expunging")
+        step = JobVm(job_id=request.job_id, vm_id=request.vm_id)
+        order: ExpungeOrder = await self._control(
+            VmOperationActivities.begin_expunge, step, "record Expunging", retry=UNDO_RETRY
+        )
+        if order.vm is not None:
+            await self._hypervisor(
+                HypervisorActivities.destroy_vm,
+                order.vm,
+                order.vm_task_queue,
+                f"delete the VM from {order.vm.host.name}",
+                retry=UNDO_RETRY,
+            )
+        if order.volume is not None:
+            await self._hypervisor(
+                HypervisorActivities.delete_volume,
+                order.volume,
+                order.volume_task_queue,
+                f"delete the root volume from {order.volume.pool.name}",
+                retry=UNDO_RETRY,
+            )
+        result: dict[str, Any] = await self._control(
+            VmOperationActivities.finish_expunge,
+            step,
+            "record volumes expunged, IP released, VM removed",
+            retry=UNDO_RETRY,
+        )
+        return result
+
+    # -- plumbing -----------------------------------------------------------------------------
+    def _enter(self, step: str) -> None:
+        self._step = step
+        workflow.set_current_details(f"**Step:** {step}")
+
+    @staticmethod
+    def _outcome(
+        given: OperationInput, code: int, text: str, *, cancelled: bool
+    ) -> OperationOutcome:
+        return OperationOutcome(
+            request=given.request,
+            submitted_at=given.submitted_at,
+            error_code=code,
+            error_text=text,
+            cancelled=cancelled,
+        )
+
+    async def _control(
+        self, activity: Any, arg: Any, summary: str, *, retry: RetryPolicy = CONTROL_RETRY
+    ) -> Any:
+        return await workflow.execute_activity_method(
+            activity,
+            arg,
+            start_to_close_timeout=timedelta(seconds=60),
+            retry_policy=retry,
+            summary=summary,
+        )
+
+    async def _hypervisor(
+        self,
+        activity: Any,
+        arg: Any,
+        task_queue: str | None,
+        summary: str,
+        *,
+        retry: RetryPolicy = HYPERVISOR_RETRY,
+    ) -> Any:
+        return await workflow.execute_activity_method(
+            activity,
+            arg,
+            task_queue=task_queue or workflow.info().task_queue,
+            start_to_close_timeout=timedelta(minutes=10),
+            heartbeat_timeout=HYPERVISOR_HEARTBEAT_TIMEOUT,
+            cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+            retry_policy=retry,
+            summary=summary,
+        )
+
+    def _undo(self, activity: Any, arg: Any) -> Any:
+        async def undo() -> None:
+            await self._control(activity, arg, f"undo: {activity.__name__}", retry=UNDO_RETRY)
+
+        return undo
+
+    def _hypervisor_undo(self, activity: Any, arg: Any, task_queue: str | None) -> Any:
+        async def undo() -> None:
+            await self._hypervisor(
+                activity, arg, task_queue, f"undo: {activity.__name__}", retry=UNDO_RETRY
+            )
+
+        return undo
+
+    def _redefine(self, request: VirtualMachineOperationRequest, on: VmOnHost) -> Any:
+        """Undo of undefining: define the VM on the host again and power it on."""
+
+        async def undo() -> None:
+            launch: VmLaunch = await self._control(
+                VmOperationActivities.launch_spec,
+                HostStep(job_id=request.job_id, vm_id=request.vm_id, host_id=UUID(on.host.host_id)),
+                "undo: the VM's definition",
+                retry=UNDO_RETRY,
+            )
+            await self._hypervisor(
+                HypervisorActivities.launch_vm,
+                launch,
+                on.task_queue,
+                f"undo: define and start again on {on.host.name}",
+                retry=UNDO_RETRY,
+            )
+
+        return undo
+
+
+def _required_host(begun: Begun, what: str) -> VmOnHost:
+    if begun.on_host is None:
+        raise ApplicationError(
+            f"cannot {what}: the VM is on no host", int(ErrorCode.INTERNAL_ERROR), type="NoHost"
+        )
+    return begun.on_host
+
+
+@workflow.defn(name="StartVirtualMachine")
+class StartVirtualMachine(VirtualMachineJob):
+    """Stopped -> Starting -> Running: plan (last host first), reserve, define and power on."""
+
+    @workflow.run
+    async def run(self, request: VirtualMachineOperationRequest) -> dict[str, Any]:
+        return await self._execute(request)
+
+    async def perform(self, given: OperationInput, saga: Saga) -> dict[str, Any]:
+        request = given.request
+        await self._begin(given)
+        avoid_hosts: list[Any] = []
+        last_failure = ""
+        for attempt in range(1, START_RETRY_ATTEMPTS + 1):
+            self._enter(f"planning (attempt {attempt})")
+            try:
+                placement: Placement = await self._control(
+                    VmOperationActivities.plan_start,
+                    PlanStartInput(
+                        job_id=request.job_id,
+                        vm_id=request.vm_id,
+                        attempt=attempt,
+                        avoid_host_ids=avoid_hosts,
+                    ),
+                    f"plan a host (attempt {attempt})",
+                )
+            except ActivityError as error:
+                if last_failure and error_type(error) == "InsufficientCapacity":
+                    code, text, kind = failure_of(error)
+                    raise ApplicationError(
+                        f"{text}; last failure: {last_failure}", code, type=kind
+                    ) from None
+                raise
+            step = HostStep(
+                job_id=request.job_id,
+                vm_id=request.vm_id,
+                host_id=placement.host_id,
+                attempt=attempt,
+            )
+            try:
+                self._enter(f"reserving capacity on {placement.host_name}")
+                saga.add("capacity", self._undo(VmOperationActivities.release_capacity, step))
+                await self._control(
+                    VmOperationActivities.reserve_capacity,
+                    step,
+                    f"reserve capacity on {placement.host_name}",
+                )
+                self._enter(f"starting on {placement.host_name}")
+                launch: VmLaunch = await self._control(
+                    VmOperationActivities.prepare_launch, step, "record Starting on the host"
+                )
+                saga.add(
+                    "vm on host",
+                    self._hypervisor_undo(
+                        HypervisorActivities.destroy_vm,
+                        VmRemoval(host=launch.host, vm_id=launch.spec.vm_id),
+                        placement.hypervisor_task_queue,
+                    ),
+                )
+                await self._hypervisor(
+                    HypervisorActivities.launch_vm,
+                    launch,
+                    placement.hypervisor_task_queue,
+                    f"define and start on {placement.host_name}",
+                )
+                self._no_return = "the VM is already running; stop it instead"
+                self._enter("recording Running")
+                result: dict[str, Any] = await self._control(
+                    VmOperationActivities.complete_start, step, "record Running"
+                )
+                return result
+            except ActivityError as error:
+                if error_type(error) not in TRY_ELSEWHERE:
+                    raise
+                _, last_failure, _ = failure_of(error)
+                self._no_return = None
+                await saga.unwind(only=("vm on host", "capacity"))
+                avoid_hosts.append(placement.host_id)
+        raise ApplicationError(
+            f"gave up after {START_RETRY_ATTEMPTS} attempts; last failure: {last_failure}",
+            int(ErrorCode.INSUFFICIENT_CAPACITY),
+            type="InsufficientCapacity",
+        )
+
+
+@workflow.defn(name="StopVirtualMachine")
+class StopVirtualMachine(VirtualMachineJob):
+    """Running -> Stopping -> Stopped: power off, undefine, give the host's capacity back."""
+
+    @workflow.run
+    async def run(self, request: VirtualMachineOperationRequest) -> dict[str, Any]:
+        return await self._execute(request)
+
+    async def perform(self, given: OperationInput, saga: Saga) -> dict[str, Any]:
+        request = given.request
+        on = _required_host(await self._begin(given), "stop")
+        await self._stop_on_host(request, saga, on)
+        self._no_return = "the VM is stopped; start it instead"
+        self._enter("recording Stopped")
+        result: dict[str, Any] = await self._control(
+            VmOperationActivities.complete_stop,
+            JobVm(job_id=request.job_id, vm_id=request.vm_id),
+            "record Stopped and release the host's capacity",
+        )
+        return result
+
+
+@workflow.defn(name="RebootVirtualMachine")
+class RebootVirtualMachine(VirtualMachineJob):
+    """A Running VM rebooted on its host; it stays Running."""
+
+    @workflow.run
+    async def run(self, request: VirtualMachineOperationRequest) -> dict[str, Any]:
+        return await self._execute(request)
+
+    async def perform(self, given: OperationInput, saga: Saga) -> dict[str, Any]:
+        request = given.request
+        on = _required_host(await self._begin(given), "reboot")
+        self._no_return = "the hypervisor is rebooting the VM"
+        self._enter(f"rebooting on {on.host.name}")
+        await self._hypervisor(
+            HypervisorActivities.reboot_vm, on, on.task_queue, f"reboot on {on.host.name}"
+        )
+        result: dict[str, Any] = await self._control(
+            VmOperationActivities.complete_reboot,
+            JobVm(job_id=request.job_id, vm_id=request.vm_id),
+            "record the reboot",
+        )
+        return result
+
+
+@workflow.defn(name="DestroyVirtualMachine")
+class DestroyVirtualMachine(VirtualMachineJob):
+    """Stop if running, then Destroyed (IP and volumes kept, recoverable until expunged); with
+    `expunge`, expunged at once. Otherwise the VM's queue expunges it after the delay."""
+
+    @workflow.run
+    async def run(self, request: VirtualMachineOperationRequest) -> dict[str, Any]:
+        return await self._execute(request)
+
+    async def perform(self, given: OperationInput, saga: Saga) -> dict[str, Any]:
+        request = given.request
+        begun = await self._begin(given)
+        if begun.state == "Stopping":
+            await self._stop_on_host(request, saga, _required_host(begun, "stop"))
+        self._no_return = "the VM is destroyed; recover it instead"
+        self._enter("recording Destroyed")
+        done: JobResult = await self._control(
+            VmOperationActivities.complete_destroy,
+            DestroyStep(
+                job_id=request.job_id,
+                vm_id=request.vm_id,
+                expunge=request.expunge,
+                expunge_delay_seconds=request.expunge_delay_seconds,
+            ),
+            "record Destroyed" + (" (expunge follows)" if request.expunge else ""),
+        )
+        saga.forget()
+        if done.result is not None:
+            return done.result
+        return await self._expunge(request)
+
+
+@workflow.defn(name="RecoverVirtualMachine")
+class RecoverVirtualMachine(VirtualMachineJob):
+    """Destroyed -> Stopped, before the expunge."""
+
+    @workflow.run
+    async def run(self, request: VirtualMachineOperationRequest) -> dict[str, Any]:
+        return await self._execute(request)
+
+    async def perform(self, given: OperationInput, saga: Saga) -> dict[str, Any]:
+        request = given.request
+        await self._begin(given)
+        self._no_return = "the VM is being recovered"
+        result: dict[str, Any] = await self._control(
+            VmOperationActivities.recover,
+            JobVm(job_id=request.job_id, vm_id=request.vm_id),
+            "record Stopped (recovered)",
+        )
+        return result
+
+
+@workflow.defn(name="ExpungeVirtualMachine")
+class ExpungeVirtualMachine(VirtualMachineJob):
+    """A Destroyed (or Error) VM deleted for good: hypervisor, disks, IP, then removed."""
+
+    @workflow.run
+    async def run(self, request: VirtualMachineOperationRequest) -> dict[str, Any]:
+        return await self._execute(request)
+
+    async def perform(self, given: OperationInput, saga: Saga) -> dict[str, Any]:
+        await self._begin(given)
+        return await self._expunge(given.request)
+
+
+VM_OPERATION_WORKFLOWS: tuple[type, ...] = (
+    StartVirtualMachine,
+    StopVirtualMachine,
+    RebootVirtualMachine,
+    DestroyVirtualMachine,
+    RecoverVirtualMachine,
+    ExpungeVirtualMachine,
+)

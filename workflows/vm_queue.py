@@ -1,0 +1,381 @@
+"""VirtualMachineQueue: one long-lived workflow per VM (`vm/<vm_id>`) that runs its jobs one at
+a time, in the order they were submitted.
+
+The API submits every job on a VM (its deployment included) with update-with-start: the update
+starts the job's workflow at once as a child whose id is the job id (so the job exists, can be
+followed and cancelled while it waits), and answers the job id. The queue then grants the
+jobs their turn one after the other (the `grant` signal) and waits for each to end. A request
+identical to the last queued one joins it instead of queuing a duplicate; an Idempotency-Key
+that was seen returns its job.
+
+The queue also owns the expunge delay: when a destroy succeeds it sets a durable timer, and when
+it fires (and no recover came first) it queues the expunge itself. It continues-as-new when its
+history grows, only while no job is in flight, and ends once its VM is removed.
+
+A job terminated from outside (`temporal workflow terminate`) never runs its own failure
+record, so the queue writes it (failed, 530 "terminated") and moves on: a terminated job must
+not leave its VM's queue waiting for ever. Termination skips the job's undos by definition;
+only the record and the VM's state (back to the stable state the job started from, or Error for
+a deployment) are repaired, exactly as the job's own failure step would have.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import (
+    SearchAttributeKey,
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDReusePolicy,
+)
+from temporalio.exceptions import ApplicationError, ChildWorkflowError, TerminatedError
+from temporalio.workflow import ParentClosePolicy
+
+with workflow.unsafe.imports_passed_through():
+    from activities.deployment import DeploymentActivities
+    from activities.deployment_models import DeploymentOutcome
+    from activities.vm_operation_models import OperationOutcome
+    from activities.vm_operations import VmOperationActivities
+    from domain.errors import ErrorCode
+    from domain.ids import derived_id
+    from domain.job_requests import (
+        VM_QUEUE_WORKFLOW,
+        JobAttribute,
+        VirtualMachineOperationRequest,
+        VmJobAccepted,
+        VmJobSubmission,
+        VmOperation,
+        VmQueueEntry,
+        VmQueueState,
+    )
+
+from workflows.deploy_virtual_machine import UNDO_RETRY
+from workflows.job_state import is_cancellation
+
+QUEUE_WORKFLOW = VM_QUEUE_WORKFLOW
+DEPLOY_WORKFLOW = "DeployVirtualMachine"
+EXPUNGE_INCOMPLETE = "ExpungeIncomplete"
+#: How many submitted job ids the queue remembers for idempotent resubmission.
+REMEMBERED_JOBS = 200
+#: Continue-as-new past this many history events (when no job is in flight).
+HISTORY_LIMIT = 4000
+MAX_EXPUNGE_RETRY_SECONDS = 3600.0
+#: The patch that records terminated jobs; histories from before it never ran that step.
+RECORD_TERMINATED_JOBS = "record-terminated-jobs"
+TERMINATED = "terminated"
+
+
+@dataclass
+class _Entry:
+    submission: VmJobSubmission
+    sequence: int
+    submitted_at: datetime
+    status: str = "queued"
+    handle: Any = None
+    done: bool = False
+    succeeded: bool = False
+    result: Any = None
+    error_type: str | None = None
+    watcher: Any = field(default=None, repr=False)
+
+    def public(self) -> VmQueueEntry:
+        return VmQueueEntry(
+            job_id=self.submission.job_id,
+            job_type=self.submission.job_type,
+            summary=self.submission.summary,
+            status=self.status,
+            sequence=self.sequence,
+            submitted_at=self.submitted_at,
+        )
+
+
+@workflow.defn(name=QUEUE_WORKFLOW)
+class VirtualMachineQueue:
+    @workflow.init
+    def __init__(self, state: VmQueueState) -> None:
+        self._state = state
+        self._entries: list[_Entry] = []
+
+    # -- the API's view --------------------------------------------------------------------------
+    @workflow.query(name="jobs")
+    def jobs(self) -> list[VmQueueEntry]:
+        """The running job first, then the queued ones in the order they will run."""
+        return [e.public() for e in self._entries if not e.done]
+
+    @workflow.query(name="expunge_at")
+    def expunge_at(self) -> datetime | None:
+        return self._state.expunge_at
+
+    @workflow.update(name="submit")
+    async def submit(self, submission: VmJobSubmission) -> VmJobAccepted:
+        known = self._state.recent_jobs.get(str(submission.job_id))
+        if known is not None:
+            return VmJobAccepted(
+                job_id=submission.job_id, joined=True, conflict=known != submission.fingerprint
+            )
+        joined = self._identical_pending(submission)
+        if joined is not None:
+            return VmJobAccepted(
+                job_id=joined.submission.job_id, joined=True, sequence=joined.sequence
+            )
+        entry = await self._enqueue(submission)
+        return VmJobAccepted(job_id=submission.job_id, sequence=entry.sequence)
+
+    @submit.validator
+    def _may_submit(self, submission: VmJobSubmission) -> None:
+        if self._state.removed and str(submission.job_id) not in self._state.recent_jobs:
+            raise ApplicationError(
+                f"virtual machine {self._state.vm_id} has been expunged", type="VmRemoved"
+            )
+
+    # -- the run ---------------------------------------------------------------------------------
+    @workflow.run
+    async def run(self, state: VmQueueState) -> None:
+        while True:
+            if self._head_waiting():
+                await self._run_head()
+                continue
+            if self._expunge_due():
+                await self._queue_expunge()
+                continue
+            if not self._entries and (self._state.removed or self._history_is_long()):
+                await workflow.wait_condition(
+                    lambda: workflow.all_handlers_finished() and not self._entries
+                )
+                if self._state.removed:
+                    return
+                workflow.continue_as_new(self._state)
+            with contextlib.suppress(TimeoutError):  # the expunge timer fired
+                await workflow.wait_condition(
+                    lambda: (
+                        self._head_waiting()
+                        or (not self._entries and (self._state.removed or self._history_is_long()))
+                    ),
+                    timeout=self._until_expunge(),
+                )
+
+    def _head_waiting(self) -> bool:
+        return (
+            bool(self._entries)
+            and self._entries[0].status == "queued"
+            and (self._entries[0].handle is not None or self._entries[0].done)
+        )
+
+    async def _run_head(self) -> None:
+        entry = self._entries[0]
+        if not entry.done:
+            entry.status = "running"
+            if entry.submission.deployment is None:
+                try:
+                    await entry.handle.signal("grant")
+                except Exception as error:  # the job ended (cancelled) meanwhile
+                    workflow.logger.warning("could not grant %s: %s", entry.sequence, error)
+            await workflow.wait_condition(lambda: entry.done)
+        self._entries.remove(entry)
+        self._after(entry)
+
+    def _after(self, entry: _Entry) -> None:
+        """What a finished job means for the VM's future: the expunge timer, removal."""
+        operation = entry.submission.operation
+        now = workflow.now()
+        if operation is None:
+            return
+        if entry.succeeded:
+            result = entry.result or {}
+            if operation.operation is VmOperation.DESTROY and not result.get("removed"):
+                delay = float(result.get("expunge_delay_seconds", operation.expunge_delay_seconds))
+                self._state.expunge_at = now + timedelta(seconds=delay)
+                self._state.expunge_source_job = operation.job_id
+                self._state.expunge_attempts = 0
+            elif operation.operation is VmOperation.RECOVER:
+                self._state.expunge_at = None
+            if result.get("removed"):
+                self._state.removed = True
+                self._state.expunge_at = None
+        elif entry.error_type == EXPUNGE_INCOMPLETE:
+            # Past its point of no return the VM stays Expunging: try again, backing off.
+            self._state.expunge_attempts += 1
+            backoff = self._state.expunge_retry_seconds * 2 ** (self._state.expunge_attempts - 1)
+            self._state.expunge_at = now + timedelta(
+                seconds=min(backoff, MAX_EXPUNGE_RETRY_SECONDS)
+            )
+            self._state.expunge_source_job = operation.job_id
+
+    def _expunge_due(self) -> bool:
+        at = self._state.expunge_at
+        return (
+            at is not None
+            and not self._entries
+            and not self._state.removed
+            and workflow.now() >= at
+        )
+
+    def _until_expunge(self) -> timedelta | None:
+        at = self._state.expunge_at
+        if at is None or self._state.removed:
+            return None
+        return max(at - workflow.now(), timedelta(milliseconds=1))
+
+    async def _queue_expunge(self) -> None:
+        source = self._state.expunge_source_job or self._state.vm_id
+        attempt = self._state.expunge_attempts
+        self._state.expunge_at = None
+        job_id = derived_id(source, f"expunge/{attempt}")
+        request = VirtualMachineOperationRequest(
+            job_id=job_id,
+            vm_id=self._state.vm_id,
+            operation=VmOperation.EXPUNGE,
+            account_id=self._state.account_id,
+            summary=f"Expunge VM {self._state.vm_id} after the expunge delay",
+        )
+        await self._enqueue(
+            VmJobSubmission(
+                job_id=job_id,
+                job_type=VmOperation.EXPUNGE.job_type,
+                account_id=self._state.account_id,
+                zone_id=self._state.zone_id,
+                summary=request.summary,
+                details=f"**VM:** `{self._state.vm_id}`\n**Why:** the expunge delay has passed",
+                operation=request,
+            )
+        )
+
+    def _history_is_long(self) -> bool:
+        info = workflow.info()
+        return (
+            info.is_continue_as_new_suggested() or info.get_current_history_length() > HISTORY_LIMIT
+        )
+
+    # -- submissions -----------------------------------------------------------------------------
+    def _identical_pending(self, submission: VmJobSubmission) -> _Entry | None:
+        """The last queued job, if this submission asks for exactly the same thing."""
+        if submission.operation is None or not self._entries:
+            return None
+        tail = self._entries[-1]
+        asked = tail.submission.operation
+        if (
+            tail.status == "queued"
+            and not tail.done
+            and asked is not None
+            and asked.same_request_as(submission.operation)
+        ):
+            return tail
+        return None
+
+    async def _enqueue(self, submission: VmJobSubmission) -> _Entry:
+        sequence = self._state.next_sequence
+        self._state.next_sequence += 1
+        self._remember(submission)
+        entry = _Entry(submission=submission, sequence=sequence, submitted_at=workflow.now())
+        self._entries.append(entry)
+        workflow_type, argument = (
+            (DEPLOY_WORKFLOW, submission.deployment)
+            if submission.deployment is not None
+            else (submission.job_type, submission.operation)
+        )
+        try:
+            entry.handle = await workflow.start_child_workflow(
+                workflow_type,
+                argument,
+                id=str(submission.job_id),
+                task_queue=workflow.info().task_queue,
+                search_attributes=self._attributes(submission),
+                static_summary=submission.summary,
+                static_details=submission.details or None,
+                memo={"request_fingerprint": submission.fingerprint},
+                parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            )
+        except BaseException:
+            self._entries.remove(entry)
+            raise
+        entry.watcher = asyncio.create_task(self._watch(entry))
+        return entry
+
+    async def _watch(self, entry: _Entry) -> None:
+        try:
+            entry.result = await entry.handle
+            entry.succeeded = True
+        except ChildWorkflowError as error:
+            cause = error.cause
+            entry.error_type = (
+                "Cancelled"
+                if is_cancellation(error)
+                else getattr(cause, "type", None) or type(cause).__name__
+            )
+            if isinstance(cause, TerminatedError) and workflow.patched(RECORD_TERMINATED_JOBS):
+                # Before `done`: the next job begins only once this one's record is final.
+                try:
+                    await self._record_terminated(entry)
+                except Exception as failure:  # the queue moves on even if the record fails
+                    workflow.logger.error("could not record %s terminated: %s", entry, failure)
+        entry.done = True
+        if entry.status == "queued" and entry in self._entries[1:]:
+            # Cancelled while it waited: it leaves the queue without ever running.
+            self._entries.remove(entry)
+
+    async def _record_terminated(self, entry: _Entry) -> None:
+        """Write the failure a terminated job could not write itself. Both steps are the jobs'
+        own failure records, idempotent by job id, and change nothing once the job has ended."""
+        submission = entry.submission
+        code = int(ErrorCode.INTERNAL_ERROR)
+        summary = f"record job {submission.job_id} failed: {TERMINATED}"
+        if submission.operation is not None:
+            await workflow.execute_activity_method(
+                VmOperationActivities.fail,
+                OperationOutcome(
+                    request=submission.operation,
+                    submitted_at=entry.submitted_at,
+                    error_code=code,
+                    error_text=TERMINATED,
+                ),
+                start_to_close_timeout=timedelta(seconds=60),
+                retry_policy=UNDO_RETRY,
+                summary=summary,
+            )
+        elif submission.deployment is not None:
+            deployment = submission.deployment
+            await workflow.execute_activity_method(
+                DeploymentActivities.fail,
+                DeploymentOutcome(
+                    job_id=deployment.job_id,
+                    error_code=code,
+                    error_text=TERMINATED,
+                    order=deployment.order,
+                    submitted_at=entry.submitted_at,
+                    summary=deployment.summary,
+                ),
+                start_to_close_timeout=timedelta(seconds=60),
+                retry_policy=UNDO_RETRY,
+                summary=summary,
+            )
+
+    def _remember(self, submission: VmJobSubmission) -> None:
+        recent = self._state.recent_jobs
+        recent[str(submission.job_id)] = submission.fingerprint
+        while len(recent) > REMEMBERED_JOBS:
+            del recent[next(iter(recent))]
+
+    def _attributes(self, submission: VmJobSubmission) -> TypedSearchAttributes:
+        values = {
+            JobAttribute.JOB_TYPE: submission.job_type,
+            JobAttribute.JOB_STATE: "queued",
+            JobAttribute.ACCOUNT_ID: str(submission.account_id),
+            JobAttribute.RESOURCE_TYPE: "VirtualMachine",
+            JobAttribute.RESOURCE_ID: str(self._state.vm_id),
+        }
+        zone_id = submission.zone_id or self._state.zone_id
+        if zone_id is not None:
+            values[JobAttribute.ZONE_ID] = str(zone_id)
+        return TypedSearchAttributes(
+            [
+                SearchAttributePair(SearchAttributeKey.for_keyword(name.value), value)
+                for name, value in values.items()
+            ]
+        )

@@ -17,6 +17,7 @@ from activities.deployment_models import (
     VolumeRemoval,
 )
 from activities.drivers.hypervisor import (
+    DriverError,
     DriverTimeoutError,
     HypervisorDriver,
     PowerState,
@@ -25,6 +26,15 @@ from activities.drivers.hypervisor import (
 )
 from activities.errors import reports_cloud_errors
 from activities.heartbeat import heartbeating
+from activities.infrastructure_models import (
+    ClusterHosts,
+    HostPowerReport,
+    HostProbe,
+    PowerReports,
+    ReportedCapacity,
+    VmPower,
+)
+from activities.vm_operation_models import VmOnHost
 from domain.errors import UnsupportedAction
 
 
@@ -82,6 +92,75 @@ class HypervisorActivities:
         driver = self.drivers.for_hypervisor(removal.host.hypervisor)
         with heartbeating(f"destroying VM {removal.vm_id}"):
             driver.destroy_vm(removal.host, removal.vm_id)
+
+    @activity.defn(name="hypervisor.stop_vm")
+    @reports_cloud_errors
+    def stop_vm(self, target: VmOnHost) -> str:
+        """Power off (a VM already off, or already gone, is stopped)."""
+        driver = self.drivers.for_hypervisor(target.host.hypervisor)
+        with heartbeating(f"stopping VM {target.vm_id}"):
+            if driver.find_vm(target.host, target.vm_id) is None:
+                return PowerState.POWERED_OFF.value
+            return driver.stop_vm(target.host, target.vm_id, forced=target.forced).power_state.value
+
+    @activity.defn(name="hypervisor.start_vm")
+    @reports_cloud_errors
+    def start_vm(self, target: VmOnHost) -> str:
+        """Power on a VM defined on the host (one already running is success)."""
+        driver = self.drivers.for_hypervisor(target.host.hypervisor)
+        with heartbeating(f"starting VM {target.vm_id}"):
+            return driver.start_vm(target.host, target.vm_id).power_state.value
+
+    @activity.defn(name="hypervisor.reboot_vm")
+    @reports_cloud_errors
+    def reboot_vm(self, target: VmOnHost) -> str:
+        driver = self.drivers.for_hypervisor(target.host.hypervisor)
+        with heartbeating(f"rebooting VM {target.vm_id}"):
+            return driver.reboot_vm(target.host, target.vm_id).power_state.value
+
+    # -- inventory and reconciliation (driver-only, like the rest) ----------------------------
+    @activity.defn(name="hypervisor.host_capacity")
+    @reports_cloud_errors
+    def host_capacity(self, probe: HostProbe) -> ReportedCapacity:
+        """What the host has, as its hypervisor reports it (the agent's connect report)."""
+        driver = self.drivers.for_hypervisor(probe.host.hypervisor)
+        with heartbeating(f"asking host {probe.host.name} for its capacity"):
+            capacity = driver.host_capacity(probe.host)
+        return ReportedCapacity(
+            cpu_count=capacity.cpu_count,
+            cpu_speed_mhz=capacity.cpu_speed_mhz,
+            memory_mib=capacity.memory_mib,
+            vm_count=capacity.vm_count,
+            extra=dict(capacity.extra),
+        )
+
+    @activity.defn(name="hypervisor.report_power_states")
+    @reports_cloud_errors
+    def report_power_states(self, cluster: ClusterHosts) -> PowerReports:
+        """Every VM on every host of the cluster with its power state.
+
+        A host that cannot be listed is reported with its error rather than failing the whole
+        listing: the reconciliation skips it, and never takes its VMs for gone.
+        """
+        driver = self.drivers.for_hypervisor(cluster.hypervisor)
+        reports: list[HostPowerReport] = []
+        with heartbeating(f"listing VMs of cluster {cluster.cluster_name}"):
+            for host in cluster.hosts:
+                try:
+                    vms = driver.list_vms(host)
+                except DriverError as error:
+                    reports.append(
+                        HostPowerReport(host_id=host.host_id, host_name=host.name, error=str(error))
+                    )
+                    continue
+                reports.append(
+                    HostPowerReport(
+                        host_id=host.host_id,
+                        host_name=host.name,
+                        vms=[VmPower(vm_id=v.vm_id, power_state=v.power_state.value) for v in vms],
+                    )
+                )
+        return PowerReports(reports=reports)
 
 
 def launched(info: VirtualMachineInfo) -> LaunchedVm:

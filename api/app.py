@@ -5,7 +5,15 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from api.errors import install_error_handlers
-from api.routers import inventory, jobs, simulator, virtual_machines, volumes
+from api.routers import (
+    infrastructure,
+    inventory,
+    jobs,
+    simulator,
+    usage,
+    virtual_machines,
+    volumes,
+)
 from api.services import CloudServices
 
 DESCRIPTION = """
@@ -21,7 +29,7 @@ def create_app(services: CloudServices) -> FastAPI:
     app = FastAPI(title="Stratus", version="0.1.0", description=DESCRIPTION)
     app.state.services = services
     install_error_handlers(app)
-    for module in (virtual_machines, jobs, volumes, inventory, simulator):
+    for module in (virtual_machines, jobs, volumes, inventory, simulator, usage, infrastructure):
         app.include_router(module.router)
 
     @app.get("/healthz", tags=["health"], summary="Liveness")

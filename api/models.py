@@ -8,6 +8,8 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from domain.cluster_connection import ConnectionSettings
+
 T = TypeVar("T")
 
 HOSTNAME_PATTERN = r"^[a-zA-Z]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$"
@@ -72,6 +74,7 @@ class VirtualMachinePublic(BaseModel):
     created_by_job: UUID
     created: datetime
     updated: datetime
+    removed: datetime | None = Field(default=None, description="when it was expunged")
 
 
 class VolumePublic(BaseModel):
@@ -164,3 +167,128 @@ class SimulatorFaultPublic(BaseModel):
     delay_seconds: float
     error_code: int
     message: str
+
+
+class VirtualMachineStop(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    forced: bool = Field(default=False, description="power off without asking the guest")
+
+
+class VirtualMachineDestroy(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    expunge: bool = Field(
+        default=False,
+        description="expunge at once; default: after the expunge delay, recoverable until then",
+    )
+    forced: bool = Field(default=False, description="if it runs: power off without asking")
+
+
+class VmJobPublic(BaseModel):
+    """A job in a VM's queue: the running one first, then the queued ones in order."""
+
+    job_id: UUID
+    job_type: str
+    status: str = Field(description="running or queued")
+    position: int = Field(description="0 for the running job, then 1, 2, ... in queue order")
+    summary: str
+    submitted_at: datetime
+    job_url: str
+
+
+class JobCancelled(BaseModel):
+    job_id: UUID
+    was: str = Field(description="queued (removed from its queue) or running (unwinding)")
+    job_url: str
+
+
+# -- infrastructure (admin): clusters, hosts and primary storage for real hypervisors ---------
+HOST_NAME_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,252})$"
+
+
+class ClusterCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    pod_id: UUID
+    name: str = Field(min_length=1, max_length=255)
+    hypervisor: str = Field(description="Simulator, KVM, VMware, XenServer or BareMetal")
+    cpu_overprovisioning: float = Field(default=1.0, ge=1.0, le=100.0)
+    memory_overprovisioning: float = Field(default=1.0, ge=1.0, le=100.0)
+    disable_threshold: float = Field(default=0.85, gt=0.0, le=1.0)
+    agent_task_queue: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="task queue of the agent serving the cluster; default hypervisor-<cluster "
+        "id> for real hypervisors, the control plane's for the simulator",
+    )
+    connection: ConnectionSettings = Field(
+        default_factory=ConnectionSettings,
+        description="addresses only: credentials belong to the agent's configuration",
+    )
+    power_sync_interval_seconds: float = Field(default=60.0, ge=1.0, le=86400.0)
+    transitional_grace_seconds: float = Field(default=600.0, ge=0.0, le=86400.0)
+
+
+class ClusterPublic(BaseModel):
+    id: UUID
+    name: str
+    zone_id: UUID
+    pod_id: UUID
+    hypervisor: str
+    cpu_overprovisioning: float
+    memory_overprovisioning: float
+    disable_threshold: float
+    agent_task_queue: str | None
+    allocation_state: str
+    connection: dict[str, Any]
+    power_state_sync_workflow_id: str | None = None
+
+
+class HostCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    cluster_id: UUID
+    name: str = Field(min_length=1, max_length=253, pattern=HOST_NAME_PATTERN)
+    address: str = Field(
+        min_length=1,
+        max_length=255,
+        description="how the agent reaches the host (for bare metal: its BMC, host[:port])",
+    )
+    tags: list[str] = Field(default_factory=list, max_length=32)
+
+
+class HostJobAccepted(BaseModel):
+    job_id: UUID
+    host_id: UUID
+    job_url: str
+    temporal_url: str
+
+
+class StoragePoolCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=255)
+    scope: str = Field(default="CLUSTER", pattern="^(CLUSTER|ZONE)$")
+    cluster_id: UUID | None = Field(default=None, description="for a CLUSTER-scoped pool")
+    zone_id: UUID | None = Field(default=None, description="for a ZONE-scoped pool")
+    path: str = Field(
+        min_length=1, max_length=1000, description="libvirt pool path, datastore or SR name"
+    )
+    capacity_bytes: int = Field(gt=0)
+    overprovisioning: float = Field(default=2.0, ge=1.0, le=100.0)
+    tags: list[str] = Field(default_factory=list, max_length=32)
+
+
+class StoragePoolPublic(BaseModel):
+    id: UUID
+    name: str
+    zone_id: UUID
+    scope: str
+    cluster_id: UUID | None
+    pod_id: UUID | None
+    path: str
+    capacity_bytes: int
+    overprovisioning: float
+    tags: list[str]

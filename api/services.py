@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from temporalio.client import Client
 
 from domain.cloud import Cloud
+from domain.job_requests import EXPUNGE_DELAY_SECONDS
 from projections.store import ReadStore
 
 
@@ -21,6 +22,8 @@ class CloudServices:
     temporal_ui_url: str = "http://localhost:8233"
     #: How long a `consistent=true` read waits for the read models to catch up.
     consistency_timeout: float = 10.0
+    #: CloudStack's expunge.delay: how long a destroyed VM stays recoverable.
+    expunge_delay_seconds: int = EXPUNGE_DELAY_SECONDS
 
     def job_url(self, job_id: object) -> str:
         return f"{self.temporal_ui_url}/namespaces/{self.namespace}/workflows/{job_id}"

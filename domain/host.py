@@ -17,7 +17,6 @@ from eventsourcing.domain import event
 from domain.aggregate import CloudAggregate
 from domain.errors import InsufficientCapacity, InvalidParameter
 
-
 #: The hypervisor type of bare-metal hosts (domain.catalog.HypervisorType.BAREMETAL).
 BARE_METAL = "BareMetal"
 
@@ -132,6 +131,15 @@ class Host(CloudAggregate):
                 f"(used {self.cpu_used_mhz}/{self.cpu_total_mhz * cpu_overprovisioning:.0f} MHz,"
                 f" {self.memory_used_mib}/{self.memory_mib * memory_overprovisioning:.0f} MiB)"
             )
+        self._capacity_reserved(vm_id, cpu_mhz, memory_mib, command_id)
+
+    def record_reported_usage(
+        self, vm_id: UUID, cpu_mhz: int, memory_mib: int, command_id: str
+    ) -> None:
+        """A VM the hypervisor reports running here holds its room, whatever the factors or
+        the host's state say: reality wins over the books (power-state sync)."""
+        if self.has_applied(command_id) or str(vm_id) in self.reservations:
+            return
         self._capacity_reserved(vm_id, cpu_mhz, memory_mib, command_id)
 
     @event("CapacityReserved")

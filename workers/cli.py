@@ -10,6 +10,7 @@ import time
 import typer
 
 from api.cli import inventory_app, job_app, vm_app
+from api.usage_cli import usage_app
 from domain.cloud import Cloud, postgres_env
 from projections.runner import Projector
 from workers.settings import Settings
@@ -20,6 +21,7 @@ app = typer.Typer(
 app.add_typer(vm_app, name="vm")
 app.add_typer(job_app, name="job")
 app.add_typer(inventory_app, name="inventory")
+app.add_typer(usage_app, name="usage")
 
 
 @app.command()
@@ -52,6 +54,39 @@ def worker() -> None:
         cloud = Cloud(env=postgres_env(database_url))
         client = await connect(address, settings.temporal_namespace)
         await run_worker_until_cancelled(settings, cloud, client)
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(main())
+
+
+@app.command()
+def agent(
+    config: str = typer.Option(
+        None, "--config", "-c", help="agent TOML file (default: $STRATUS_AGENT_CONFIG)"
+    ),
+) -> None:
+    """Serve the hypervisor task queues of the clusters in the agent configuration (no database).
+
+    Temporal comes from the file's [temporal] section, or STRATUS_TEMPORAL_ADDRESS.
+    """
+    import logging
+
+    from workers.agent import run_agent
+    from workers.agent_config import AgentConfigError, load_agent_config
+    from workers.temporal_connection import connect
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        settings = load_agent_config(config)
+    except AgentConfigError as error:
+        raise typer.BadParameter(str(error), param_hint="--config") from None
+    address = settings.temporal.address or Settings().temporal_address
+    if not address:
+        raise typer.BadParameter("set [temporal] address in the file or STRATUS_TEMPORAL_ADDRESS")
+
+    async def main() -> None:
+        client = await connect(address, settings.temporal.namespace)
+        await run_agent(client, settings)
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(main())

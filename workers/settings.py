@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     )
     seed_demo_cloud: bool = Field(default=True, description="seed the demo cloud on `up`")
     activity_threads: int = Field(default=32, ge=1, le=512)
+    expunge_delay_seconds: int = Field(
+        default=86400, ge=0, description="how long a destroyed VM stays recoverable (expunge.delay)"
+    )
 
     @property
     def ui_url(self) -> str:

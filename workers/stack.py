@@ -31,6 +31,8 @@ from api.services import CloudServices
 from domain.cloud import Cloud, postgres_env
 from projections.runner import Projector
 from projections.store import ReadStore
+from projections.tariff import Tariff
+from projections.usage_settings import UsageSettings
 from workers.demo_cloud import DemoCloud, seed_demo_cloud
 from workers.settings import Settings
 from workers.temporal_connection import connect, search_attribute_flags
@@ -165,6 +167,7 @@ async def stack(settings: Settings) -> AsyncIterator[Stack]:
 
 async def serve_api(settings: Settings, cloud: Cloud, client: Client, database_url: str) -> None:
     reads = ReadStore(database_url)
+    reads.index_event_topics()
     services = CloudServices(
         cloud=cloud,
         reads=reads,
@@ -172,14 +175,28 @@ async def serve_api(settings: Settings, cloud: Cloud, client: Client, database_u
         task_queue=settings.task_queue,
         namespace=settings.temporal_namespace,
         temporal_ui_url=settings.ui_url,
+        expunge_delay_seconds=settings.expunge_delay_seconds,
     )
+    app = create_app(services)
+    app.state.usage_settings, app.state.usage_tariff = usage_configuration()
     config = uvicorn.Config(
-        create_app(services), host=settings.api_host, port=settings.api_port, log_level="warning"
+        app, host=settings.api_host, port=settings.api_port, log_level="warning"
     )
     try:
         await uvicorn.Server(config).serve()
     finally:
         reads.close()
+
+
+def usage_configuration() -> tuple[UsageSettings, Tariff | None]:
+    """The STRATUS_USAGE_* settings and the tariff they name, checked at start-up, so a bad
+    tariff stops the API with its reason instead of failing the first summary request."""
+    try:
+        usage = UsageSettings.from_env()
+        tariff = Tariff.load(usage.tariff) if usage.tariff else None
+    except (ValueError, OSError) as error:
+        raise SystemExit(f"invalid usage configuration: {error}") from None
+    return usage, tariff
 
 
 async def run_worker_until_cancelled(settings: Settings, cloud: Cloud, client: Client) -> None:
@@ -198,15 +215,28 @@ async def up(settings: Settings) -> None:
         worker_task = asyncio.create_task(
             run_worker_until_cancelled(settings, running.cloud, running.client)
         )
+        supervisor = asyncio.create_task(supervise(projector))
         try:
             announce(settings, key, demo)
             await serve_api(settings, running.cloud, running.client, running.database_url)
         finally:
+            supervisor.cancel()
             console.print("[dim]stopping worker, projector, Temporal and PostgreSQL...[/dim]")
             worker_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await worker_task
             projector.stop()
+
+
+async def supervise(projector: Projector, every: float = 2.0) -> None:
+    """Restart a projection that stopped; report one that failed, rather than go stale."""
+    while True:
+        await asyncio.sleep(every)
+        try:
+            await asyncio.to_thread(projector.check)
+        except Exception as error:
+            console.print(f"[red]a projection stopped: {error!r}; its read model is stale[/red]")
+            raise
 
 
 def announce(settings: Settings, key: str, demo: DemoCloud | None) -> None:

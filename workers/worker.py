@@ -14,12 +14,27 @@ from activities.deployment import DeploymentActivities
 from activities.drivers.hypervisor import HypervisorDriver
 from activities.drivers.simulator import SimulatorDriver
 from activities.hypervisor import DriverRegistry, HypervisorActivities
+from activities.infrastructure import infrastructure_activities
 from activities.simulator_configuration import SimulatorConfigurationActivities, faults_from
+from activities.vm_operations import VmOperationActivities
 from domain.cloud import Cloud
 from workflows.configure_simulator import ConfigureSimulator
 from workflows.deploy_virtual_machine import DeployVirtualMachine
+from workflows.infrastructure import AddCluster, AddHost, AddStoragePool
+from workflows.power_state_sync import PowerStateSync
+from workflows.vm_operations import VM_OPERATION_WORKFLOWS
+from workflows.vm_queue import VirtualMachineQueue
 
-WORKFLOWS: Sequence[type] = (DeployVirtualMachine, ConfigureSimulator)
+WORKFLOWS: Sequence[type] = (
+    DeployVirtualMachine,
+    ConfigureSimulator,
+    VirtualMachineQueue,
+    *VM_OPERATION_WORKFLOWS,
+    AddCluster,
+    AddHost,
+    AddStoragePool,
+    PowerStateSync,
+)
 
 
 def default_drivers(cloud: Cloud) -> dict[str, HypervisorDriver]:
@@ -51,6 +66,35 @@ def control_plane_activities(cloud: Cloud, drivers: Mapping[str, HypervisorDrive
         hypervisor.launch_vm,
         hypervisor.destroy_vm,
         simulator.change_fault,
+        *vm_operation_activities(cloud, hypervisor),
+        hypervisor.host_capacity,
+        hypervisor.report_power_states,
+        *infrastructure_activities(cloud),
+    ]
+
+
+def vm_operation_activities(cloud: Cloud, hypervisor: HypervisorActivities) -> list[Any]:
+    """Start, stop, reboot, destroy, recover and expunge (and the hypervisor power calls)."""
+    vm = VmOperationActivities(cloud)
+    return [
+        vm.begin,
+        vm.record_queued_cancelled,
+        vm.fail,
+        vm.plan_start,
+        vm.reserve_capacity,
+        vm.release_capacity,
+        vm.prepare_launch,
+        vm.launch_spec,
+        vm.complete_start,
+        vm.complete_stop,
+        vm.complete_reboot,
+        vm.complete_destroy,
+        vm.recover,
+        vm.begin_expunge,
+        vm.finish_expunge,
+        hypervisor.stop_vm,
+        hypervisor.start_vm,
+        hypervisor.reboot_vm,
     ]
 
 

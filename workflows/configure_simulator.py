@@ -19,11 +19,15 @@ class ConfigureSimulator:
     @workflow.run
     async def run(self, change: SimulatorFaultChange) -> None:
         set_job_state("running")
-        await workflow.execute_activity_method(
-            SimulatorConfigurationActivities.change_fault,
-            change,
-            start_to_close_timeout=timedelta(seconds=30),
-            retry_policy=RetryPolicy(maximum_attempts=5),
-            summary=("remove" if change.remove else f"{change.action} {change.operation}"),
-        )
+        try:
+            await workflow.execute_activity_method(
+                SimulatorConfigurationActivities.change_fault,
+                change,
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=RetryPolicy(maximum_attempts=5),
+                summary=("remove" if change.remove else f"{change.action} {change.operation}"),
+            )
+        except BaseException:
+            set_job_state("failed")
+            raise
         set_job_state("succeeded")

@@ -12,6 +12,7 @@ from uuid import UUID, uuid4
 from fastapi import APIRouter, Response, status
 from starlette.concurrency import run_in_threadpool
 from temporalio.client import WorkflowFailureError
+from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 
 from api.auth import AdminCaller
 from api.dependencies import Services
@@ -19,7 +20,7 @@ from api.errors import ApiError, not_found
 from api.models import Listing, SimulatorFaultCreate, SimulatorFaultPublic
 from domain.errors import ErrorCode
 from domain.host import Host
-from domain.job_requests import SimulatorFaultChange
+from domain.job_requests import JobAttribute, SimulatorFaultChange
 from domain.simulator_fault import SIMULATOR_CONFIGURATION_ID, SimulatorConfiguration
 
 router = APIRouter(prefix="/v1/simulator/faults", tags=["simulator"])
@@ -56,6 +57,14 @@ def _faults(services: Services) -> list[SimulatorFaultPublic]:
 
 
 async def _change(services: Services, change: SimulatorFaultChange) -> None:
+    verb = "Remove" if change.remove else f"Add ({change.action} {change.operation})"
+    attributes = {
+        JobAttribute.JOB_TYPE: "ConfigureSimulator",
+        JobAttribute.JOB_STATE: "queued",
+        JobAttribute.ACCOUNT_ID: str(change.account_id),
+        JobAttribute.RESOURCE_TYPE: "SimulatorFault",
+        JobAttribute.RESOURCE_ID: str(change.fault_id),
+    }
     try:
         await services.temporal.execute_workflow(
             "ConfigureSimulator",
@@ -63,7 +72,13 @@ async def _change(services: Services, change: SimulatorFaultChange) -> None:
             id=str(change.job_id),
             task_queue=services.task_queue,
             execution_timeout=timedelta(seconds=60),
-            static_summary=f"Configure simulator fault {change.fault_id}",
+            static_summary=f"{verb} simulator fault {change.fault_id}",
+            search_attributes=TypedSearchAttributes(
+                [
+                    SearchAttributePair(SearchAttributeKey.for_keyword(a.value), value)
+                    for a, value in attributes.items()
+                ]
+            ),
         )
     except WorkflowFailureError as error:
         raise ApiError(

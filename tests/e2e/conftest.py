@@ -45,7 +45,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 async def stack(
     temporal_client: Client, cloud: Cloud, cloud_env: dict[str, str], database_url: str
 ) -> AsyncIterator[Stack]:
@@ -57,6 +57,7 @@ async def stack(
     )
     projector = Projector(cloud_env)
     reads = ReadStore(database_url)
+    reads.index_event_topics()
     services = CloudServices(
         cloud=cloud, reads=reads, temporal=temporal_client, task_queue=task_queue
     )

@@ -41,12 +41,12 @@ async def test_deploy_answers_202_and_the_vm_is_listed_running_with_ip_and_root_
         assert job["resource_id"] == accepted["virtual_machine_id"]
         assert job["step"] == "completed" and job["completed"] is not None
 
-        listing = (
-            await http.get(
-                "/v1/virtual-machines",
-                params={"zone_id": str(stack.zone.zone_id), "consistent": "true"},
-            )
-        ).json()
+        listed = await http.get(
+            "/v1/virtual-machines",
+            params={"zone_id": str(stack.zone.zone_id), "consistent": "true"},
+        )
+        assert listed.headers["Stratus-Read-Consistent"] == "true"
+        listing = listed.json()
         vm = next(v for v in listing["data"] if v["id"] == accepted["virtual_machine_id"])
         assert vm["state"] == "Running" and vm["name"] == "web-1"
         assert vm["host_id"] in {str(h) for h in stack.zone.host_ids}

@@ -171,9 +171,17 @@ def test_a_bare_metal_host_takes_a_single_instance_whatever_its_size() -> None:
     from domain.errors import InsufficientCapacity
     from domain.host import Host
 
-    machine = Host(name="bm", zone_id=uuid.uuid4(), pod_id=uuid.uuid4(), cluster_id=uuid.uuid4(),
-                   hypervisor="BareMetal", address="127.0.0.1:6230", cpu_count=64,
-                   cpu_speed_mhz=3000, memory_mib=524288)
+    machine = Host(
+        name="bm",
+        zone_id=uuid.uuid4(),
+        pod_id=uuid.uuid4(),
+        cluster_id=uuid.uuid4(),
+        hypervisor="BareMetal",
+        address="127.0.0.1:6230",
+        cpu_count=64,
+        cpu_speed_mhz=3000,
+        memory_mib=524288,
+    )
     machine.reserve_capacity(uuid.uuid4(), 1000, 1024, 1.0, 1.0, "job-1/reserve")
     assert not machine.can_take_deployments()
     with pytest.raises(InsufficientCapacity):

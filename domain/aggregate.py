@@ -9,13 +9,44 @@ which makes every append idempotent without locks.
 from __future__ import annotations
 
 import inspect
+from enum import Enum
 from typing import Any, Self
 from uuid import UUID
 
-from eventsourcing.domain import Aggregate, CanInitAggregate
+from eventsourcing.domain import Aggregate, CanInitAggregate, Snapshot
+from eventsourcing.utils import get_topic, resolve_topic
+
+ENUM_TYPES_KEY = "__enum_types__"
+
+
+class TypedSnapshot(Snapshot):
+    """A snapshot that gives enum attributes their types back.
+
+    A snapshot is the aggregate's `__dict__` as JSON, where a `StrEnum` becomes a plain string:
+    restored as is, `host.status is HostStatus.UP` would be False and every state check would
+    quietly change meaning once an aggregate had enough events to be snapshotted. The snapshot
+    records which attributes held which enum, and restores them.
+    """
+
+    @classmethod
+    def take(cls, aggregate: Any) -> Self:
+        snapshot = super().take(aggregate)
+        enums = {k: get_topic(type(v)) for k, v in vars(aggregate).items() if isinstance(v, Enum)}
+        if enums:
+            snapshot.state[ENUM_TYPES_KEY] = enums
+        return snapshot
+
+    def mutate(self, _: None) -> Any:
+        aggregate = super().mutate(_)
+        state = aggregate.__dict__
+        for attribute, topic in state.pop(ENUM_TYPES_KEY, {}).items():
+            state[attribute] = resolve_topic(topic)(state[attribute])
+        return aggregate
 
 
 class CloudAggregate(Aggregate):
+    Snapshot = TypedSnapshot
+
     #: How many recent command ids an aggregate remembers. A repeat of an older command would
     #: have to survive longer than Temporal's retry window for a single activity, which is
     #: far shorter than this many later commands on the same aggregate.

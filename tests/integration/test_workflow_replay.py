@@ -14,8 +14,28 @@ from workers.worker import WORKFLOWS
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 
 
+#: Every workflow with a recording, each job once succeeding and once unwinding, the queue with
+#: a terminated job (the `record-terminated-jobs` patch), AddHost and a PowerStateSync run.
+EXPECTED = {
+    "deploy_succeeds",
+    "deploy_retries_next_host",
+    "deploy_fails_and_unwinds",
+    *(
+        f"{operation}_vm_{outcome}"
+        for operation in ("start", "stop", "reboot", "destroy", "recover", "expunge")
+        for outcome in ("succeeds", "fails_and_unwinds")
+    ),
+    "vm_queue_lifecycle",
+    "vm_queue_terminated_job",
+    "add_host_succeeds",
+    "power_state_sync_two_passes",
+}
+
+
 def test_there_are_recorded_histories_to_replay() -> None:
-    assert len(HISTORIES) >= 3
+    assert len(HISTORIES) >= len(EXPECTED) == 19
+    missing = EXPECTED - {p.stem for p in HISTORIES}
+    assert not missing, f"record them: python -m tests.integration.record_histories ({missing})"
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])

@@ -27,7 +27,7 @@ class ConfigureSimulator:
                 retry_policy=RetryPolicy(maximum_attempts=5),
                 summary=("remove" if change.remove else f"{change.action} {change.operation}"),
             )
-        except BaseException:
+        except Exception:
             set_job_state("failed")
             raise
         set_job_state("succeeded")

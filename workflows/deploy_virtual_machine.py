@@ -80,6 +80,8 @@ class DeployVirtualMachine:
         try:
             result = await self._deploy(request, saga)
         except BaseException as error:
+            if isinstance(error, GeneratorExit):
+                raise  # the worker dropped this run from its cache: nothing to unwind here
             cancelled = is_cancellation(error)
             code, text, kind = failure_of(error)
             self._enter("unwinding")

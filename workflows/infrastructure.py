@@ -120,6 +120,8 @@ class AddHost:
         try:
             result = await self._add(request)
         except BaseException as error:
+            if isinstance(error, GeneratorExit):
+                raise  # the worker dropped this run from its cache: nothing to unwind here
             cancelled = is_cancellation(error)
             code, text, kind = failure_of(error)
             self._enter("failed")

@@ -132,6 +132,8 @@ class VirtualMachineJob:
         try:
             result = await self.perform(given, saga)
         except BaseException as error:
+            if isinstance(error, GeneratorExit):
+                raise  # the worker dropped this run from its cache: nothing to unwind here
             # From here on the job only unwinds: a cancel now would interrupt the undos.
             self._no_return = self._no_return or "it is already unwinding"
             cancelled = is_cancellation(error)

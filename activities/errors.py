@@ -19,7 +19,7 @@ from activities.drivers.hypervisor import (
     InsufficientHostCapacityError,
     ResourceUnavailableError,
 )
-from domain.errors import DomainError
+from domain.errors import ConcurrentChangeConflict, DomainError
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -36,6 +36,9 @@ TRY_ELSEWHERE = frozenset(
 
 
 def as_application_error(error: DomainError | DriverError) -> ApplicationError:
+    if isinstance(error, ConcurrentChangeConflict):
+        # Lost races on busy aggregates: the same step will succeed a moment later.
+        return ApplicationError(error.message, int(error.code), type=error.kind)
     if isinstance(error, DomainError):
         return ApplicationError(error.message, int(error.code), type=error.kind, non_retryable=True)
     # A host that cannot do it is the workflow's to route elsewhere, not Temporal's to retry;

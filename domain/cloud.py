@@ -23,7 +23,7 @@ from eventsourcing.persistence import IntegrityError
 from domain.aggregate import CloudAggregate
 from domain.catalog import DiskOffering, ServiceOffering, Template
 from domain.cluster import Cluster
-from domain.errors import NotFound, ResourceUnavailable
+from domain.errors import ConcurrentChangeConflict, NotFound
 from domain.guest_network import GuestNetwork
 from domain.host import Host
 from domain.job import Job
@@ -85,7 +85,9 @@ class Cloud(Application[UUID]):
                 time.sleep(random.uniform(0, min(0.5, 0.005 * 2**attempt)))
                 continue
             return result
-        raise ResourceUnavailable("too many concurrent changes to the same resources; try again")
+        raise ConcurrentChangeConflict(
+            "too many concurrent changes to the same resources; try again"
+        )
 
     def position(self) -> int:
         """The id of the last recorded event: what a read-your-writes read waits for."""

@@ -78,3 +78,12 @@ class ResourceAllocationError(DomainError):
 
 class ResourceInUse(DomainError):
     code = ErrorCode.RESOURCE_IN_USE
+
+
+class ConcurrentChangeConflict(DomainError):
+    """Others kept changing the same aggregates while this decision was made. Nothing is wrong
+    with the host or the request: the same step is retried (by Temporal), not routed
+    elsewhere."""
+
+    code = ErrorCode.RESOURCE_UNAVAILABLE
+    retryable = True

@@ -74,3 +74,29 @@ def test_a_snapshotted_job_reports_its_status(cloud: Cloud) -> None:
     cloud.take_snapshot(job.id)
     loaded = cloud.load(Job, job.id)
     assert loaded.status is JobStatus.SUCCEEDED and loaded.status.is_final
+
+
+def test_a_decision_that_keeps_losing_races_gives_up_with_a_retryable_conflict(
+    cloud: Cloud, monkeypatch: object
+) -> None:
+    import pytest
+
+    import domain.cloud
+    from domain.errors import ConcurrentChangeConflict
+
+    zone = seed_zone(cloud)
+    host_id = zone.host_ids[0]
+    attempts = []
+
+    def always_overtaken(d: object) -> None:
+        attempts.append(1)
+        rival = cloud.load(Host, host_id)  # someone else saves first, every time
+        rival.reserve_capacity(uuid.uuid4(), 1, 1, 1.0, 1.0, f"{uuid.uuid4()}/rival")
+        mine = d.get(Host, host_id)  # type: ignore[attr-defined]
+        mine.reserve_capacity(uuid.uuid4(), 1, 1, 1.0, 1.0, f"{uuid.uuid4()}/mine")
+        cloud.save(rival)
+
+    monkeypatch.setattr(domain.cloud, "MAX_DECISION_ATTEMPTS", 3)  # type: ignore[attr-defined]
+    with pytest.raises(ConcurrentChangeConflict):
+        cloud.decide(always_overtaken)
+    assert len(attempts) == 3

@@ -16,6 +16,7 @@ from eventsourcing.persistence import IntegrityError
 from eventsourcing.projection import Projection, ProjectionRunner
 
 from domain.cloud import Cloud
+from projections.events import EventLogProjection, EventLogView
 from projections.host_capacity import HostCapacityProjection, HostCapacityView
 from projections.inventory import InventoryProjection, InventoryView
 from projections.jobs import JobsProjection, JobsView
@@ -34,6 +35,7 @@ PROJECTIONS: tuple[tuple[ProjectionClass, type[ReadModelView]], ...] = (
     (HostCapacityProjection, HostCapacityView),
     (InventoryProjection, InventoryView),
     (UsageProjection, UsageView),
+    (EventLogProjection, EventLogView),
 )
 
 

@@ -20,6 +20,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
+from projections.events import EVENT_LOG
 from projections.host_capacity import HOST_CAPACITY
 from projections.inventory import INVENTORY
 from projections.jobs import JOBS
@@ -30,7 +31,16 @@ from projections.virtual_machines import VIRTUAL_MACHINES
 from projections.volumes import VOLUMES
 
 TABLES: dict[str, Table] = {
-    t.name: t for t in (VIRTUAL_MACHINES, VOLUMES, JOBS, HOST_CAPACITY, INVENTORY, USAGE_INTERVALS)
+    t.name: t
+    for t in (
+        VIRTUAL_MACHINES,
+        VOLUMES,
+        JOBS,
+        HOST_CAPACITY,
+        INVENTORY,
+        USAGE_INTERVALS,
+        EVENT_LOG,
+    )
 }
 PROJECTION_OF_TABLE = {view.tables[0].name: projection.name for projection, view in PROJECTIONS}
 TOPICS_OF_PROJECTION: dict[str, list[str]] = {

@@ -35,6 +35,7 @@ from activities.infrastructure_models import (
     VmPower,
 )
 from activities.vm_operation_models import VmOnHost
+from activities.volume_operation_models import DiskCopy, DiskResize, VolumePlug
 from domain.errors import UnsupportedAction
 
 
@@ -161,6 +162,47 @@ class HypervisorActivities:
                     )
                 )
         return PowerReports(reports=reports)
+
+    # -- data volumes: plug in and out, grow, copy between pools ----------------------------
+    @activity.defn(name="hypervisor.attach_volume")
+    @reports_cloud_errors
+    def attach_volume(self, plug: VolumePlug) -> int:
+        """Plug the disk into the running VM (already plugged in is success); the device id."""
+        driver = self.drivers.for_hypervisor(plug.host.hypervisor)
+        with heartbeating(f"attaching volume {plug.volume.volume_id} to VM {plug.vm_id}"):
+            attached = driver.attach_volume(
+                plug.host, plug.vm_id, plug.volume, device_id=plug.device_id
+            )
+        return attached.device_id
+
+    @activity.defn(name="hypervisor.detach_volume")
+    @reports_cloud_errors
+    def detach_volume(self, plug: VolumePlug) -> None:
+        """Unplug the disk from the VM (not attached, or the VM gone, is success)."""
+        driver = self.drivers.for_hypervisor(plug.host.hypervisor)
+        with heartbeating(f"detaching volume {plug.volume.volume_id} from VM {plug.vm_id}"):
+            if driver.find_vm(plug.host, plug.vm_id) is None:
+                return
+            driver.detach_volume(plug.host, plug.vm_id, plug.volume.volume_id)
+
+    @activity.defn(name="hypervisor.resize_volume")
+    @reports_cloud_errors
+    def resize_volume(self, resize: DiskResize) -> VolumeInfo:
+        driver = self.drivers.for_hypervisor(resize.host.hypervisor)
+        with heartbeating(f"resizing volume {resize.volume_id} to {resize.size_bytes} bytes"):
+            return driver.resize_volume(
+                resize.host, resize.pool, resize.volume_id, resize.size_bytes
+            )
+
+    @activity.defn(name="hypervisor.copy_volume")
+    @reports_cloud_errors
+    def copy_volume(self, copy: DiskCopy) -> VolumeInfo:
+        driver = self.drivers.for_hypervisor(copy.host.hypervisor)
+        with heartbeating(
+            f"copying volume {copy.volume_id} from {copy.source_pool.name} "
+            f"to {copy.target_pool.name}"
+        ):
+            return driver.copy_volume(copy.host, copy.source_pool, copy.target_pool, copy.volume_id)
 
 
 def launched(info: VirtualMachineInfo) -> LaunchedVm:

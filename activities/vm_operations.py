@@ -41,6 +41,7 @@ from domain.placement import AvoidSet
 from domain.storage import PrimaryStorage
 from domain.virtual_machine import VirtualMachine
 from domain.volume import Volume
+from domain.volume_attachments import VolumeAttachments, attachments_id_for
 
 
 class VmOperationActivities:
@@ -226,7 +227,26 @@ class VmOperationActivities:
                     pool_id=str(volume.pool_id or ""),
                 ),
                 nics=nics,
+                data_volumes=self._data_volumes(vm),
             ),
+        )
+
+    def _data_volumes(self, vm: VirtualMachine) -> tuple[VolumeInfo, ...]:
+        """The data disks attached to the VM, in device order, so a VM started again comes
+        back with them (a stopped VM is defined on no hypervisor)."""
+        attachments = self.cloud.find(VolumeAttachments, attachments_id_for(vm.id))
+        if attachments is None:
+            return ()
+        disks = (self.cloud.load(Volume, volume_id) for volume_id in attachments.volume_ids)
+        return tuple(
+            VolumeInfo(
+                volume_id=str(disk.id),
+                path=disk.path,
+                size_bytes=disk.size_bytes,
+                pool_id=str(disk.pool_id or ""),
+            )
+            for disk in disks
+            if disk.path  # made on storage; one never created has nothing to plug in
         )
 
     def _host_ref(self, host_id: UUID) -> HostRef:

@@ -6,6 +6,7 @@ from fastapi import FastAPI
 
 from api.errors import install_error_handlers
 from api.routers import (
+    events,
     infrastructure,
     inventory,
     jobs,
@@ -29,7 +30,16 @@ def create_app(services: CloudServices) -> FastAPI:
     app = FastAPI(title="Stratus", version="0.1.0", description=DESCRIPTION)
     app.state.services = services
     install_error_handlers(app)
-    for module in (virtual_machines, jobs, volumes, inventory, simulator, usage, infrastructure):
+    for module in (
+        virtual_machines,
+        jobs,
+        volumes,
+        inventory,
+        simulator,
+        usage,
+        infrastructure,
+        events,
+    ):
         app.include_router(module.router)
 
     @app.get("/healthz", tags=["health"], summary="Liveness")

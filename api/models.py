@@ -292,3 +292,69 @@ class StoragePoolPublic(BaseModel):
     capacity_bytes: int
     overprovisioning: float
     tags: list[str]
+
+
+class EventPublic(BaseModel):
+    """One event-log entry (CloudStack's listEvents `event`)."""
+
+    id: UUID
+    type: str = Field(description="CloudStack's event type: VM.CREATE, VM.STOP, HOST.ADD, ...")
+    level: str = Field(description="INFO, or ERROR when the job failed")
+    state: str = Field(description="Scheduled, Started or Completed")
+    description: str
+    account_id: UUID = Field(description="the account that asked (or owns the resource)")
+    account_name: str | None
+    username: str = Field(description="who asked: the account's name, or `system`")
+    resource_type: str
+    resource_id: UUID
+    zone_id: UUID | None
+    job_id: UUID | None = Field(
+        description="the job (CloudStack's `parentid`); none when out of band"
+    )
+    job_type: str | None
+    outcome: str | None = Field(
+        description="Completed rows: succeeded, failed or cancelled; out of band: the VM event"
+    )
+    error_code: int | None
+    error_text: str | None
+    created: datetime
+
+
+# -- volumes (createVolume, attachVolume, detachVolume, resizeVolume, migrateVolume, deleteVolume)
+class VolumeCreate(BaseModel):
+    """createVolume: allocated only; the disk is made on primary storage when first attached."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    zone_id: UUID
+    disk_offering_id: UUID
+    name: str = Field(min_length=1, max_length=255)
+    size_gib: int | None = Field(
+        default=None, ge=1, le=65536, description="only for a customized disk offering"
+    )
+
+
+class VolumeAttach(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    vm_id: UUID
+
+
+class VolumeResize(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    size_gib: int = Field(ge=1, le=65536)
+    shrink_ok: bool = Field(default=False, description="allow a smaller size (data may be lost)")
+
+
+class VolumeMigrate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    pool_id: UUID = Field(description="the primary storage pool to move the disk to")
+
+
+class VolumeJobAccepted(BaseModel):
+    job_id: UUID
+    volume_id: UUID
+    job_url: str
+    temporal_url: str

@@ -118,6 +118,8 @@ class VmJobSubmission(BaseModel):
     fingerprint: str = ""
     operation: VirtualMachineOperationRequest | None = None
     deployment: DeployVirtualMachineRequest | None = None
+    #: A volume job (attach, resize, ...): in its VM's queue, or in the volume's own queue.
+    volume: VolumeOperationRequest | None = None
 
 
 class VmJobAccepted(BaseModel):
@@ -145,6 +147,9 @@ class VmQueueState(BaseModel):
     vm_id: UUID
     account_id: UUID
     zone_id: UUID | None = None
+    #: What the queue serializes: a VM (`vm/<id>`, the default) or a detached volume
+    #: (`volume/<id>`); `vm_id` then holds the volume's id.
+    resource_type: str = "VirtualMachine"
     next_sequence: int = 1
     expunge_at: datetime | None = None
     expunge_attempts: int = 0
@@ -161,3 +166,76 @@ VM_QUEUE_WORKFLOW = "VirtualMachineQueue"
 
 def vm_queue_id(vm_id: UUID | str) -> str:
     return f"vm/{vm_id}"
+
+
+# -- volumes ---------------------------------------------------------------------------------
+class VolumeOperation(StrEnum):
+    """What can be done to a data volume, each as a job: in the VM's queue while the volume is
+    attached (it is serialized with its VM), in the volume's own queue otherwise."""
+
+    CREATE = "create"
+    ATTACH = "attach"
+    DETACH = "detach"
+    RESIZE = "resize"
+    MIGRATE = "migrate"
+    DELETE = "delete"
+
+    @property
+    def job_type(self) -> str:
+        """The job type (and Temporal workflow type): CreateVolume, AttachVolume, ..."""
+        return f"{self.value.capitalize()}Volume"
+
+
+class VolumeCreation(BaseModel):
+    """createVolume: a data volume from a disk offering, allocated only (no disk yet)."""
+
+    name: str
+    zone_id: UUID
+    disk_offering_id: UUID
+    size_bytes: int
+
+
+class VolumeOperationRequest(BaseModel):
+    """One operation on one volume: the input of its job workflow."""
+
+    job_id: UUID
+    volume_id: UUID
+    operation: VolumeOperation
+    account_id: UUID
+    summary: str
+    #: attach: the VM to plug the volume into.
+    vm_id: UUID | None = None
+    #: resize: the new size; shrinking needs `shrink_ok`.
+    size_bytes: int | None = None
+    shrink_ok: bool = False
+    #: migrate: the primary storage pool to move the disk to.
+    pool_id: UUID | None = None
+    creation: VolumeCreation | None = None
+
+    def same_request_as(self, other: VolumeOperationRequest) -> bool:
+        """Two submissions asking for the same thing (a repeated click)."""
+        return (
+            self.volume_id,
+            self.operation,
+            self.vm_id,
+            self.size_bytes,
+            self.shrink_ok,
+            self.pool_id,
+        ) == (
+            other.volume_id,
+            other.operation,
+            other.vm_id,
+            other.size_bytes,
+            other.shrink_ok,
+            other.pool_id,
+        )
+
+
+VmJobSubmission.model_rebuild()
+
+VOLUME_RESOURCE = "Volume"
+
+
+def volume_queue_id(volume_id: UUID | str) -> str:
+    """The queue of a detached volume (an attached one uses its VM's, `vm/<vm_id>`)."""
+    return f"volume/{volume_id}"

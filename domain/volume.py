@@ -154,3 +154,112 @@ class Volume(CloudAggregate):
         self.size_bytes = size_bytes
         self.state = VolumeState(new_state)
         self._remember(command_id)
+
+    # -- data volume operations (attach, detach, resize, migrate, delete) ------------------------
+    # Each records the stable state it leaves the volume in, so a projection or the usage meter
+    # reads one event rather than pairing a transition with a change of facts.
+
+    @property
+    def hypervisor(self) -> str | None:
+        """The hypervisor format the disk was made for (None until made, or for volumes made
+        before it was recorded: their pool's cluster says it)."""
+        return self.__dict__.get("_hypervisor")
+
+    def record_hypervisor(self, hypervisor: str, command_id: str) -> bool:
+        if self.has_applied(command_id):
+            return False
+        self._hypervisor_recorded(hypervisor, command_id)
+        return True
+
+    @event("HypervisorRecorded")
+    def _hypervisor_recorded(self, hypervisor: str, command_id: str) -> None:
+        self.__dict__["_hypervisor"] = hypervisor
+        self._remember(command_id)
+
+    def record_attached(self, vm_id: UUID, device_id: int, command_id: str) -> bool:
+        """Attaching → Ready, plugged into `vm_id` at `device_id`."""
+        if self.has_applied(command_id):
+            return False
+        new_state = VOLUME_STATE_MACHINE.next_state(self.state, VolumeEvent.OPERATION_SUCCEEDED)
+        self._attached(vm_id, device_id, new_state.value, command_id)
+        return True
+
+    @event("Attached")
+    def _attached(self, vm_id: UUID, device_id: int, new_state: str, command_id: str) -> None:
+        self.vm_id = vm_id
+        self.device_id = device_id
+        self.state = VolumeState(new_state)
+        self._remember(command_id)
+
+    def record_detached(self, command_id: str, *, reason: str | None = None) -> bool:
+        """Unplugged from its VM; the volume and its data stay (CloudStack has no Detaching
+        state: the state does not change)."""
+        if self.has_applied(command_id) or self.vm_id is None:
+            return False
+        self._detached(self.vm_id, reason, command_id)
+        return True
+
+    @event("Detached")
+    def _detached(self, from_vm_id: UUID, reason: str | None, command_id: str) -> None:
+        self.vm_id = None
+        self.device_id = None
+        self._remember(command_id)
+
+    def record_resized(self, new_size_bytes: int, command_id: str) -> bool:
+        """Resizing → Ready at the new size; an Allocated volume (no disk yet) stays Allocated.
+        Named `Resized` with `new_size_bytes` so VOLUME usage follows it."""
+        if self.has_applied(command_id):
+            return False
+        new_state = (
+            self.state
+            if self.state is VolumeState.ALLOCATED
+            else VOLUME_STATE_MACHINE.next_state(self.state, VolumeEvent.OPERATION_SUCCEEDED)
+        )
+        self._resized(self.size_bytes, new_size_bytes, new_state.value, command_id)
+        return True
+
+    @event("Resized")
+    def _resized(
+        self, old_size_bytes: int, new_size_bytes: int, new_state: str, command_id: str
+    ) -> None:
+        self.size_bytes = new_size_bytes
+        self.state = VolumeState(new_state)
+        self._remember(command_id)
+
+    def record_migrated(self, pool_id: UUID, path: str, command_id: str) -> bool:
+        """Migrating → Ready, the disk now on `pool_id`."""
+        if self.has_applied(command_id):
+            return False
+        new_state = VOLUME_STATE_MACHINE.next_state(self.state, VolumeEvent.OPERATION_SUCCEEDED)
+        self._migrated(self.pool_id, pool_id, path, new_state.value, command_id)
+        return True
+
+    @event("Migrated")
+    def _migrated(
+        self,
+        from_pool_id: UUID | None,
+        pool_id: UUID,
+        path: str,
+        new_state: str,
+        command_id: str,
+    ) -> None:
+        self.pool_id = pool_id
+        self.path = path
+        self.state = VolumeState(new_state)
+        self._remember(command_id)
+
+    def record_expunged(self, command_id: str) -> bool:
+        """Expunging → Expunged: the disk is deleted and the pool's bytes are given back.
+        Named `Expunged` so VOLUME usage closes on it."""
+        if self.has_applied(command_id):
+            return False
+        new_state = VOLUME_STATE_MACHINE.next_state(self.state, VolumeEvent.OPERATION_SUCCEEDED)
+        self._expunged(self.pool_id, new_state.value, command_id)
+        return True
+
+    @event("Expunged")
+    def _expunged(self, pool_id: UUID | None, new_state: str, command_id: str) -> None:
+        self.vm_id = None
+        self.device_id = None
+        self.state = VolumeState(new_state)
+        self._remember(command_id)

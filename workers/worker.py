@@ -17,6 +17,7 @@ from activities.hypervisor import DriverRegistry, HypervisorActivities
 from activities.infrastructure import infrastructure_activities
 from activities.simulator_configuration import SimulatorConfigurationActivities, faults_from
 from activities.vm_operations import VmOperationActivities
+from activities.volume_operations import VolumeOperationActivities
 from domain.cloud import Cloud
 from workflows.configure_simulator import ConfigureSimulator
 from workflows.deploy_virtual_machine import DeployVirtualMachine
@@ -24,6 +25,7 @@ from workflows.infrastructure import AddCluster, AddHost, AddStoragePool
 from workflows.power_state_sync import PowerStateSync
 from workflows.vm_operations import VM_OPERATION_WORKFLOWS
 from workflows.vm_queue import VirtualMachineQueue
+from workflows.volume_operations import VOLUME_OPERATION_WORKFLOWS
 
 WORKFLOWS: Sequence[type] = (
     DeployVirtualMachine,
@@ -34,6 +36,7 @@ WORKFLOWS: Sequence[type] = (
     AddHost,
     AddStoragePool,
     PowerStateSync,
+    *VOLUME_OPERATION_WORKFLOWS,
 )
 
 
@@ -70,6 +73,7 @@ def control_plane_activities(cloud: Cloud, drivers: Mapping[str, HypervisorDrive
         hypervisor.host_capacity,
         hypervisor.report_power_states,
         *infrastructure_activities(cloud),
+        *volume_operation_activities(cloud, hypervisor),
     ]
 
 
@@ -95,6 +99,35 @@ def vm_operation_activities(cloud: Cloud, hypervisor: HypervisorActivities) -> l
         hypervisor.stop_vm,
         hypervisor.start_vm,
         hypervisor.reboot_vm,
+    ]
+
+
+def volume_operation_activities(cloud: Cloud, hypervisor: HypervisorActivities) -> list[Any]:
+    """Create, attach, detach, resize, migrate and delete volumes (and their hypervisor calls)."""
+    volume = VolumeOperationActivities(cloud)
+    return [
+        volume.record_queued_cancelled,
+        volume.fail,
+        volume.succeed,
+        volume.create,
+        volume.begin_attach,
+        volume.undo_attach,
+        volume.complete_attach,
+        volume.begin_detach,
+        volume.complete_detach,
+        volume.detach_from_removed_vm,
+        volume.begin_resize,
+        volume.undo_resize,
+        volume.complete_resize,
+        volume.begin_migrate,
+        volume.undo_migrate,
+        volume.complete_migrate,
+        volume.begin_delete,
+        volume.finish_delete,
+        hypervisor.attach_volume,
+        hypervisor.detach_volume,
+        hypervisor.resize_volume,
+        hypervisor.copy_volume,
     ]
 
 

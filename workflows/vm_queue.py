@@ -17,6 +17,12 @@ record, so the queue writes it (failed, 530 "terminated") and moves on: a termin
 not leave its VM's queue waiting for ever. Termination skips the job's undos by definition;
 only the record and the VM's state (back to the stable state the job started from, or Error for
 a deployment) are repaired, exactly as the job's own failure step would have.
+
+The same workflow serializes a detached volume (`volume/<volume_id>`, `resource_type` "Volume"
+in its state, the volume's id in `vm_id`): volume jobs (`submission.volume`) run in the VM's
+queue while the volume is attached and in the volume's own queue otherwise; a volume queue ends
+once its volume is deleted. When an expunge removes the VM, the queue detaches the VM's data
+volumes (patched: `detach-data-volumes-on-expunge`), CloudStack's rule that they survive it.
 """
 
 from __future__ import annotations
@@ -42,6 +48,8 @@ with workflow.unsafe.imports_passed_through():
     from activities.deployment_models import DeploymentOutcome
     from activities.vm_operation_models import OperationOutcome
     from activities.vm_operations import VmOperationActivities
+    from activities.volume_operation_models import RemovedVm, VolumeJobOutcome
+    from activities.volume_operations import VolumeOperationActivities
     from domain.errors import ErrorCode
     from domain.ids import derived_id
     from domain.job_requests import (
@@ -68,6 +76,9 @@ HISTORY_LIMIT = 4000
 MAX_EXPUNGE_RETRY_SECONDS = 3600.0
 #: The patch that records terminated jobs; histories from before it never ran that step.
 RECORD_TERMINATED_JOBS = "record-terminated-jobs"
+#: The patch that detaches an expunged VM's data volumes (CloudStack: they survive it);
+#: histories from before it never ran that step.
+DETACH_DATA_VOLUMES_ON_EXPUNGE = "detach-data-volumes-on-expunge"
 TERMINATED = "terminated"
 
 
@@ -130,8 +141,14 @@ class VirtualMachineQueue:
     @submit.validator
     def _may_submit(self, submission: VmJobSubmission) -> None:
         if self._state.removed and str(submission.job_id) not in self._state.recent_jobs:
+            gone = (
+                f"virtual machine {self._state.vm_id} has been expunged"
+                if self._state.resource_type == "VirtualMachine"
+                else f"{self._state.resource_type.lower()} {self._state.vm_id} has been deleted"
+            )
             raise ApplicationError(
-                f"virtual machine {self._state.vm_id} has been expunged", type="VmRemoved"
+                gone,
+                type="VmRemoved",
             )
 
     # -- the run ---------------------------------------------------------------------------------
@@ -179,11 +196,37 @@ class VirtualMachineQueue:
             await workflow.wait_condition(lambda: entry.done)
         self._entries.remove(entry)
         self._after(entry)
+        await self._detach_data_volumes(entry)
+
+    async def _detach_data_volumes(self, entry: _Entry) -> None:
+        """CloudStack's rule: an expunged VM's data volumes are detached and survive it (the
+        expunge itself only deletes the root volume). From then on their jobs go through
+        their own queues."""
+        operation = entry.submission.operation
+        if (
+            operation is None
+            or not entry.succeeded
+            or not (entry.result or {}).get("removed")
+            or not workflow.patched(DETACH_DATA_VOLUMES_ON_EXPUNGE)
+        ):
+            return
+        await workflow.execute_activity_method(
+            VolumeOperationActivities.detach_from_removed_vm,
+            RemovedVm(job_id=operation.job_id, vm_id=self._state.vm_id),
+            start_to_close_timeout=timedelta(seconds=60),
+            retry_policy=UNDO_RETRY,
+            summary="detach the expunged VM's data volumes (they survive it)",
+        )
 
     def _after(self, entry: _Entry) -> None:
         """What a finished job means for the VM's future: the expunge timer, removal."""
         operation = entry.submission.operation
         now = workflow.now()
+        if entry.submission.volume is not None:
+            # A deleted volume's own queue ends, as a VM's does once it is expunged.
+            if entry.succeeded and (entry.result or {}).get("removed"):
+                self._state.removed = True
+            return
         if operation is None:
             return
         if entry.succeeded:
@@ -255,6 +298,8 @@ class VirtualMachineQueue:
     # -- submissions -----------------------------------------------------------------------------
     def _identical_pending(self, submission: VmJobSubmission) -> _Entry | None:
         """The last queued job, if this submission asks for exactly the same thing."""
+        if submission.volume is not None:
+            return self._identical_pending_volume_job(submission)
         if submission.operation is None or not self._entries:
             return None
         tail = self._entries[-1]
@@ -268,17 +313,32 @@ class VirtualMachineQueue:
             return tail
         return None
 
+    def _identical_pending_volume_job(self, submission: VmJobSubmission) -> _Entry | None:
+        if submission.volume is None or not self._entries:
+            return None
+        tail = self._entries[-1]
+        asked = tail.submission.volume
+        if (
+            tail.status == "queued"
+            and not tail.done
+            and asked is not None
+            and asked.same_request_as(submission.volume)
+        ):
+            return tail
+        return None
+
     async def _enqueue(self, submission: VmJobSubmission) -> _Entry:
         sequence = self._state.next_sequence
         self._state.next_sequence += 1
         self._remember(submission)
         entry = _Entry(submission=submission, sequence=sequence, submitted_at=workflow.now())
         self._entries.append(entry)
-        workflow_type, argument = (
-            (DEPLOY_WORKFLOW, submission.deployment)
-            if submission.deployment is not None
-            else (submission.job_type, submission.operation)
-        )
+        argument: Any = submission.operation
+        workflow_type = submission.job_type
+        if submission.deployment is not None:
+            workflow_type, argument = DEPLOY_WORKFLOW, submission.deployment
+        elif submission.volume is not None:
+            argument = submission.volume
         try:
             entry.handle = await workflow.start_child_workflow(
                 workflow_type,
@@ -339,6 +399,19 @@ class VirtualMachineQueue:
                 retry_policy=UNDO_RETRY,
                 summary=summary,
             )
+        elif submission.volume is not None:
+            await workflow.execute_activity_method(
+                VolumeOperationActivities.fail,
+                VolumeJobOutcome(
+                    request=submission.volume,
+                    submitted_at=entry.submitted_at,
+                    error_code=code,
+                    error_text=TERMINATED,
+                ),
+                start_to_close_timeout=timedelta(seconds=60),
+                retry_policy=UNDO_RETRY,
+                summary=summary,
+            )
         elif submission.deployment is not None:
             deployment = submission.deployment
             await workflow.execute_activity_method(
@@ -367,8 +440,12 @@ class VirtualMachineQueue:
             JobAttribute.JOB_TYPE: submission.job_type,
             JobAttribute.JOB_STATE: "queued",
             JobAttribute.ACCOUNT_ID: str(submission.account_id),
-            JobAttribute.RESOURCE_TYPE: "VirtualMachine",
-            JobAttribute.RESOURCE_ID: str(self._state.vm_id),
+            JobAttribute.RESOURCE_TYPE: (
+                "Volume" if submission.volume is not None else self._state.resource_type
+            ),
+            JobAttribute.RESOURCE_ID: str(
+                submission.volume.volume_id if submission.volume is not None else self._state.vm_id
+            ),
         }
         zone_id = submission.zone_id or self._state.zone_id
         if zone_id is not None:

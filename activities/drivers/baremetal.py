@@ -375,6 +375,15 @@ class BareMetalDriver:
     def delete_snapshot(self, host: HostRef, vm_id: str, snapshot_id: str) -> None:
         raise self._unsupported("snapshots")
 
+    def copy_volume(
+        self,
+        host: HostRef,
+        source_pool: StoragePoolRef,
+        target_pool: StoragePoolRef,
+        volume_id: str,
+    ) -> VolumeInfo:
+        raise self._unsupported("volume on primary storage to copy: its disks are its own")
+
     def migrate_vm(
         self, source_host: HostRef, target_host: HostRef, vm_id: str
     ) -> VirtualMachineInfo:

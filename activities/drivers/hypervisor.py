@@ -247,6 +247,18 @@ class HypervisorDriver(Protocol):
         """Move a running VM to `target_host` on shared storage; one already there is success."""
         ...
 
+    def copy_volume(
+        self,
+        host: HostRef,
+        source_pool: StoragePoolRef,
+        target_pool: StoragePoolRef,
+        volume_id: str,
+    ) -> VolumeInfo:
+        """Copy the (detached or offline) disk to `target_pool` under the same volume id, through
+        `host`; a copy already there is success. The source is left for the caller to delete
+        once the move is recorded."""
+        ...
+
 
 # --- Snapshots, volume attachment and migration (issue 4) ---------------------------------------
 

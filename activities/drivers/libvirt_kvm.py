@@ -590,6 +590,19 @@ class LibvirtKvmDriver:
         self._run(f"detach volume {volume_id} from VM {vm_id}", call)
 
     # -- migration -------------------------------------------------------------------------
+    def copy_volume(
+        self,
+        host: HostRef,
+        source_pool: StoragePoolRef,
+        target_pool: StoragePoolRef,
+        volume_id: str,
+    ) -> VolumeInfo:
+        raise UnsupportedOperationError(
+            f"cannot move volume {volume_id} from {source_pool.name} to {target_pool.name}: "
+            "copying a disk between primary storage pools is not implemented for KVM yet "
+            "(it needs a storage-to-storage copy through the host or secondary storage)"
+        )
+
     def migrate_vm(
         self, source_host: HostRef, target_host: HostRef, vm_id: str
     ) -> VirtualMachineInfo:

@@ -152,6 +152,8 @@ class SimulatorDriver:
         self._simulate("destroy_vm", host)
         with self._lock:
             self._vms.get(host.host_id, {}).pop(vm_id, None)
+            # Hot-plugged disks belong to the definition: undefined, the VM has none plugged.
+            self._extra("_attachments").pop(vm_id, None)
 
     def vms_on(self, host_id: str) -> list[VirtualMachineInfo]:
         """Every VM the simulator holds on a host, without fault injection (for tests)."""
@@ -256,6 +258,30 @@ class SimulatorDriver:
             volume = replace(volume, size_bytes=size_bytes)
             self._volumes[pool.pool_id][volume_id] = volume
             return volume
+
+    def copy_volume(
+        self,
+        host: HostRef,
+        source_pool: StoragePoolRef,
+        target_pool: StoragePoolRef,
+        volume_id: str,
+    ) -> VolumeInfo:
+        self._simulate("copy_volume", host)
+        with self._lock:
+            targets = self._volumes.setdefault(target_pool.pool_id, {})
+            existing = targets.get(volume_id)
+            if existing is not None:
+                return existing
+            source = self._volumes.get(source_pool.pool_id, {}).get(volume_id)
+            if source is None:
+                raise DriverError(f"volume {volume_id} is not in pool {source_pool.name}")
+            copy = replace(
+                source,
+                path=f"{target_pool.path.rstrip('/')}/{volume_id}",
+                pool_id=target_pool.pool_id,
+            )
+            targets[volume_id] = copy
+            return copy
 
     def migrate_vm(
         self, source_host: HostRef, target_host: HostRef, vm_id: str

@@ -654,6 +654,19 @@ class VSphereDriver:
         self._call(action, call)
 
     # -- migration -------------------------------------------------------------------------
+    def copy_volume(
+        self,
+        host: HostRef,
+        source_pool: StoragePoolRef,
+        target_pool: StoragePoolRef,
+        volume_id: str,
+    ) -> VolumeInfo:
+        raise UnsupportedOperationError(
+            f"cannot move volume {volume_id} from {source_pool.name} to {target_pool.name}: "
+            "copying a disk between datastores is not implemented for vSphere yet "
+            "(it needs a disk relocation through the datastore browser)"
+        )
+
     def migrate_vm(
         self, source_host: HostRef, target_host: HostRef, vm_id: str
     ) -> VirtualMachineInfo:

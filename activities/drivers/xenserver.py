@@ -871,6 +871,19 @@ class XenServerDriver:
         self._call(host, action, work)
 
     # -- migration -------------------------------------------------------------------------
+    def copy_volume(
+        self,
+        host: HostRef,
+        source_pool: StoragePoolRef,
+        target_pool: StoragePoolRef,
+        volume_id: str,
+    ) -> VolumeInfo:
+        raise UnsupportedOperationError(
+            f"cannot move volume {volume_id} from {source_pool.name} to {target_pool.name}: "
+            "copying a disk between storage repositories is not implemented for XenServer yet "
+            "(it needs VDI.copy through the pool master)"
+        )
+
     def migrate_vm(
         self, source_host: HostRef, target_host: HostRef, vm_id: str
     ) -> VirtualMachineInfo:

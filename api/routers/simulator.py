@@ -34,6 +34,7 @@ OPERATIONS = frozenset(
         "find_vm",
         "create_volume",
         "delete_volume",
+        "copy_volume",
         "define_vm",
         "start_vm",
         "stop_vm",

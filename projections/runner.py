@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
-from eventsourcing.persistence import IntegrityError
+from eventsourcing.persistence import IntegrityError, InternalError
 from eventsourcing.projection import Projection, ProjectionRunner
 
 from domain.cloud import Cloud
@@ -23,6 +23,7 @@ from projections.jobs import JobsProjection, JobsView
 from projections.read_model import ReadModelView
 from projections.usage import UsageProjection, UsageView
 from projections.virtual_machines import VirtualMachinesProjection, VirtualMachinesView
+from projections.vm_snapshots import VmSnapshotsProjection, VmSnapshotsView
 from projections.volumes import VolumesProjection, VolumesView
 
 #: A projection class (which may read `cloud_env`) and the view holding its tables.
@@ -36,6 +37,7 @@ PROJECTIONS: tuple[tuple[ProjectionClass, type[ReadModelView]], ...] = (
     (InventoryProjection, InventoryView),
     (UsageProjection, UsageView),
     (EventLogProjection, EventLogView),
+    (VmSnapshotsProjection, VmSnapshotsView),
 )
 
 
@@ -44,8 +46,29 @@ def bind(projection_class: ProjectionClass, env: Mapping[str, str]) -> Projectio
     return type(
         projection_class.__name__,
         (projection_class,),
-        {"name": projection_class.name, "cloud_env": dict(env)},
+        {"name": projection_class.name, "cloud_env": {**env, "CREATE_TABLE": "false"}},
     )
+
+
+T = TypeVar("T")
+
+
+def retrying_ddl_races(create: Callable[[], T], attempts: int = 5) -> T:
+    """Run something that creates tables, again if another process created them at the same
+    moment: PostgreSQL's IF NOT EXISTS does not guard its catalog against concurrent DDL."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return create()
+        except (IntegrityError, InternalError):
+            if attempt == attempts:
+                raise
+            time.sleep(0.1 * attempt)
+    raise AssertionError("unreachable")
+
+
+def ensure_event_store(env: Mapping[str, str]) -> None:
+    """Create the event store's tables and functions once, before any runner starts."""
+    retrying_ddl_races(lambda: Cloud(env=dict(env))).close()
 
 
 class Projector:
@@ -63,7 +86,10 @@ class Projector:
         env: Mapping[str, str],
         projections: tuple[tuple[type[Any], type[ReadModelView]], ...] = PROJECTIONS,
     ) -> None:
-        self.env = dict(env)
+        ensure_event_store(env)
+        # The event store exists now: the runners' own applications must not issue its DDL
+        # again (concurrent CREATE OR REPLACE FUNCTION fails: "tuple concurrently updated").
+        self.env = {**env, "CLOUD_CREATE_TABLE": "false"}
         self.specs = {projection.name: (projection, view) for projection, view in projections}
         self.runners: dict[str, ProjectionRunner[Any, Any]] = {}
         self.restarts = 0
@@ -72,11 +98,13 @@ class Projector:
 
     def _start(self, name: str) -> None:
         projection_class, view_class = self.specs[name]
-        runner: ProjectionRunner[Any, Any] = ProjectionRunner(
-            application_class=Cloud,
-            projection_class=bind(projection_class, self.env),
-            view_class=view_class,
-            env=self.env,
+        runner: ProjectionRunner[Any, Any] = retrying_ddl_races(
+            lambda: ProjectionRunner(
+                application_class=Cloud,
+                projection_class=bind(projection_class, self.env),
+                view_class=view_class,
+                env=self.env,
+            )
         )
         self.runners[name] = runner.__enter__()
 

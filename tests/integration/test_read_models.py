@@ -19,24 +19,24 @@ from tests.support import fail_before, running_worker, seed_zone
 TABLES = [view.tables[0].name for _, view in PROJECTIONS]
 
 
-def snapshot(database_url: str) -> dict[str, list[dict[str, Any]]]:
+def snapshot(database_url: str, tables: list[str] = TABLES) -> dict[str, list[dict[str, Any]]]:
     with psycopg.connect(database_url, row_factory=dict_row) as conn:
-        return {t: conn.execute(f"SELECT * FROM {t} ORDER BY id").fetchall() for t in TABLES}
+        return {t: conn.execute(f"SELECT * FROM {t} ORDER BY id").fetchall() for t in tables}
 
 
-def drop_read_models(database_url: str) -> None:
+def drop_read_models(database_url: str, projections: Any = PROJECTIONS) -> None:
     with psycopg.connect(database_url, autocommit=True) as conn:
-        for projection, view in PROJECTIONS:
+        for projection, view in projections:
             conn.execute(f"DROP TABLE IF EXISTS {view.tables[0].name}")
             conn.execute(f"DROP TABLE IF EXISTS {projection.name}_tracking")
 
 
-def catch_up(projectors: list[Projector], reads: ReadStore) -> None:
+def catch_up(projectors: list[Projector], reads: ReadStore, tables: list[str] = TABLES) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         for projector in projectors:
             projector.check()
-        if all(reads.is_current(table) for table in TABLES):
+        if all(reads.is_current(table) for table in tables):
             return
         time.sleep(0.05)
     raise AssertionError("the projections did not catch up within 60 s")
@@ -72,16 +72,22 @@ async def test_dropping_the_read_models_and_replaying_gives_the_same_rows(
 def test_two_projectors_at_once_write_every_row_exactly_once(
     cloud: Cloud, cloud_env: dict[str, str], database_url: str
 ) -> None:
+    # Two busy read models are enough to make the projectors collide; all eight twice over
+    # would hold more connections than the test server allows next to the rest of the suite.
+    pair = tuple(
+        spec for spec in PROJECTIONS if spec[1].tables[0].name in ("jobs", "host_capacity")
+    )
+    tables = [view.tables[0].name for _, view in pair]
     seed_zone(cloud)
     reads = ReadStore(database_url)
     try:
-        with Projector(cloud_env) as alone:
-            catch_up([alone], reads)
-        expected = snapshot(database_url)
+        with Projector(cloud_env, pair) as alone:
+            catch_up([alone], reads, tables)
+        expected = snapshot(database_url, tables)
 
-        drop_read_models(database_url)
-        with Projector(cloud_env) as one, Projector(cloud_env) as two:
-            catch_up([one, two], reads)
-        assert snapshot(database_url) == expected
+        drop_read_models(database_url, pair)
+        with Projector(cloud_env, pair) as one, Projector(cloud_env, pair) as two:
+            catch_up([one, two], reads, tables)
+        assert snapshot(database_url, tables) == expected
     finally:
         reads.close()

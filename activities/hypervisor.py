@@ -34,7 +34,7 @@ from activities.infrastructure_models import (
     ReportedCapacity,
     VmPower,
 )
-from activities.vm_operation_models import VmOnHost
+from activities.vm_operation_models import HypervisorSnapshot, VmMigration, VmOnHost
 from activities.volume_operation_models import DiskCopy, DiskResize, VolumePlug
 from domain.errors import UnsupportedAction
 
@@ -118,6 +118,61 @@ class HypervisorActivities:
         driver = self.drivers.for_hypervisor(target.host.hypervisor)
         with heartbeating(f"rebooting VM {target.vm_id}"):
             return driver.reboot_vm(target.host, target.vm_id).power_state.value
+
+    @activity.defn(name="hypervisor.migrate_vm")
+    @reports_cloud_errors
+    def migrate_vm(self, move: VmMigration) -> LaunchedVm:
+        """Live-migrate the VM to the target (already there is success: the undo moves it back
+        the same way). After a timeout the backend is asked where the VM is: found running on
+        the target, the move is done; anywhere else the timeout stands and Temporal retries."""
+        driver = self.drivers.for_hypervisor(move.source.hypervisor)
+        try:
+            with heartbeating(
+                f"migrating VM {move.vm_id} from {move.source.name} to {move.target.name}"
+            ):
+                return launched(driver.migrate_vm(move.source, move.target, move.vm_id))
+        except DriverTimeoutError:
+            found = driver.find_vm(move.target, move.vm_id)
+            if found is not None and found.power_state is PowerState.POWERED_ON:
+                return launched(found)
+            raise
+
+    # -- VM snapshots --------------------------------------------------------------------------
+    @activity.defn(name="hypervisor.create_snapshot")
+    @reports_cloud_errors
+    def create_snapshot(self, order: HypervisorSnapshot) -> bool:
+        """Snapshot the VM (made already under this id is success); whether memory was
+        captured. After a timeout the backend's list tells whether it was made."""
+        driver = self.drivers.for_hypervisor(order.host.hypervisor)
+        try:
+            with heartbeating(f"snapshotting VM {order.vm_id} as {order.snapshot_id}"):
+                made = driver.create_snapshot(
+                    order.host, order.vm_id, order.snapshot_id, memory=order.memory
+                )
+                return made.memory
+        except DriverTimeoutError:
+            for found in driver.list_snapshots(order.host, order.vm_id):
+                if found.snapshot_id == order.snapshot_id:
+                    return found.memory
+            raise
+
+    @activity.defn(name="hypervisor.revert_snapshot")
+    @reports_cloud_errors
+    def revert_snapshot(self, order: HypervisorSnapshot) -> str:
+        """Bring the VM back to the snapshot (reverting twice gives the same VM); its power
+        state after, which follows whether the snapshot holds memory."""
+        driver = self.drivers.for_hypervisor(order.host.hypervisor)
+        with heartbeating(f"reverting VM {order.vm_id} to {order.snapshot_id}"):
+            reverted = driver.revert_snapshot(order.host, order.vm_id, order.snapshot_id)
+        return reverted.power_state.value
+
+    @activity.defn(name="hypervisor.delete_snapshot")
+    @reports_cloud_errors
+    def delete_snapshot(self, order: HypervisorSnapshot) -> None:
+        """Remove the snapshot (one already gone is success: the undo of a create)."""
+        driver = self.drivers.for_hypervisor(order.host.hypervisor)
+        with heartbeating(f"deleting snapshot {order.snapshot_id} of VM {order.vm_id}"):
+            driver.delete_snapshot(order.host, order.vm_id, order.snapshot_id)
 
     # -- inventory and reconciliation (driver-only, like the rest) ----------------------------
     @activity.defn(name="hypervisor.host_capacity")

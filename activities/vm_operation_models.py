@@ -86,3 +86,62 @@ class JobResult(BaseModel):
     """A finished step's result; `result` None means the job goes on (destroy, then expunge)."""
 
     result: dict[str, Any] | None = None
+
+
+class MigrationRequest(BaseModel):
+    """plan_migration's input: the target asked for, or None for the planner's choice."""
+
+    job_id: UUID
+    vm_id: UUID
+    host_id: UUID | None = None
+
+
+class VmMigration(BaseModel):
+    """A running VM moved between two hosts of one cluster, for the hypervisor worker."""
+
+    source: HostRef
+    target: HostRef
+    vm_id: str
+
+
+class MigrationPlan(BaseModel):
+    """Where the VM goes: the move there, and the move back that undoes it."""
+
+    source_host_id: UUID
+    target_host_id: UUID
+    target_host_name: str
+    there: VmMigration
+    back: VmMigration
+    task_queue: str | None = None
+
+
+class MigrationStep(BaseModel):
+    job_id: UUID
+    vm_id: UUID
+    source_host_id: UUID
+    target_host_id: UUID
+
+
+class SnapshotStep(BaseModel):
+    job_id: UUID
+    vm_id: UUID
+    snapshot_id: UUID
+    #: complete_snapshot: whether the hypervisor captured the running VM's memory.
+    memory: bool = False
+
+
+class HypervisorSnapshot(BaseModel):
+    """A VM snapshot on a host, for the hypervisor worker."""
+
+    host: HostRef
+    vm_id: str
+    snapshot_id: str
+    memory: bool = False
+
+
+class SnapshotOrder(BaseModel):
+    """Where a snapshot job works: the snapshot on its host, that host's VM, and the queue."""
+
+    snapshot: HypervisorSnapshot
+    on_host: VmOnHost
+    memory: bool

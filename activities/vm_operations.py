@@ -25,16 +25,24 @@ from activities.vm_operation_models import (
     DestroyStep,
     ExpungeOrder,
     HostStep,
+    HypervisorSnapshot,
     JobResult,
     JobVm,
+    MigrationPlan,
+    MigrationRequest,
+    MigrationStep,
     OperationInput,
     OperationOutcome,
     PlanStartInput,
+    SnapshotOrder,
+    SnapshotStep,
+    VmMigration,
     VmOnHost,
 )
-from domain import vm_operations
+from domain import vm_operations, vm_snapshot_operations
 from domain.cloud import Cloud
 from domain.cluster import Cluster
+from domain.errors import IllegalStateTransition
 from domain.guest_network import GuestNetwork
 from domain.host import Host
 from domain.placement import AvoidSet
@@ -161,6 +169,90 @@ class VmOperationActivities:
     @reports_cloud_errors
     def recover(self, step: JobVm) -> dict[str, Any]:
         return vm_operations.recover(self.cloud, step.job_id, step.vm_id)
+
+    # -- migrate -------------------------------------------------------------------------------
+    @activity.defn(name="vm.plan_migration")
+    @reports_cloud_errors
+    def plan_migration(self, given: MigrationRequest) -> MigrationPlan:
+        plan = vm_operations.plan_migration(self.cloud, given.job_id, given.vm_id, given.host_id)
+        vm = self.cloud.load(VirtualMachine, given.vm_id)
+        if vm.host_id is None:  # plan_migration refused that already; a type guard here
+            raise IllegalStateTransition(f"virtual machine {vm.name} is on no host")
+        source, target = self._host_ref(vm.host_id), self._host_ref(plan.host_id)
+        return MigrationPlan(
+            source_host_id=vm.host_id,
+            target_host_id=plan.host_id,
+            target_host_name=target.name,
+            there=VmMigration(source=source, target=target, vm_id=str(vm.id)),
+            back=VmMigration(source=target, target=source, vm_id=str(vm.id)),
+            task_queue=self._task_queue(vm.host_id),
+        )
+
+    @activity.defn(name="vm.complete_migration")
+    @reports_cloud_errors
+    def complete_migration(self, step: MigrationStep) -> dict[str, Any]:
+        return vm_operations.complete_migration(
+            self.cloud, step.job_id, step.vm_id, step.source_host_id, step.target_host_id
+        )
+
+    # -- VM snapshots --------------------------------------------------------------------------
+    @activity.defn(name="vm.begin_snapshot")
+    @reports_cloud_errors
+    def begin_snapshot(self, given: OperationInput) -> SnapshotOrder:
+        place = vm_snapshot_operations.begin_create(self.cloud, given.request)
+        return self._snapshot_order(given.request.vm_id, given.request.snapshot_id, place)
+
+    @activity.defn(name="vm.complete_snapshot")
+    @reports_cloud_errors
+    def complete_snapshot(self, step: SnapshotStep) -> dict[str, Any]:
+        return vm_snapshot_operations.complete_create(
+            self.cloud, step.job_id, step.vm_id, step.snapshot_id, step.memory
+        )
+
+    @activity.defn(name="vm.begin_revert")
+    @reports_cloud_errors
+    def begin_revert(self, step: SnapshotStep) -> SnapshotOrder:
+        place = vm_snapshot_operations.begin_revert(
+            self.cloud, step.job_id, step.vm_id, step.snapshot_id
+        )
+        return self._snapshot_order(step.vm_id, step.snapshot_id, place)
+
+    @activity.defn(name="vm.complete_revert")
+    @reports_cloud_errors
+    def complete_revert(self, step: SnapshotStep) -> dict[str, Any]:
+        return vm_snapshot_operations.complete_revert(
+            self.cloud, step.job_id, step.vm_id, step.snapshot_id
+        )
+
+    @activity.defn(name="vm.begin_delete_snapshot")
+    @reports_cloud_errors
+    def begin_delete_snapshot(self, step: SnapshotStep) -> SnapshotOrder:
+        place = vm_snapshot_operations.begin_delete(
+            self.cloud, step.job_id, step.vm_id, step.snapshot_id
+        )
+        return self._snapshot_order(step.vm_id, step.snapshot_id, place)
+
+    @activity.defn(name="vm.complete_delete_snapshot")
+    @reports_cloud_errors
+    def complete_delete_snapshot(self, step: SnapshotStep) -> dict[str, Any]:
+        return vm_snapshot_operations.complete_delete(
+            self.cloud, step.job_id, step.vm_id, step.snapshot_id
+        )
+
+    def _snapshot_order(
+        self, vm_id: UUID, snapshot_id: UUID | None, place: vm_snapshot_operations.SnapshotPlace
+    ) -> SnapshotOrder:
+        on_host = self._on_host(place.host_id, vm_id)
+        return SnapshotOrder(
+            snapshot=HypervisorSnapshot(
+                host=on_host.host,
+                vm_id=str(vm_id),
+                snapshot_id=str(snapshot_id),
+                memory=place.memory,
+            ),
+            on_host=on_host,
+            memory=place.memory,
+        )
 
     # -- expunge -------------------------------------------------------------------------------
     @activity.defn(name="vm.begin_expunge")

@@ -48,6 +48,8 @@ class JobAccepted(BaseModel):
     virtual_machine_id: UUID
     job_url: str
     temporal_url: str
+    #: createVMSnapshot: the snapshot the job makes, known before it runs.
+    vm_snapshot_id: UUID | None = None
 
 
 class VirtualMachinePublic(BaseModel):
@@ -173,6 +175,38 @@ class VirtualMachineStop(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     forced: bool = Field(default=False, description="power off without asking the guest")
+
+
+class VirtualMachineMigrate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    host_id: UUID | None = Field(
+        default=None,
+        description="a host of the VM's cluster; default: the planner chooses one",
+    )
+
+
+class VmSnapshotCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, min_length=1, max_length=255)
+    memory: bool = Field(
+        default=False, description="also capture the running VM's memory (revert: Running)"
+    )
+
+
+class VmSnapshotPublic(BaseModel):
+    id: UUID
+    vm_id: UUID
+    name: str
+    account_id: UUID
+    zone_id: UUID
+    state: str
+    memory: bool
+    memory_requested: bool
+    is_removed: bool
+    created: datetime
+    updated: datetime
 
 
 class VirtualMachineDestroy(BaseModel):

@@ -71,11 +71,28 @@ class VmOperation(StrEnum):
     DESTROY = "destroy"
     RECOVER = "recover"
     EXPUNGE = "expunge"
+    MIGRATE = "migrate"
+    SNAPSHOT = "snapshot"
+    REVERT_TO_SNAPSHOT = "revert to a snapshot of"
+    DELETE_SNAPSHOT = "delete a snapshot of"
 
     @property
     def job_type(self) -> str:
         """The job type (and Temporal workflow type): StartVirtualMachine, ..."""
-        return f"{self.value.capitalize()}VirtualMachine"
+        special = _SNAPSHOT_JOB_TYPES.get(self.value)
+        return special or f"{self.value.capitalize()}VirtualMachine"
+
+    @property
+    def is_snapshot_operation(self) -> bool:
+        return self.value in _SNAPSHOT_JOB_TYPES
+
+
+#: VM snapshot jobs, named as CloudStack's commands are (createVMSnapshot, ...).
+_SNAPSHOT_JOB_TYPES = {
+    "snapshot": "CreateVmSnapshot",
+    "revert to a snapshot of": "RevertToVmSnapshot",
+    "delete a snapshot of": "DeleteVmSnapshot",
+}
 
 
 #: CloudStack's `expunge.delay`: how long a destroyed VM stays recoverable.
@@ -95,13 +112,25 @@ class VirtualMachineOperationRequest(BaseModel):
     #: destroy: expunge at once instead of after the expunge delay.
     expunge: bool = False
     expunge_delay_seconds: int = EXPUNGE_DELAY_SECONDS
+    #: migrate: the host to move the VM to; None lets the planner choose one in its cluster.
+    host_id: UUID | None = None
+    #: VM snapshots: the snapshot made (its id derived from the job's), reverted to or deleted.
+    snapshot_id: UUID | None = None
+    #: snapshot: its name, and whether to capture the running VM's memory.
+    snapshot_name: str | None = None
+    memory: bool = False
 
     def same_request_as(self, other: VirtualMachineOperationRequest) -> bool:
-        """Two submissions asking for the same thing (a repeated click)."""
-        return (self.operation, self.forced, self.expunge) == (
+        """Two submissions asking for the same thing (a repeated click). Two snapshot creates
+        are never the same: each makes a snapshot of its own."""
+        if self.operation is VmOperation.SNAPSHOT:
+            return False
+        return (self.operation, self.forced, self.expunge, self.host_id, self.snapshot_id) == (
             other.operation,
             other.forced,
             other.expunge,
+            other.host_id,
+            other.snapshot_id,
         )
 
 

@@ -1,5 +1,7 @@
 """Operations on an existing VM, as the domain sees them: start, stop, reboot, destroy, recover,
-expunge. Each step is a decision over the event store, idempotent by a command id built from the
+expunge, migrate.
+
+Each step is a decision over the event store, idempotent by a command id built from the
 job id (`f"{job_id}/<step>[/<attempt>]"`), and moves the job's current step in the same write.
 
 CloudStack's semantics: a Stopped VM holds no host capacity and is defined on no hypervisor
@@ -17,7 +19,12 @@ from uuid import UUID
 
 from domain.cloud import Cloud, Decision
 from domain.cluster import Cluster
-from domain.errors import IllegalStateTransition
+from domain.errors import (
+    IllegalStateTransition,
+    InsufficientCapacity,
+    InvalidParameter,
+    NotFound,
+)
 from domain.guest_network import GuestNetwork
 from domain.host import Host
 from domain.job import Job
@@ -36,6 +43,10 @@ ALLOWED_FROM: dict[VmOperation, frozenset[VmState]] = {
     VmOperation.DESTROY: frozenset({_S.STOPPED, _S.RUNNING, _S.ERROR}),
     VmOperation.RECOVER: frozenset({_S.DESTROYED}),
     VmOperation.EXPUNGE: frozenset({_S.DESTROYED, _S.ERROR, _S.EXPUNGING}),
+    VmOperation.MIGRATE: frozenset({_S.RUNNING}),
+    VmOperation.SNAPSHOT: frozenset({_S.RUNNING}),
+    VmOperation.REVERT_TO_SNAPSHOT: frozenset({_S.RUNNING}),
+    VmOperation.DELETE_SNAPSHOT: frozenset({_S.RUNNING, _S.STOPPED}),
 }
 RESOURCE_TYPE = "VirtualMachine"
 
@@ -111,6 +122,8 @@ def begin(
             operation is VmOperation.DESTROY and vm.state is VmState.RUNNING
         ):
             vm.transition(VmEvent.STOP_REQUESTED, f"{job_id}/stop-requested")
+        elif operation is VmOperation.MIGRATE:
+            vm.transition(VmEvent.MIGRATION_REQUESTED, f"{job_id}/migration-requested")
         job.enter_step(f"began {operation.value}", f"{job_id}/began")
         return {"state": vm.state.value, "host_id": vm.host_id}
 
@@ -140,14 +153,24 @@ def fail(
     cancelled: bool,
 ) -> str | None:
     """The final word on a job that did not succeed, after its undos ran: the VM back in the
-    stable state it was in (Starting -> Stopped, Stopping -> Running; an Expunging VM stays
+    stable state it was in (Starting -> Stopped, Stopping and Migrating -> Running, on the
+    host it ran on before: a failed migration never moved its record; an Expunging VM stays
     Expunging until an expunge succeeds), the job failed with its code or cancelled."""
     job_id = request.job_id
 
     def decide(d: Decision) -> str | None:
         vm = d.find(VirtualMachine, request.vm_id)
-        if vm is not None and vm.state in (VmState.STARTING, VmState.STOPPING, VmState.EXPUNGING):
+        if vm is not None and vm.state in (
+            VmState.STARTING,
+            VmState.STOPPING,
+            VmState.MIGRATING,
+            VmState.EXPUNGING,
+        ):
             vm.transition(VmEvent.OPERATION_FAILED, f"{job_id}/failed", reason=error_text)
+        if request.operation.is_snapshot_operation:
+            from domain.vm_snapshot_operations import record_failed
+
+            record_failed(d, request, error_text)
         job = _open_job(d, request, submitted_at)
         if not job.status.is_final:
             if cancelled:
@@ -298,6 +321,82 @@ def recover(cloud: Cloud, job_id: UUID, vm_id: UUID) -> dict[str, Any]:
         if vm.state is VmState.DESTROYED:
             vm.transition(VmEvent.RECOVERY_REQUESTED, f"{job_id}/recovered")
         return _succeed(d, job_id, vm)
+
+    return cloud.decide(decide)
+
+
+# -- migrate ---------------------------------------------------------------------------------
+def plan_migration(
+    cloud: Cloud, job_id: UUID, vm_id: UUID, target_host_id: UUID | None
+) -> DeploymentPlan:
+    """Where a live migration goes: another host of the VM's cluster that reaches its root
+    volume's pool (live migration keeps the disks where they are). The host asked for is
+    checked; without one, the planner chooses with the current host and every other cluster
+    avoided. Capacity is checked again, under concurrency, when the target is reserved."""
+    from domain.deployment import plan_placement, zone_snapshot
+
+    vm = cloud.load(VirtualMachine, vm_id)
+    if vm.host_id is None:
+        raise IllegalStateTransition(f"virtual machine {vm.name} is on no host")
+    source = cloud.load(Host, vm.host_id)
+    if target_host_id is None:
+        clusters, _ = zone_snapshot(cloud, vm.zone_id)
+        avoid = AvoidSet(
+            host_ids=frozenset({source.id}),
+            cluster_ids=frozenset(
+                c.cluster_id for c in clusters if c.cluster_id != source.cluster_id
+            ),
+        )
+        plan = plan_placement(cloud, vm_id, avoid)
+    else:
+        plan = _check_target(cloud, vm, source, target_host_id)
+    target = cloud.load(Host, plan.host_id)
+    enter_step(cloud, job_id, f"chose {target.name} to migrate to", "plan-migration")
+    return plan
+
+
+def _check_target(
+    cloud: Cloud, vm: VirtualMachine, source: Host, target_host_id: UUID
+) -> DeploymentPlan:
+    target = cloud.find(Host, target_host_id)
+    if target is None:
+        raise NotFound(f"no host with id {target_host_id}", field="host_id")
+    if target.id == source.id:
+        raise InvalidParameter(
+            f"virtual machine {vm.name} already runs on host {target.name}", field="host_id"
+        )
+    if target.cluster_id != source.cluster_id:
+        raise InvalidParameter(
+            f"host {target.name} is not in the cluster of host {source.name}: live migration "
+            "stays within a cluster",
+            field="host_id",
+        )
+    if not target.can_take_deployments():
+        raise InsufficientCapacity(
+            f"host {target.name} is {target.status}/{target.resource_state} and takes no VMs"
+        )
+    volume = cloud.load(Volume, vm.root_volume_id)
+    if volume.pool_id is None:
+        raise IllegalStateTransition(f"the root volume of {vm.name} is on no storage pool")
+    return DeploymentPlan(
+        host_id=target.id,
+        cluster_id=target.cluster_id,
+        pod_id=target.pod_id,
+        pool_id=volume.pool_id,
+    )
+
+
+def complete_migration(
+    cloud: Cloud, job_id: UUID, vm_id: UUID, source_host_id: UUID, target_host_id: UUID
+) -> dict[str, Any]:
+    """The VM runs on the target: Migrating -> Running there, the source's capacity given
+    back, the job done. One write, so the books never show the VM on both hosts."""
+
+    def decide(d: Decision) -> dict[str, Any]:
+        vm = d.get(VirtualMachine, vm_id)
+        vm.transition(VmEvent.OPERATION_SUCCEEDED, f"{job_id}/migrated", host_id=target_host_id)
+        d.get(Host, source_host_id).release_capacity(vm_id, f"{job_id}/release-source")
+        return _succeed(d, job_id, vm, source_host_id=str(source_host_id))
 
     return cloud.decide(decide)
 

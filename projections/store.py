@@ -28,6 +28,7 @@ from projections.read_model import Table
 from projections.runner import PROJECTIONS
 from projections.usage import USAGE_INTERVALS
 from projections.virtual_machines import VIRTUAL_MACHINES
+from projections.vm_snapshots import VM_SNAPSHOTS
 from projections.volumes import VOLUMES
 
 TABLES: dict[str, Table] = {
@@ -40,6 +41,7 @@ TABLES: dict[str, Table] = {
         INVENTORY,
         USAGE_INTERVALS,
         EVENT_LOG,
+        VM_SNAPSHOTS,
     )
 }
 PROJECTION_OF_TABLE = {view.tables[0].name: projection.name for projection, view in PROJECTIONS}

@@ -24,6 +24,7 @@ from eventsourcing.utils import get_topic
 from domain.account import Account
 from domain.catalog import Template
 from domain.virtual_machine import VirtualMachine, VmState
+from domain.vm_snapshot import VmSnapshot, VmSnapshotState
 from domain.volume import Volume, VolumeState
 
 Facts = dict[str, Any]
@@ -211,6 +212,14 @@ def _volume_gone(e: Any) -> bool:
     return e.new_state in _VOLUME_GONE
 
 
+def _vm_snapshot_ready(e: Any) -> bool:
+    return bool(e.new_state == VmSnapshotState.READY)
+
+
+def _vm_snapshot_removed(e: Any) -> bool:
+    return bool(e.new_state == VmSnapshotState.REMOVED)
+
+
 def _str(value: Any) -> str | None:
     return None if value is None else str(value)
 
@@ -259,6 +268,16 @@ RESOURCE_FACTS: tuple[ResourceFacts, ...] = (
                 lambda e: {"size_bytes": getattr(e, "new_size_bytes", None) or e.size_bytes},
             ),
         )
+    ),
+    ResourceFacts(
+        "vm_snapshot",
+        event_of(VmSnapshot, "Allocated"),
+        lambda e: {
+            "account_id": _str(e.account_id),
+            "zone_id": _str(e.zone_id),
+            "name": e.name,
+            "vm_id": _str(e.vm_id),
+        },
     ),
     ResourceFacts(
         "template",
@@ -314,6 +333,18 @@ USAGE_DECLARATIONS: tuple[UsageDeclaration, ...] = (
         offering_fact="disk_offering_id",
         template_fact="template_id",
         size_fact="size_bytes",
+    ),
+    UsageDeclaration(
+        UsageType.VM_SNAPSHOT,
+        "vm_snapshot",
+        # From Ready (made, or back from a revert: already open) until Removed; a snapshot in
+        # Error after a failed delete may still exist, so it stays metered until removed.
+        opens=(
+            *on(event_of(VmSnapshot, "Created"), _vm_snapshot_ready),
+            *on(event_of(VmSnapshot, "Transitioned"), _vm_snapshot_ready),
+        ),
+        closes=on(event_of(VmSnapshot, "Transitioned"), _vm_snapshot_removed),
+        description="VM snapshot {resource_name} usage time",
     ),
     UsageDeclaration(
         UsageType.TEMPLATE,

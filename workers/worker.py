@@ -78,7 +78,8 @@ def control_plane_activities(cloud: Cloud, drivers: Mapping[str, HypervisorDrive
 
 
 def vm_operation_activities(cloud: Cloud, hypervisor: HypervisorActivities) -> list[Any]:
-    """Start, stop, reboot, destroy, recover and expunge (and the hypervisor power calls)."""
+    """Start, stop, reboot, destroy, recover, expunge, migrate and VM snapshots (and their
+    hypervisor calls)."""
     vm = VmOperationActivities(cloud)
     return [
         vm.begin,
@@ -96,9 +97,21 @@ def vm_operation_activities(cloud: Cloud, hypervisor: HypervisorActivities) -> l
         vm.recover,
         vm.begin_expunge,
         vm.finish_expunge,
+        vm.plan_migration,
+        vm.complete_migration,
+        vm.begin_snapshot,
+        vm.complete_snapshot,
+        vm.begin_revert,
+        vm.complete_revert,
+        vm.begin_delete_snapshot,
+        vm.complete_delete_snapshot,
         hypervisor.stop_vm,
         hypervisor.start_vm,
         hypervisor.reboot_vm,
+        hypervisor.migrate_vm,
+        hypervisor.create_snapshot,
+        hypervisor.revert_snapshot,
+        hypervisor.delete_snapshot,
     ]
 
 

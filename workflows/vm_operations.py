@@ -1,4 +1,5 @@
-"""Start, stop, reboot, destroy, recover and expunge a VM: one job workflow each.
+"""Start, stop, reboot, destroy, recover, expunge and migrate a VM, and create, revert to and
+delete its snapshots: one job workflow each.
 
 Every job is a child of its VM's queue (`workflows/vm_queue.py`) and starts by waiting for its
 turn (the `grant` signal), so operations on one VM never overlap. Then it runs as a saga: each
@@ -35,9 +36,14 @@ with workflow.unsafe.imports_passed_through():
         HostStep,
         JobResult,
         JobVm,
+        MigrationPlan,
+        MigrationRequest,
+        MigrationStep,
         OperationInput,
         OperationOutcome,
         PlanStartInput,
+        SnapshotOrder,
+        SnapshotStep,
         VmOnHost,
     )
     from activities.vm_operations import VmOperationActivities
@@ -510,6 +516,191 @@ class ExpungeVirtualMachine(VirtualMachineJob):
         return await self._expunge(given.request)
 
 
+@workflow.defn(name="MigrateVirtualMachine")
+class MigrateVirtualMachine(VirtualMachineJob):
+    """Running -> Migrating -> Running on another host of the same cluster (live, the disks
+    stay on their shared pool): plan the target, reserve it, move the VM, record it there and
+    give the source host its room back. A failure moves the VM back if it had moved, releases
+    the target and leaves the VM Running on its source host."""
+
+    @workflow.run
+    async def run(self, request: VirtualMachineOperationRequest) -> dict[str, Any]:
+        return await self._execute(request)
+
+    async def perform(self, given: OperationInput, saga: Saga) -> dict[str, Any]:
+        request = given.request
+        _required_host(await self._begin(given), "migrate")
+        self._enter("choosing the target host")
+        plan: MigrationPlan = await self._control(
+            VmOperationActivities.plan_migration,
+            MigrationRequest(job_id=request.job_id, vm_id=request.vm_id, host_id=request.host_id),
+            "choose the target host" if request.host_id is None else "check the target host",
+        )
+        target = plan.target_host_name
+        step = HostStep(job_id=request.job_id, vm_id=request.vm_id, host_id=plan.target_host_id)
+        self._enter(f"reserving capacity on {target}")
+        saga.add("capacity", self._undo(VmOperationActivities.release_capacity, step))
+        await self._control(
+            VmOperationActivities.reserve_capacity, step, f"reserve capacity on {target}"
+        )
+        self._enter(f"migrating to {target}")
+        source = plan.there.source.name
+        saga.add(
+            "migration",
+            self._hypervisor_undo(HypervisorActivities.migrate_vm, plan.back, plan.task_queue),
+        )
+        # Cancelling a live migration half-way is the hypervisor's business, not ours.
+        self._no_return = "the hypervisor is migrating the VM"
+        await self._hypervisor(
+            HypervisorActivities.migrate_vm,
+            plan.there,
+            plan.task_queue,
+            f"live-migrate from {source} to {target}",
+        )
+        self._enter(f"recording Running on {target}")
+        result: dict[str, Any] = await self._control(
+            VmOperationActivities.complete_migration,
+            MigrationStep(
+                job_id=request.job_id,
+                vm_id=request.vm_id,
+                source_host_id=plan.source_host_id,
+                target_host_id=plan.target_host_id,
+            ),
+            f"record Running on {target} and release {source}'s capacity",
+        )
+        return result
+
+
+def _snapshot_step(request: VirtualMachineOperationRequest) -> SnapshotStep:
+    if request.snapshot_id is None:
+        raise ApplicationError(
+            "a VM snapshot job needs its snapshot id",
+            int(ErrorCode.PARAM_ERROR),
+            type="InvalidParameter",
+        )
+    return SnapshotStep(job_id=request.job_id, vm_id=request.vm_id, snapshot_id=request.snapshot_id)
+
+
+@workflow.defn(name="CreateVmSnapshot")
+class CreateVmSnapshot(VirtualMachineJob):
+    """A Running VM's snapshot (with its memory when asked): Allocated -> Creating -> Ready.
+    A failure deletes what the hypervisor made and leaves the snapshot in Error."""
+
+    @workflow.run
+    async def run(self, request: VirtualMachineOperationRequest) -> dict[str, Any]:
+        return await self._execute(request)
+
+    async def perform(self, given: OperationInput, saga: Saga) -> dict[str, Any]:
+        request = given.request
+        step = _snapshot_step(request)
+        await self._begin(given)
+        self._enter("recording the snapshot Creating")
+        order: SnapshotOrder = await self._control(
+            VmOperationActivities.begin_snapshot, given, "record the snapshot Creating"
+        )
+        host = order.on_host.host.name
+        self._enter(f"snapshotting on {host}")
+        saga.add(
+            "snapshot",
+            self._hypervisor_undo(
+                HypervisorActivities.delete_snapshot, order.snapshot, order.on_host.task_queue
+            ),
+        )
+        memory: bool = await self._hypervisor(
+            HypervisorActivities.create_snapshot,
+            order.snapshot,
+            order.on_host.task_queue,
+            f"snapshot{' with memory' if order.memory else ' (disks only)'} on {host}",
+        )
+        self._enter("recording the snapshot Ready")
+        result: dict[str, Any] = await self._control(
+            VmOperationActivities.complete_snapshot,
+            step.model_copy(update={"memory": memory}),
+            "record the snapshot Ready",
+        )
+        return result
+
+
+@workflow.defn(name="RevertToVmSnapshot")
+class RevertToVmSnapshot(VirtualMachineJob):
+    """A Running VM back to a Ready snapshot: Running after a snapshot with memory, Stopped
+    (through Stopping, its host's capacity given back) after a disk-only one. A failure leaves
+    the VM Running on its host and the snapshot Ready."""
+
+    @workflow.run
+    async def run(self, request: VirtualMachineOperationRequest) -> dict[str, Any]:
+        return await self._execute(request)
+
+    async def perform(self, given: OperationInput, saga: Saga) -> dict[str, Any]:
+        request = given.request
+        step = _snapshot_step(request)
+        await self._begin(given)
+        self._enter("recording the revert")
+        order: SnapshotOrder = await self._control(
+            VmOperationActivities.begin_revert, step, "record the snapshot Reverting"
+        )
+        on = order.on_host
+        self._enter(f"reverting on {on.host.name}")
+        # A revert cannot be taken back; what can be is the VM's power: running again.
+        saga.add("power", self._hypervisor_undo(HypervisorActivities.start_vm, on, on.task_queue))
+        self._no_return = "the hypervisor is reverting the VM's disks"
+        await self._hypervisor(
+            HypervisorActivities.revert_snapshot,
+            order.snapshot,
+            on.task_queue,
+            f"revert to the snapshot on {on.host.name}",
+        )
+        if not order.memory:
+            # Powered off by the revert: a stopped VM is defined on no hypervisor.
+            saga.add("definition", self._redefine(request, on))
+            await self._hypervisor(
+                HypervisorActivities.destroy_vm,
+                VmRemoval(host=on.host, vm_id=on.vm_id),
+                on.task_queue,
+                f"undefine on {on.host.name} (disks kept)",
+            )
+        self._enter("recording the revert")
+        result: dict[str, Any] = await self._control(
+            VmOperationActivities.complete_revert,
+            step,
+            "record the snapshot Ready and the VM " + ("Running" if order.memory else "Stopped"),
+        )
+        return result
+
+
+@workflow.defn(name="DeleteVmSnapshot")
+class DeleteVmSnapshot(VirtualMachineJob):
+    """A Ready (or Error) snapshot deleted: Expunging -> Removed. Deleting cannot be undone; a
+    failure leaves the snapshot in Error (CloudStack's rule), to be deleted again."""
+
+    @workflow.run
+    async def run(self, request: VirtualMachineOperationRequest) -> dict[str, Any]:
+        return await self._execute(request)
+
+    async def perform(self, given: OperationInput, saga: Saga) -> dict[str, Any]:
+        request = given.request
+        step = _snapshot_step(request)
+        await self._begin(given)
+        self._enter("recording the snapshot Expunging")
+        order: SnapshotOrder = await self._control(
+            VmOperationActivities.begin_delete_snapshot, step, "record the snapshot Expunging"
+        )
+        host = order.on_host.host.name
+        self._no_return = "the hypervisor is deleting the snapshot"
+        self._enter(f"deleting the snapshot on {host}")
+        await self._hypervisor(
+            HypervisorActivities.delete_snapshot,
+            order.snapshot,
+            order.on_host.task_queue,
+            f"delete the snapshot on {host}",
+        )
+        self._enter("recording the snapshot Removed")
+        result: dict[str, Any] = await self._control(
+            VmOperationActivities.complete_delete_snapshot, step, "record the snapshot Removed"
+        )
+        return result
+
+
 VM_OPERATION_WORKFLOWS: tuple[type, ...] = (
     StartVirtualMachine,
     StopVirtualMachine,
@@ -517,4 +708,8 @@ VM_OPERATION_WORKFLOWS: tuple[type, ...] = (
     DestroyVirtualMachine,
     RecoverVirtualMachine,
     ExpungeVirtualMachine,
+    MigrateVirtualMachine,
+    CreateVmSnapshot,
+    RevertToVmSnapshot,
+    DeleteVmSnapshot,
 )

@@ -218,6 +218,11 @@ class SimulatorDriver:
         with self._lock:
             self._extra("_snapshots").get(vm_id, {}).pop(snapshot_id, None)
 
+    def snapshots_of(self, vm_id: str) -> list[SnapshotInfo]:
+        """Every snapshot the simulator holds of a VM, without fault injection (for tests)."""
+        with self._lock:
+            return list(self._extra("_snapshots").get(vm_id, {}).values())
+
     def list_volume_attachments(self, host: HostRef, vm_id: str) -> list[VolumeAttachment]:
         self._simulate("list_volume_attachments", host)
         with self._lock:

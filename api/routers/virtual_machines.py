@@ -25,9 +25,12 @@ from api.models import (
     Listing,
     VirtualMachineCreate,
     VirtualMachineDestroy,
+    VirtualMachineMigrate,
     VirtualMachinePublic,
     VirtualMachineStop,
     VmJobPublic,
+    VmSnapshotCreate,
+    VmSnapshotPublic,
 )
 from api.reads import consistent_read, scoped_account
 from domain.deployment import (
@@ -36,7 +39,7 @@ from domain.deployment import (
     validate_deployment,
     virtual_machine_id_for,
 )
-from domain.errors import ErrorCode
+from domain.errors import ErrorCode, IllegalStateTransition
 from domain.job_requests import (
     DeploymentOrder,
     DeployVirtualMachineRequest,
@@ -45,6 +48,7 @@ from domain.job_requests import (
     VmOperation,
 )
 from domain.vm_operations import refusal_at_submission
+from domain.vm_snapshot import VmSnapshotState, vm_snapshot_id_for
 from domain.zone import Zone
 
 router = APIRouter(prefix="/v1/virtual-machines", tags=["virtual machines"])
@@ -224,6 +228,10 @@ async def _operate(
     *,
     forced: bool = False,
     expunge: bool = False,
+    host_id: UUID | None = None,
+    snapshot_id: UUID | None = None,
+    snapshot_name: str | None = None,
+    memory: bool = False,
 ) -> JobAccepted:
     row = await run_in_threadpool(services.reads.get, TABLE, vm_id)
     if row is None:  # just registered by its deployment? read our writes once
@@ -240,7 +248,16 @@ async def _operate(
         raise refusal
     job_id = job_id_for(caller, idempotency_key)
     what = operation.value + (" (forced)" if forced else "") + (" and expunge" if expunge else "")
+    what += f" to host {host_id}" if host_id is not None else ""
     summary = f"{what.capitalize()} VM {row['name']}"
+    if operation is VmOperation.SNAPSHOT:
+        snapshot_id = vm_snapshot_id_for(job_id)
+        snapshot_name = snapshot_name or f"{row['name']}-snapshot-{job_id.hex[:8]}"
+        what = f"snapshot{' with memory' if memory else ' (disks only)'} {snapshot_name}"
+        summary = f"Snapshot VM {row['name']} as {snapshot_name}"
+    elif snapshot_id is not None:
+        what = f"{operation.value} VM {row['name']}: snapshot {snapshot_id}"
+        summary = what[0].upper() + what[1:]
     request = VirtualMachineOperationRequest(
         job_id=job_id,
         vm_id=vm_id,
@@ -250,6 +267,10 @@ async def _operate(
         forced=forced,
         expunge=expunge,
         expunge_delay_seconds=services.expunge_delay_seconds,
+        host_id=host_id,
+        snapshot_id=snapshot_id,
+        snapshot_name=snapshot_name,
+        memory=memory,
     )
     accepted = await submit_to_vm_queue(
         services,
@@ -272,7 +293,10 @@ async def _operate(
             operation=request,
         ),
     )
-    return _accepted(services, response, accepted.job_id, vm_id)
+    accepted_response = _accepted(services, response, accepted.job_id, vm_id)
+    if operation is VmOperation.SNAPSHOT:
+        accepted_response.vm_snapshot_id = vm_snapshot_id_for(accepted.job_id)
+    return accepted_response
 
 
 _ACCEPTED: dict[str, Any] = {"status_code": status.HTTP_202_ACCEPTED, "response_model": JobAccepted}
@@ -376,6 +400,187 @@ async def expunge_virtual_machine(
 ) -> JobAccepted:
     return await _operate(
         services, caller, vm_id, VmOperation.EXPUNGE, None, response, idempotency_key
+    )
+
+
+@router.post(
+    "/{vm_id}/migrate",
+    summary="Live-migrate a running VM to another host of its cluster (a job; administrators)",
+    **_ACCEPTED,
+)
+async def migrate_virtual_machine(
+    vm_id: UUID,
+    caller: CurrentCaller,
+    services: Services,
+    response: Response,
+    body: VirtualMachineMigrate | None = None,
+    idempotency_key: IdempotencyKey = None,
+) -> JobAccepted:
+    # CloudStack's migrateVirtualMachine is an admin command: users never see hosts.
+    if not caller.is_admin:
+        raise forbidden("only administrators migrate virtual machines")
+    body = body or VirtualMachineMigrate()
+    return await _operate(
+        services,
+        caller,
+        vm_id,
+        VmOperation.MIGRATE,
+        body,
+        response,
+        idempotency_key,
+        host_id=body.host_id,
+    )
+
+
+# -- VM snapshots: created, reverted to and deleted as jobs in the VM's queue ------------------
+SNAPSHOTS_TABLE = "vm_snapshots"
+
+
+@router.post(
+    "/{vm_id}/snapshots",
+    summary="Snapshot a running VM, with its memory if asked (a job)",
+    **_ACCEPTED,
+)
+async def create_vm_snapshot(
+    vm_id: UUID,
+    caller: CurrentCaller,
+    services: Services,
+    response: Response,
+    body: VmSnapshotCreate | None = None,
+    idempotency_key: IdempotencyKey = None,
+) -> JobAccepted:
+    body = body or VmSnapshotCreate()
+    return await _operate(
+        services,
+        caller,
+        vm_id,
+        VmOperation.SNAPSHOT,
+        body,
+        response,
+        idempotency_key,
+        snapshot_name=body.name,
+        memory=body.memory,
+    )
+
+
+@router.get(
+    "/{vm_id}/snapshots",
+    response_model=Listing[VmSnapshotPublic],
+    summary="The VM's snapshots (listVMSnapshot)",
+)
+def list_vm_snapshots(
+    vm_id: UUID,
+    caller: CurrentCaller,
+    services: Services,
+    response: Response,
+    state: str | None = None,
+    include_removed: bool = Query(default=False, description="also list deleted snapshots"),
+    limit: Limit = 50,
+    cursor: Cursor = None,
+    page: PageNumber = None,
+    consistent: Consistent = False,
+) -> Listing[VmSnapshotPublic]:
+    consistent_read(services, SNAPSHOTS_TABLE, consistent, response)
+    row = services.reads.get(TABLE, vm_id)
+    if row is None or not caller.may_see(row["account_id"]):
+        raise not_found(f"virtual machine {vm_id}", ("path", "vm_id"))
+    filters = {
+        "vm_id": vm_id,
+        "state": state,
+        "is_removed": None if include_removed else False,
+    }
+    found = services.reads.page(SNAPSHOTS_TABLE, filters, limit=limit, cursor=cursor, page=page)
+    return Listing[VmSnapshotPublic](
+        data=[VmSnapshotPublic(**r) for r in found.data],
+        count=found.count,
+        next_cursor=found.next_cursor,
+    )
+
+
+async def _snapshot_job(
+    services: Services,
+    caller: Caller,
+    vm_id: UUID,
+    snapshot_id: UUID,
+    operation: VmOperation,
+    allowed: frozenset[VmSnapshotState],
+    response: Response,
+    idempotency_key: str | None,
+) -> JobAccepted:
+    """Revert to or delete a snapshot: refused at once when the listing shows it cannot be."""
+    snapshot = await run_in_threadpool(services.reads.get, SNAPSHOTS_TABLE, snapshot_id)
+    if snapshot is None:  # just made? read our writes once
+        await run_in_threadpool(
+            services.reads.wait_until_current, SNAPSHOTS_TABLE, services.consistency_timeout
+        )
+        snapshot = await run_in_threadpool(services.reads.get, SNAPSHOTS_TABLE, snapshot_id)
+    if (
+        snapshot is None
+        or snapshot["vm_id"] != vm_id
+        or snapshot["is_removed"]
+        or not caller.may_see(snapshot["account_id"])
+    ):
+        raise not_found(f"snapshot {snapshot_id} of virtual machine {vm_id}", ("path", "sid"))
+    if snapshot["state"] not in {s.value for s in allowed}:
+        raise IllegalStateTransition(
+            f"cannot {operation.value} VM snapshot {snapshot['name']} in state "
+            f"{snapshot['state']} (it must be {' or '.join(sorted(allowed))})"
+        )
+    return await _operate(
+        services,
+        caller,
+        vm_id,
+        operation,
+        None,
+        response,
+        idempotency_key,
+        snapshot_id=snapshot_id,
+    )
+
+
+@router.post(
+    "/{vm_id}/snapshots/{sid}/revert",
+    summary="Revert a running VM to a snapshot (a job): Running with memory, else Stopped",
+    **_ACCEPTED,
+)
+async def revert_to_vm_snapshot(
+    vm_id: UUID,
+    sid: UUID,
+    caller: CurrentCaller,
+    services: Services,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
+) -> JobAccepted:
+    return await _snapshot_job(
+        services,
+        caller,
+        vm_id,
+        sid,
+        VmOperation.REVERT_TO_SNAPSHOT,
+        frozenset({VmSnapshotState.READY}),
+        response,
+        idempotency_key,
+    )
+
+
+@router.delete("/{vm_id}/snapshots/{sid}", summary="Delete a VM snapshot (a job)", **_ACCEPTED)
+async def delete_vm_snapshot(
+    vm_id: UUID,
+    sid: UUID,
+    caller: CurrentCaller,
+    services: Services,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
+) -> JobAccepted:
+    return await _snapshot_job(
+        services,
+        caller,
+        vm_id,
+        sid,
+        VmOperation.DELETE_SNAPSHOT,
+        frozenset({VmSnapshotState.READY, VmSnapshotState.ERROR}),
+        response,
+        idempotency_key,
     )
 
 

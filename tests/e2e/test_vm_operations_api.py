@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from typing import Any
 
 from tests.e2e.conftest import Stack, wait_for_job
@@ -101,3 +102,98 @@ async def test_the_queue_is_visible_and_jobs_cancel_or_refuse_409(stack: Stack) 
         finally:
             await http.delete(f"/v1/simulator/faults/{fault['fault_id']}")
         assert (await vm_state(http, vm_id))["state"] == "Running"
+
+
+async def test_migrate_over_http_moves_the_vm_within_its_cluster_and_bad_requests_fail(
+    stack: Stack,
+) -> None:
+    async with stack.http() as http:
+        accepted = (await http.post("/v1/virtual-machines", json=order(stack, name="mig"))).json()
+        vm_id = accepted["virtual_machine_id"]
+        assert (await wait_for_job(http, accepted["job_id"]))["status"] == "succeeded"
+        source = (await vm_state(http, vm_id))["host_id"]
+
+        moved = await http.post(f"/v1/virtual-machines/{vm_id}/migrate", json={})
+        assert moved.status_code == 202, moved.text
+        job = await wait_for_job(http, moved.json()["job_id"])
+        assert job["status"] == "succeeded" and job["job_type"] == "MigrateVirtualMachine"
+        now = await vm_state(http, vm_id)
+        assert now["state"] == "Running" and now["host_id"] not in (None, source)
+        on_hypervisor = {
+            str(h): [v.vm_id for v in stack.driver.vms_on(str(h))] for h in stack.zone.host_ids
+        }
+        assert [h for h, vms in on_hypervisor.items() if vm_id in vms] == [now["host_id"]]
+
+        # A host outside the VM's cluster: the job fails with 431 and the VM stays put.
+        index = [str(h) for h in stack.zone.host_ids].index(now["host_id"])
+        elsewhere = str(stack.zone.host_ids[(index + 2) % len(stack.zone.host_ids)])
+        wrong = await http.post(
+            f"/v1/virtual-machines/{vm_id}/migrate", json={"host_id": elsewhere}
+        )
+        assert wrong.status_code == 202, wrong.text
+        job = await wait_for_job(http, wrong.json()["job_id"])
+        assert job["status"] == "failed" and job["error_code"] == 431, job
+        assert (await vm_state(http, vm_id))["host_id"] == now["host_id"]
+
+        # A stopped VM cannot be live-migrated: refused at once.
+        stop = await http.post(f"/v1/virtual-machines/{vm_id}/stop")
+        assert (await wait_for_job(http, stop.json()["job_id"]))["status"] == "succeeded"
+        refused = await http.post(f"/v1/virtual-machines/{vm_id}/migrate")
+        assert refused.status_code == 409 and refused.json()["errorcode"] == 431
+        assert "Running" in refused.json()["detail"][0]["msg"]
+
+
+async def test_vm_snapshots_over_http_create_list_revert_delete_and_bad_states_4xx(
+    stack: Stack,
+) -> None:
+    async with stack.http() as http:
+        accepted = (await http.post("/v1/virtual-machines", json=order(stack, name="snap"))).json()
+        vm_id = accepted["virtual_machine_id"]
+        assert (await wait_for_job(http, accepted["job_id"]))["status"] == "succeeded"
+        base = f"/v1/virtual-machines/{vm_id}/snapshots"
+
+        made: dict[str, str] = {}
+        for name, memory in (("with-memory", True), ("disks-only", False)):
+            response = await http.post(base, json={"name": name, "memory": memory})
+            assert response.status_code == 202, response.text
+            job = await wait_for_job(http, response.json()["job_id"])
+            assert job["status"] == "succeeded" and job["job_type"] == "CreateVmSnapshot", job
+            made[name] = response.json()["vm_snapshot_id"]
+        listing = (await http.get(base, params={"consistent": "true"})).json()
+        assert listing["count"] == 2
+        rows = {row["id"]: row for row in listing["data"]}
+        assert rows[made["with-memory"]]["memory"] is True
+        assert rows[made["disks-only"]]["memory"] is False
+        assert {row["state"] for row in rows.values()} == {"Ready"}
+
+        for name, state in (("with-memory", "Running"), ("disks-only", "Stopped")):
+            response = await http.post(f"{base}/{made[name]}/revert")
+            assert response.status_code == 202, response.text
+            job = await wait_for_job(http, response.json()["job_id"])
+            assert job["status"] == "succeeded" and job["job_type"] == "RevertToVmSnapshot"
+            assert (await vm_state(http, vm_id))["state"] == state
+
+        # The VM is Stopped now: no snapshot of it (431), but its snapshots can be deleted.
+        refused = await http.post(base, json={"name": "too-late"})
+        assert refused.status_code == 409 and refused.json()["errorcode"] == 431
+        assert "must be Running" in refused.json()["detail"][0]["msg"]
+        deleted = await http.delete(f"{base}/{made['with-memory']}")
+        assert deleted.status_code == 202, deleted.text
+        job = await wait_for_job(http, deleted.json()["job_id"])
+        assert job["status"] == "succeeded" and job["job_type"] == "DeleteVmSnapshot"
+        listing = (await http.get(base, params={"consistent": "true"})).json()
+        assert [row["id"] for row in listing["data"]] == [made["disks-only"]]
+        everything = (
+            await http.get(base, params={"consistent": "true", "include_removed": "true"})
+        ).json()
+        assert {row["id"]: row["state"] for row in everything["data"]}[
+            made["with-memory"]
+        ] == "Removed"
+
+        # A deleted snapshot, or one that does not exist, is not there to revert to or delete.
+        gone = await http.post(f"{base}/{made['with-memory']}/revert")
+        assert gone.status_code == 404, gone.text
+        unknown = await http.delete(f"{base}/{uuid.uuid4()}")
+        assert unknown.status_code == 404, unknown.text
+        kept = [s.snapshot_id for s in stack.driver.snapshots_of(vm_id)]
+        assert kept == [made["disks-only"]]

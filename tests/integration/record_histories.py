@@ -3,7 +3,8 @@
 What is recorded: DeployVirtualMachine (success, retry on the next host, unwind); a VM's
 VirtualMachineQueue that ran a deployment and every operation (its whole life, until expunged),
 and one whose jobs were terminated from outside; each operation workflow once succeeding and
-once failing and unwinding; AddHost; one run of PowerStateSync.
+once failing and unwinding (migrate, and the VM snapshot jobs, on VMs of their own); AddHost;
+one run of PowerStateSync.
 
 Run when a workflow changes on purpose (behind `workflow.patched()`). A history whose file exists
 is kept, so the old recordings go on proving that old runs still replay; delete a file to record
@@ -34,6 +35,7 @@ from domain.cloud import Cloud, postgres_env
 from domain.ids import derived_id
 from domain.infrastructure import AddHostRequest, PowerStateSyncInput, host_id_for
 from domain.job_requests import JobAttribute, VmOperation, vm_queue_id
+from domain.vm_snapshot import vm_snapshot_id_for
 from tests.integration.vm_jobs import deploy, submit
 from tests.support import Harness, fail_before, running_worker, seed_zone
 from workers.demo_cloud import DemoCloud
@@ -49,6 +51,10 @@ FIRST_FAILS_AT: dict[str, str] = {
     S.DESTROY.job_type: "vm.complete_destroy",
     S.RECOVER.job_type: "vm.recover",
     S.EXPUNGE.job_type: "hypervisor.delete_volume",
+    S.MIGRATE.job_type: "vm.complete_migration",
+    S.SNAPSHOT.job_type: "hypervisor.create_snapshot",
+    S.REVERT_TO_SNAPSHOT.job_type: "vm.complete_revert",
+    S.DELETE_SNAPSHOT.job_type: "vm.complete_delete_snapshot",
 }
 
 
@@ -82,6 +88,8 @@ async def record(database_url: str, temporal_binary: str) -> None:
         await record_deployments(env.client, cloud, zone)
         await record_vm_life(env.client, cloud, zone)
         await record_terminated_jobs(env.client, cloud, zone)
+        await record_migrations(env.client, cloud, zone)
+        await record_vm_snapshots(env.client, cloud, zone)
         await record_infrastructure(env.client, cloud, zone)
     finally:
         cloud.close()
@@ -145,6 +153,37 @@ async def record_terminated_jobs(client: Client, cloud: Cloud, zone: DemoCloud) 
         harness.faults.clear()
         await run(harness, zone, vm_id, S.DESTROY, None, expunge=True)
         await save(client.get_workflow_handle(vm_queue_id(vm_id)), "vm_queue_terminated_job")
+
+
+async def record_migrations(client: Client, cloud: Cloud, zone: DemoCloud) -> None:
+    """A live migration failing after the VM moved (so its unwind moves it back), then one
+    succeeding."""
+    async with running_worker(client, cloud, around=first_job_of_each_type_fails()) as harness:
+        deploy_job, vm_id = await deploy(harness, zone, "recorded-migrations")
+        await wait(client, deploy_job)
+        await run(harness, zone, vm_id, S.MIGRATE, "migrate_vm_fails_and_unwinds")
+        await run(harness, zone, vm_id, S.MIGRATE, "migrate_vm_succeeds")
+
+
+async def record_vm_snapshots(client: Client, cloud: Cloud, zone: DemoCloud) -> None:
+    """Each VM snapshot job failing once (late, so its unwind has work) and then succeeding:
+    a disk-only snapshot made, reverted to (the VM ends Stopped), deleted."""
+    async with running_worker(client, cloud, around=first_job_of_each_type_fails()) as harness:
+        deploy_job, vm_id = await deploy(harness, zone, "recorded-vm-snapshots")
+        await wait(client, deploy_job)
+        for name in ("create_vm_snapshot_fails_and_unwinds", "create_vm_snapshot_succeeds"):
+            job_id = uuid.uuid4()
+            snapshot_id = vm_snapshot_id_for(job_id)
+            await run(
+                harness, zone, vm_id, S.SNAPSHOT, name, job_id=job_id, snapshot_id=snapshot_id
+            )
+        for operation, prefix in (
+            (S.REVERT_TO_SNAPSHOT, "revert_to_vm_snapshot"),
+            (S.DELETE_SNAPSHOT, "delete_vm_snapshot"),
+        ):
+            for outcome in ("fails_and_unwinds", "succeeds"):
+                name = f"{prefix}_{outcome}"
+                await run(harness, zone, vm_id, operation, name, snapshot_id=snapshot_id)
 
 
 async def record_infrastructure(client: Client, cloud: Cloud, zone: DemoCloud) -> None:

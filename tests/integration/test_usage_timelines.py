@@ -21,6 +21,7 @@ from domain.aggregate import CloudAggregate
 from domain.catalog import GIB
 from domain.cloud import Cloud, postgres_env
 from domain.virtual_machine import VmEvent
+from domain.vm_snapshot import VmSnapshot, VmSnapshotEvent
 from domain.volume import Volume, VolumeEvent
 from projections.usage import UsageProjection
 from projections.usage_records import RecordQuery
@@ -249,3 +250,68 @@ def test_daily_records_in_a_timezone_sum_the_day(
     # The template is still registered: 09:10 UTC to the local midnight (23:00 UTC).
     assert got[("TEMPLATE", str(ids["template"]), day, 2 * GIB)] == minutes(50 + 13 * 60)
     assert {r["end_date"] for r in found} == {"2024-03-13T00:00:00+01:00"}
+
+
+def test_a_vm_snapshot_is_metered_from_ready_until_removed(database_url: str) -> None:
+    """VM_SNAPSHOT (25) as declared in `projections.usage_types`: made Ready at 11:15, reverted
+    at 11:40 (no break), a delete failing at 12:00 leaves it in Error (still stored, still
+    metered), deleted at 12:30. A snapshot whose create failed was never Ready: not metered."""
+    snap_event = VmSnapshotEvent
+    with own_database(database_url) as url:
+        cloud = Cloud(env=postgres_env(url))
+        try:
+            t = Timeline(cloud)
+            t.account(utc("2024-03-12 08:00"))
+            vm = t.deploy(utc("2024-03-12 10:00"))
+
+            def snapshot(name: str, at: str) -> VmSnapshot:
+                with clock(utc(at)):
+                    made = VmSnapshot(
+                        vm_id=vm.id,
+                        name=name,
+                        account_id=t.account_id,
+                        zone_id=t.zone_id,
+                        memory_requested=True,
+                        job_id=uuid.uuid4(),
+                    )
+                    made.transition(snap_event.CREATE_REQUESTED, f"{name}/create")
+                return made
+
+            def step(made: VmSnapshot, at: str, *events: VmSnapshotEvent) -> None:
+                with clock(utc(at)):
+                    for n, snapshot_event in enumerate(events):
+                        made.transition(snapshot_event, f"{made.name}/{at}/{n}")
+                cloud.save(made)
+
+            kept = snapshot("vm-snap-1", "2024-03-12 11:14")
+            with clock(utc("2024-03-12 11:15")):
+                kept.record_created(True, "made")
+            cloud.save(kept)
+            step(kept, "2024-03-12 11:40", snap_event.REVERT_REQUESTED)
+            step(kept, "2024-03-12 11:41", snap_event.OPERATION_SUCCEEDED)
+            step(kept, "2024-03-12 12:00", snap_event.EXPUNGE_REQUESTED)
+            step(kept, "2024-03-12 12:01", snap_event.OPERATION_FAILED)  # Error, still there
+            step(
+                kept,
+                "2024-03-12 12:30",
+                snap_event.EXPUNGE_REQUESTED,
+                snap_event.OPERATION_SUCCEEDED,
+            )
+            failed = snapshot("vm-snap-failed", "2024-03-12 11:20")
+            step(failed, "2024-03-12 11:21", snap_event.OPERATION_FAILED)
+
+            project(postgres_env(url), cloud)
+            found = records(
+                url,
+                HOURLY,
+                period("2024-03-12 09:00", "2024-03-12 15:00", usage_type=UsageType.VM_SNAPSHOT),
+            )
+        finally:
+            cloud.close()
+    h = "2024-03-12T{:02d}:00:00+00:00".format
+    assert by_key(found) == {
+        ("VM_SNAPSHOT", str(kept.id), h(11), None): minutes(45),
+        ("VM_SNAPSHOT", str(kept.id), h(12), None): minutes(30),
+    }
+    assert {r["usage_type"] for r in found} == {25}
+    assert {r["description"] for r in found} == {"VM snapshot vm-snap-1 usage time"}

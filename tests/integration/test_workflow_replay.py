@@ -14,15 +14,21 @@ from workers.worker import WORKFLOWS
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 
 
-#: Every workflow with a recording, each job once succeeding and once unwinding, the queue with
-#: a terminated job (the `record-terminated-jobs` patch), AddHost and a PowerStateSync run.
+#: Every workflow with a recording, each job (VM snapshot jobs included) once succeeding and
+#: once unwinding, the queue with a terminated job (the `record-terminated-jobs` patch),
+#: AddHost and a PowerStateSync run.
 EXPECTED = {
     "deploy_succeeds",
     "deploy_retries_next_host",
     "deploy_fails_and_unwinds",
     *(
         f"{operation}_vm_{outcome}"
-        for operation in ("start", "stop", "reboot", "destroy", "recover", "expunge")
+        for operation in ("start", "stop", "reboot", "destroy", "recover", "expunge", "migrate")
+        for outcome in ("succeeds", "fails_and_unwinds")
+    ),
+    *(
+        f"{operation}_vm_snapshot_{outcome}"
+        for operation in ("create", "revert_to", "delete")
         for outcome in ("succeeds", "fails_and_unwinds")
     ),
     "vm_queue_lifecycle",
@@ -33,7 +39,7 @@ EXPECTED = {
 
 
 def test_there_are_recorded_histories_to_replay() -> None:
-    assert len(HISTORIES) >= len(EXPECTED) == 19
+    assert len(HISTORIES) >= len(EXPECTED) == 27
     missing = EXPECTED - {p.stem for p in HISTORIES}
     assert not missing, f"record them: python -m tests.integration.record_histories ({missing})"
 

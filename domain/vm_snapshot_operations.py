@@ -1,0 +1,171 @@
+"""VM snapshots as the domain sees them: create, revert to, delete. Each a job in the VM's queue
+(so a snapshot never races a stop or a migration of its VM), each step a decision over the event
+store, idempotent by a command id built from the job id.
+
+CloudStack's rules: a snapshot is taken of a Running VM (a disk-only snapshot of a Stopped VM
+needs a host to take it, which a stopped VM does not hold here, so it is refused with 431);
+reverting to a snapshot with memory leaves the VM Running, to a disk-only one leaves it Stopped
+(through Stopping, as a stop does: the host's capacity is given back).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from domain.cloud import Cloud, Decision
+from domain.errors import IllegalStateTransition, NotFound
+from domain.job import Job
+from domain.job_requests import VirtualMachineOperationRequest
+from domain.virtual_machine import VirtualMachine, VmEvent, VmState
+from domain.vm_operations import _stopped, _succeed
+from domain.vm_snapshot import IN_PROGRESS, VmSnapshot, VmSnapshotEvent
+
+_E = VmSnapshotEvent
+
+
+@dataclass(frozen=True)
+class SnapshotPlace:
+    """Where the hypervisor holds the snapshot, and whether it captured memory."""
+
+    host_id: UUID
+    memory: bool
+
+
+def _snapshot_of(d: Decision, vm_id: UUID, snapshot_id: UUID) -> VmSnapshot:
+    snapshot = d.find(VmSnapshot, snapshot_id)
+    if snapshot is None or snapshot.vm_id != vm_id:
+        raise NotFound(
+            f"virtual machine {vm_id} has no snapshot {snapshot_id}", field="snapshot_id"
+        )
+    return snapshot
+
+
+def _running_host(vm: VirtualMachine) -> UUID:
+    if vm.state is not VmState.RUNNING or vm.host_id is None:
+        raise IllegalStateTransition(
+            f"virtual machine {vm.name} must be Running for this (it is {vm.state})"
+        )
+    return vm.host_id
+
+
+def begin_create(cloud: Cloud, request: VirtualMachineOperationRequest) -> SnapshotPlace:
+    """The snapshot allocated under its derived id and Creating, on the VM's host."""
+    job_id, snapshot_id = request.job_id, _required_id(request)
+
+    def decide(d: Decision) -> SnapshotPlace:
+        vm = d.get(VirtualMachine, request.vm_id)
+        host_id = _running_host(vm)
+        snapshot = d.find(VmSnapshot, snapshot_id)
+        if snapshot is None:
+            snapshot = d.add(
+                VmSnapshot.create_with_id(
+                    snapshot_id,
+                    vm_id=vm.id,
+                    name=request.snapshot_name or f"{vm.name}-snapshot",
+                    account_id=vm.account_id,
+                    zone_id=vm.zone_id,
+                    memory_requested=request.memory,
+                    job_id=job_id,
+                )
+            )
+        snapshot.transition(_E.CREATE_REQUESTED, f"{job_id}/snapshot-create-requested")
+        d.get(Job, job_id).enter_step(
+            f"creating snapshot {snapshot.name}", f"{job_id}/snapshot-creating-step"
+        )
+        return SnapshotPlace(host_id=host_id, memory=request.memory)
+
+    return cloud.decide(decide)
+
+
+def complete_create(
+    cloud: Cloud, job_id: UUID, vm_id: UUID, snapshot_id: UUID, memory: bool
+) -> dict[str, Any]:
+    def decide(d: Decision) -> dict[str, Any]:
+        snapshot = _snapshot_of(d, vm_id, snapshot_id)
+        snapshot.record_created(memory, f"{job_id}/snapshot-created")
+        vm = d.get(VirtualMachine, vm_id)
+        return _succeed(d, job_id, vm, vm_snapshot_id=str(snapshot_id), memory=snapshot.memory)
+
+    return cloud.decide(decide)
+
+
+def begin_revert(cloud: Cloud, job_id: UUID, vm_id: UUID, snapshot_id: UUID) -> SnapshotPlace:
+    """Ready -> Reverting; for a disk-only snapshot the VM also goes Running -> Stopping, since
+    the revert leaves it powered off."""
+
+    def decide(d: Decision) -> SnapshotPlace:
+        vm = d.get(VirtualMachine, vm_id)
+        snapshot = _snapshot_of(d, vm_id, snapshot_id)
+        if not snapshot.has_applied(f"{job_id}/revert-requested"):
+            host_id = _running_host(vm)
+        elif vm.host_id is not None:
+            host_id = vm.host_id
+        else:  # a repeat after the revert was recorded: nothing left to do on a host
+            raise IllegalStateTransition(f"virtual machine {vm.name} is on no host")
+        snapshot.transition(_E.REVERT_REQUESTED, f"{job_id}/revert-requested")
+        if not snapshot.memory:
+            vm.transition(VmEvent.STOP_REQUESTED, f"{job_id}/stop-requested")
+        d.get(Job, job_id).enter_step(
+            f"reverting to snapshot {snapshot.name}", f"{job_id}/reverting-step"
+        )
+        return SnapshotPlace(host_id=host_id, memory=snapshot.memory)
+
+    return cloud.decide(decide)
+
+
+def complete_revert(cloud: Cloud, job_id: UUID, vm_id: UUID, snapshot_id: UUID) -> dict[str, Any]:
+    def decide(d: Decision) -> dict[str, Any]:
+        snapshot = _snapshot_of(d, vm_id, snapshot_id)
+        snapshot.transition(_E.OPERATION_SUCCEEDED, f"{job_id}/reverted")
+        vm = d.get(VirtualMachine, vm_id)
+        if vm.state is VmState.STOPPING:
+            _stopped(d, job_id, vm)
+        return _succeed(d, job_id, vm, vm_snapshot_id=str(snapshot_id))
+
+    return cloud.decide(decide)
+
+
+def begin_delete(cloud: Cloud, job_id: UUID, vm_id: UUID, snapshot_id: UUID) -> SnapshotPlace:
+    """Ready or Error -> Expunging, on the host the VM runs on (or last ran on, if stopped)."""
+
+    def decide(d: Decision) -> SnapshotPlace:
+        vm = d.get(VirtualMachine, vm_id)
+        snapshot = _snapshot_of(d, vm_id, snapshot_id)
+        host_id = vm.host_id or vm.last_host_id
+        if host_id is None:
+            raise IllegalStateTransition(f"virtual machine {vm.name} has never run on a host")
+        snapshot.transition(_E.EXPUNGE_REQUESTED, f"{job_id}/expunge-requested")
+        d.get(Job, job_id).enter_step(
+            f"deleting snapshot {snapshot.name}", f"{job_id}/deleting-step"
+        )
+        return SnapshotPlace(host_id=host_id, memory=snapshot.memory)
+
+    return cloud.decide(decide)
+
+
+def complete_delete(cloud: Cloud, job_id: UUID, vm_id: UUID, snapshot_id: UUID) -> dict[str, Any]:
+    def decide(d: Decision) -> dict[str, Any]:
+        snapshot = _snapshot_of(d, vm_id, snapshot_id)
+        snapshot.transition(_E.OPERATION_SUCCEEDED, f"{job_id}/removed")
+        vm = d.get(VirtualMachine, vm_id)
+        return _succeed(d, job_id, vm, vm_snapshot_id=str(snapshot_id))
+
+    return cloud.decide(decide)
+
+
+def record_failed(d: Decision, request: VirtualMachineOperationRequest, reason: str) -> None:
+    """Part of a snapshot job's failure record: the snapshot its job left in progress moves on
+    as CloudStack's machine says (Creating/Expunging -> Error, Reverting -> Ready)."""
+    if request.snapshot_id is None:
+        return
+    snapshot = d.find(VmSnapshot, request.snapshot_id)
+    if snapshot is not None and snapshot.state in IN_PROGRESS:
+        snapshot.transition(_E.OPERATION_FAILED, f"{request.job_id}/snapshot-failed", reason=reason)
+
+
+def _required_id(request: VirtualMachineOperationRequest) -> UUID:
+    if request.snapshot_id is None:
+        raise IllegalStateTransition("a VM snapshot job needs its snapshot id")
+    return request.snapshot_id

@@ -69,6 +69,9 @@ STEPS: dict[tuple[VmOperation, bool], list[str]] = {
 }
 
 
+LIFECYCLE: list[VmOperation] = [op for op in VmOperation if (op, False) in STEPS]
+
+
 @dataclass(frozen=True)
 class Command:
     operation: VmOperation
@@ -92,7 +95,9 @@ class Command:
 
 @st.composite
 def commands(draw: st.DrawFn) -> Command:
-    operation = draw(st.sampled_from(list(VmOperation)))
+    # The lifecycle operations this property is about (migration and snapshots have their own
+    # saga tests), in a stable order so hypothesis can shrink and replay.
+    operation = draw(st.sampled_from(LIFECYCLE))
     stops = operation in (S.STOP, S.DESTROY)
     return Command(
         operation=operation,

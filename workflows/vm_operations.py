@@ -166,6 +166,7 @@ class VirtualMachineJob:
         return result
 
     async def perform(self, given: OperationInput, saga: Saga) -> dict[str, Any]:
+        """The operation's own steps: every VM job workflow implements it."""
         raise NotImplementedError
 
     # -- steps shared by several operations -------------------------------------------------

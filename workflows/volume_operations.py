@@ -87,6 +87,8 @@ class VolumeJob(VirtualMachineJob):
         try:
             result = await self.perform_volume(given, saga)
         except BaseException as error:
+            if isinstance(error, GeneratorExit):
+                raise  # the worker dropped this run from its cache: nothing to unwind here
             self._no_return = self._no_return or "it is already unwinding"
             cancelled = is_cancellation(error)
             code, text, kind = failure_of(error)
@@ -110,6 +112,7 @@ class VolumeJob(VirtualMachineJob):
         return result
 
     async def perform_volume(self, given: VolumeJobInput, saga: Saga) -> dict[str, Any]:
+        """The operation's own steps: every volume job workflow implements it."""
         raise NotImplementedError
 
     @staticmethod

@@ -38,6 +38,15 @@ def no_faults() -> list[Mapping[str, Any]]:
     return []
 
 
+def pause(seconds: float, slice_seconds: float = 0.1) -> None:
+    """Sleep in short slices: an activity's cancellation is raised into its thread between
+    Python instructions, so a simulated delay can be cut short the way a real driver call can
+    be aborted, instead of running to its end inside one C-level sleep."""
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        time.sleep(min(slice_seconds, left))
+
+
 @dataclass(frozen=True)
 class SimulatedVm:
     spec: VirtualMachineSpec
@@ -72,7 +81,7 @@ class SimulatorDriver:
         ]
         for fault in sorted(matching, key=lambda f: f["action"] != "delay"):
             if fault["action"] == "delay":
-                time.sleep(float(fault["delay_seconds"]))
+                pause(float(fault["delay_seconds"]))
             elif fault["action"] == "fail":
                 message = fault.get("message") or (
                     f"simulated failure of {operation} on host {host.name}"

@@ -191,7 +191,8 @@ async def test_a_queued_job_cancelled_leaves_the_queue_and_a_running_start_unwin
         assert (await outcome(temporal_client, deploy_job))[0] == "succeeded"
         assert (await run_job(harness, zone, vm_id, S.STOP))[1] == "succeeded"
         harness.faults.append(
-            {"operation": "start_vm", "action": "delay", "delay_seconds": 3, "host_id": None}
+            # Long enough that the cancel lands mid-call on a busy machine; it cuts it short.
+            {"operation": "start_vm", "action": "delay", "delay_seconds": 30, "host_id": None}
         )
         start = await submit(temporal_client, harness.task_queue, zone, vm_id, S.START)
         queued = await submit(temporal_client, harness.task_queue, zone, vm_id, S.REBOOT)
@@ -219,7 +220,7 @@ async def test_a_queued_job_cancelled_leaves_the_queue_and_a_running_start_unwin
         # Past its point of no return (a reboot once the hypervisor is asked), cancel is refused.
         assert (await run_job(harness, zone, vm_id, S.START))[1] == "succeeded"
         harness.faults.append(
-            {"operation": "reboot_vm", "action": "delay", "delay_seconds": 2, "host_id": None}
+            {"operation": "reboot_vm", "action": "delay", "delay_seconds": 5, "host_id": None}
         )
         reboot = await submit(temporal_client, harness.task_queue, zone, vm_id, S.REBOOT)
         rebooting = temporal_client.get_workflow_handle(str(reboot.job_id))

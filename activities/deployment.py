@@ -6,8 +6,6 @@ aggregates into what the workflow and the hypervisor worker need next.
 
 from __future__ import annotations
 
-from uuid import UUID
-
 from temporalio import activity
 
 from activities.deployment_models import (
@@ -24,15 +22,14 @@ from activities.deployment_models import (
     VolumeRemoval,
 )
 from activities.drivers.hypervisor import (
-    HostRef,
     NicSpec,
-    StoragePoolRef,
     TemplateRef,
     VirtualMachineSpec,
     VolumeInfo,
     VolumeSpec,
 )
 from activities.errors import reports_cloud_errors
+from activities.refs import host_ref, pool_ref
 from domain import deployment
 from domain.catalog import Template
 from domain.cloud import Cloud
@@ -40,7 +37,6 @@ from domain.cluster import Cluster
 from domain.guest_network import GuestNetwork
 from domain.host import Host
 from domain.placement import AvoidSet
-from domain.storage import PrimaryStorage
 from domain.virtual_machine import VirtualMachine
 from domain.volume import Volume
 
@@ -97,8 +93,8 @@ class DeploymentActivities:
         volume = self.cloud.load(Volume, deployment.root_volume_id_for(step.job_id))
         template = self.cloud.load(Template, volume.template_id) if volume.template_id else None
         return VolumeOrder(
-            host=self._host_ref(step.host_id),
-            pool=self._pool_ref(step.pool_id),
+            host=host_ref(self.cloud, step.host_id),
+            pool=pool_ref(self.cloud, step.pool_id),
             spec=VolumeSpec(
                 volume_id=str(volume.id),
                 name=volume.name,
@@ -143,8 +139,8 @@ class DeploymentActivities:
     def root_volume_removal(self, step: StepInput) -> VolumeRemoval:
         """Where the root disk would be, for the hypervisor worker to delete it."""
         return VolumeRemoval(
-            host=self._host_ref(step.host_id),
-            pool=self._pool_ref(step.pool_id),
+            host=host_ref(self.cloud, step.host_id),
+            pool=pool_ref(self.cloud, step.pool_id),
             volume_id=str(deployment.root_volume_id_for(step.job_id)),
         )
 
@@ -178,7 +174,7 @@ class DeploymentActivities:
                 ),
             )
         return VmLaunch(
-            host=self._host_ref(step.host_id),
+            host=host_ref(self.cloud, step.host_id),
             spec=VirtualMachineSpec(
                 vm_id=str(vm.id),
                 name=vm.name,
@@ -212,20 +208,4 @@ class DeploymentActivities:
             submitted_at=outcome.submitted_at,
             summary=outcome.summary,
             cancelled=outcome.cancelled,
-        )
-
-    def _host_ref(self, host_id: UUID) -> HostRef:
-        host = self.cloud.load(Host, host_id)
-        return HostRef(
-            host_id=str(host.id),
-            name=host.name,
-            address=host.address,
-            cluster_id=str(host.cluster_id),
-            hypervisor=host.hypervisor,
-        )
-
-    def _pool_ref(self, pool_id: UUID) -> StoragePoolRef:
-        pool = self.cloud.load(PrimaryStorage, pool_id)
-        return StoragePoolRef(
-            pool_id=str(pool.id), name=pool.name, path=pool.path, scope=pool.scope.value
         )

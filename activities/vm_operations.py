@@ -13,13 +13,12 @@ from temporalio import activity
 
 from activities.deployment_models import Placement, VmLaunch, VmRemoval, VolumeRemoval
 from activities.drivers.hypervisor import (
-    HostRef,
     NicSpec,
-    StoragePoolRef,
     VirtualMachineSpec,
     VolumeInfo,
 )
 from activities.errors import reports_cloud_errors
+from activities.refs import host_ref, pool_ref
 from activities.vm_operation_models import (
     Begun,
     DestroyStep,
@@ -46,7 +45,6 @@ from domain.errors import IllegalStateTransition
 from domain.guest_network import GuestNetwork
 from domain.host import Host
 from domain.placement import AvoidSet
-from domain.storage import PrimaryStorage
 from domain.virtual_machine import VirtualMachine
 from domain.volume import Volume
 from domain.volume_attachments import VolumeAttachments, attachments_id_for
@@ -178,7 +176,7 @@ class VmOperationActivities:
         vm = self.cloud.load(VirtualMachine, given.vm_id)
         if vm.host_id is None:  # plan_migration refused that already; a type guard here
             raise IllegalStateTransition(f"virtual machine {vm.name} is on no host")
-        source, target = self._host_ref(vm.host_id), self._host_ref(plan.host_id)
+        source, target = host_ref(self.cloud, vm.host_id), host_ref(self.cloud, plan.host_id)
         return MigrationPlan(
             source_host_id=vm.host_id,
             target_host_id=plan.host_id,
@@ -261,12 +259,12 @@ class VmOperationActivities:
         plan = vm_operations.begin_expunge(self.cloud, step.job_id, step.vm_id)
         order = ExpungeOrder()
         if plan.vm_host_id is not None:
-            order.vm = VmRemoval(host=self._host_ref(plan.vm_host_id), vm_id=str(step.vm_id))
+            order.vm = VmRemoval(host=host_ref(self.cloud, plan.vm_host_id), vm_id=str(step.vm_id))
             order.vm_task_queue = self._task_queue(plan.vm_host_id)
         if plan.pool_id is not None and plan.volume_host_id is not None:
             order.volume = VolumeRemoval(
-                host=self._host_ref(plan.volume_host_id),
-                pool=self._pool_ref(plan.pool_id),
+                host=host_ref(self.cloud, plan.volume_host_id),
+                pool=pool_ref(self.cloud, plan.pool_id),
                 volume_id=str(plan.volume_id),
             )
             order.volume_task_queue = self._task_queue(plan.volume_host_id)
@@ -280,7 +278,7 @@ class VmOperationActivities:
     # -- views of the aggregates for the hypervisor worker -------------------------------------
     def _on_host(self, host_id: UUID, vm_id: UUID, *, forced: bool = False) -> VmOnHost:
         return VmOnHost(
-            host=self._host_ref(host_id),
+            host=host_ref(self.cloud, host_id),
             vm_id=str(vm_id),
             task_queue=self._task_queue(host_id),
             forced=forced,
@@ -305,7 +303,7 @@ class VmOperationActivities:
                 ),
             )
         return VmLaunch(
-            host=self._host_ref(host_id),
+            host=host_ref(self.cloud, host_id),
             spec=VirtualMachineSpec(
                 vm_id=str(vm.id),
                 name=vm.name,
@@ -339,20 +337,4 @@ class VmOperationActivities:
             )
             for disk in disks
             if disk.path  # made on storage; one never created has nothing to plug in
-        )
-
-    def _host_ref(self, host_id: UUID) -> HostRef:
-        host = self.cloud.load(Host, host_id)
-        return HostRef(
-            host_id=str(host.id),
-            name=host.name,
-            address=host.address,
-            cluster_id=str(host.cluster_id),
-            hypervisor=host.hypervisor,
-        )
-
-    def _pool_ref(self, pool_id: UUID) -> StoragePoolRef:
-        pool = self.cloud.load(PrimaryStorage, pool_id)
-        return StoragePoolRef(
-            pool_id=str(pool.id), name=pool.name, path=pool.path, scope=pool.scope.value
         )

@@ -10,8 +10,9 @@ from uuid import UUID
 from temporalio import activity
 
 from activities.deployment_models import VolumeOrder, VolumeRemoval
-from activities.drivers.hypervisor import HostRef, StoragePoolRef, VolumeInfo, VolumeSpec
+from activities.drivers.hypervisor import VolumeInfo, VolumeSpec
 from activities.errors import reports_cloud_errors
+from activities.refs import host_ref, pool_ref
 from activities.volume_operation_models import (
     AttachOrder,
     AttachStep,
@@ -32,7 +33,6 @@ from domain import volume_operations
 from domain.cloud import Cloud
 from domain.cluster import Cluster
 from domain.host import Host
-from domain.storage import PrimaryStorage
 from domain.virtual_machine import VirtualMachine
 from domain.volume import Volume
 
@@ -84,8 +84,8 @@ class VolumeOperationActivities:
         )
         if plan.creates_disk and plan.create_host_id is not None:
             order.create = VolumeOrder(
-                host=self._host_ref(plan.create_host_id),
-                pool=self._pool_ref(plan.pool_id),
+                host=host_ref(self.cloud, plan.create_host_id),
+                pool=pool_ref(self.cloud, plan.pool_id),
                 spec=VolumeSpec(
                     volume_id=str(volume.id), name=volume.name, size_bytes=volume.size_bytes
                 ),
@@ -93,7 +93,7 @@ class VolumeOperationActivities:
             order.create_task_queue = self._task_queue(plan.create_host_id)
         if plan.vm_host_id is not None:
             order.plug = VolumePlug(
-                host=self._host_ref(plan.vm_host_id),
+                host=host_ref(self.cloud, plan.vm_host_id),
                 vm_id=str(vm.id),
                 volume=self._volume_info(volume, plan.pool_id),
                 device_id=plan.device_id,
@@ -130,7 +130,7 @@ class VolumeOperationActivities:
             return DetachOrder()
         return DetachOrder(
             unplug=VolumePlug(
-                host=self._host_ref(plan.vm_host_id),
+                host=host_ref(self.cloud, plan.vm_host_id),
                 vm_id=str(plan.vm_id),
                 volume=self._volume_info(volume, volume.pool_id),
                 device_id=plan.device_id or 0,
@@ -159,8 +159,8 @@ class VolumeOperationActivities:
             return ResizeOrder(new_size_bytes=plan.new_size_bytes)
         return ResizeOrder(
             new_size_bytes=plan.new_size_bytes,
-            host=self._host_ref(plan.host_id),
-            pool=self._pool_ref(plan.pool_id),
+            host=host_ref(self.cloud, plan.host_id),
+            pool=pool_ref(self.cloud, plan.pool_id),
             task_queue=self._task_queue(plan.host_id),
         )
 
@@ -183,9 +183,9 @@ class VolumeOperationActivities:
     @reports_cloud_errors
     def begin_migrate(self, given: VolumeJobInput) -> MigrateOrder:
         plan = volume_operations.begin_migrate(self.cloud, given.request, given.submitted_at)
-        host = self._host_ref(plan.host_id)
-        source = self._pool_ref(plan.source_pool_id)
-        target = self._pool_ref(plan.target_pool_id)
+        host = host_ref(self.cloud, plan.host_id)
+        source = pool_ref(self.cloud, plan.source_pool_id)
+        target = pool_ref(self.cloud, plan.target_pool_id)
         volume_id = str(given.request.volume_id)
         return MigrateOrder(
             copy_order=DiskCopy(
@@ -217,8 +217,8 @@ class VolumeOperationActivities:
             return DeleteOrder()
         return DeleteOrder(
             removal=VolumeRemoval(
-                host=self._host_ref(plan.host_id),
-                pool=self._pool_ref(plan.pool_id),
+                host=host_ref(self.cloud, plan.host_id),
+                pool=pool_ref(self.cloud, plan.pool_id),
                 volume_id=str(given.request.volume_id),
             ),
             task_queue=self._task_queue(plan.host_id),
@@ -233,22 +233,6 @@ class VolumeOperationActivities:
     def _task_queue(self, host_id: UUID) -> str | None:
         host = self.cloud.load(Host, host_id)
         return self.cloud.load(Cluster, host.cluster_id).agent_task_queue
-
-    def _host_ref(self, host_id: UUID) -> HostRef:
-        host = self.cloud.load(Host, host_id)
-        return HostRef(
-            host_id=str(host.id),
-            name=host.name,
-            address=host.address,
-            cluster_id=str(host.cluster_id),
-            hypervisor=host.hypervisor,
-        )
-
-    def _pool_ref(self, pool_id: UUID) -> StoragePoolRef:
-        pool = self.cloud.load(PrimaryStorage, pool_id)
-        return StoragePoolRef(
-            pool_id=str(pool.id), name=pool.name, path=pool.path, scope=pool.scope.value
-        )
 
     @staticmethod
     def _volume_info(volume: Volume, pool_id: UUID) -> VolumeInfo:

@@ -45,6 +45,7 @@ from activities.drivers.hypervisor import (
     HostCapacity,
     HostRef,
     PowerState,
+    RefusesVolumeSnapshots,
     ResourceUnavailableError,
     SnapshotInfo,
     StoragePoolRef,
@@ -116,10 +117,14 @@ class _Instance:
     provisioned: bool = False
 
 
-class BareMetalDriver:
+class BareMetalDriver(RefusesVolumeSnapshots):
     """A `HypervisorDriver` whose hosts are physical machines driven through their BMCs."""
 
     hypervisor = "BareMetal"
+    volume_snapshot_refusal = (
+        "a bare-metal machine has no volume snapshots: its disks are physical, with no storage "
+        "API to copy them"
+    )
 
     def __init__(
         self,

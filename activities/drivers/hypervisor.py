@@ -259,6 +259,85 @@ class HypervisorDriver(Protocol):
         once the move is recorded."""
         ...
 
+    # Volume snapshots (issue 3): taken on primary storage, backed up to the zone's secondary
+    # storage, then the primary copy is removed (CloudStack's snapshot.backup.to.secondary).
+    # Operations that need only secondary storage still run through a host of the zone, as
+    # CloudStack's go through its secondary storage VM. A backend that cannot do one raises
+    # UnsupportedOperationError (432).
+
+    def snapshot_volume(
+        self, host: HostRef, pool: StoragePoolRef, volume_id: str, snapshot_id: str
+    ) -> VolumeSnapshotInfo:
+        """Take a point-in-time copy of the disk on its pool (the VM may be running); a snapshot
+        already taken under this snapshot id is success."""
+        ...
+
+    def backup_volume_snapshot(
+        self,
+        host: HostRef,
+        pool: StoragePoolRef,
+        volume_id: str,
+        snapshot_id: str,
+        secondary: SecondaryStorageRef,
+    ) -> VolumeSnapshotInfo:
+        """Copy the primary snapshot to secondary storage; a backup already there is success."""
+        ...
+
+    def delete_volume_snapshot(
+        self, host: HostRef, pool: StoragePoolRef, volume_id: str, snapshot_id: str
+    ) -> None:
+        """Remove the snapshot's copy on primary storage; one already gone is not an error."""
+        ...
+
+    def delete_snapshot_backup(
+        self, host: HostRef, secondary: SecondaryStorageRef, snapshot_id: str
+    ) -> None:
+        """Remove the snapshot's backup on secondary storage; one already gone is not an error."""
+        ...
+
+    def revert_volume_to_snapshot(
+        self,
+        host: HostRef,
+        pool: StoragePoolRef,
+        volume_id: str,
+        secondary: SecondaryStorageRef,
+        snapshot_id: str,
+    ) -> VolumeInfo:
+        """Overwrite the disk (its VM stopped, or detached) with the backed-up snapshot; the
+        disk keeps its volume id and pool. Reverting twice gives the same disk."""
+        ...
+
+    def create_volume_from_snapshot(
+        self,
+        host: HostRef,
+        pool: StoragePoolRef,
+        spec: VolumeSpec,
+        secondary: SecondaryStorageRef,
+        snapshot_id: str,
+    ) -> VolumeInfo:
+        """Make a new disk (`spec.volume_id`) on `pool` from the backed-up snapshot, at least
+        `spec.size_bytes` large; the disk already made under this volume id is success."""
+        ...
+
+    def create_template_from_snapshot(
+        self,
+        host: HostRef,
+        secondary: SecondaryStorageRef,
+        snapshot_id: str,
+        template_id: str,
+    ) -> TemplateRef:
+        """Make a template image on secondary storage from the backed-up snapshot; the one
+        already made under this template id is success. The ref's url is where deployments
+        will copy it from."""
+        ...
+
+    def delete_template(
+        self, host: HostRef, secondary: SecondaryStorageRef, template_id: str
+    ) -> None:
+        """Remove a template image made by `create_template_from_snapshot` (the undo of a
+        template job that could not be registered); one already gone is not an error."""
+        ...
+
 
 # --- Snapshots, volume attachment and migration (issue 4) ---------------------------------------
 
@@ -283,3 +362,99 @@ class VolumeAttachment:
     vm_id: str
     volume_id: str
     device_id: int
+
+
+# --- Volume snapshots (issue 3) -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SecondaryStorageRef:
+    """The zone's secondary storage (an NFS export in CloudStack): where snapshot backups and
+    templates live. `path` is where a host reaches it (its mount point or directory)."""
+
+    store_id: str
+    name: str
+    url: str
+    path: str
+
+
+@dataclass(frozen=True)
+class VolumeSnapshotInfo:
+    """A volume snapshot as the backend holds it, on primary storage or backed up on
+    secondary storage; `snapshot_id` is its Stratus id, `size_bytes` what it occupies."""
+
+    snapshot_id: str
+    volume_id: str
+    path: str
+    size_bytes: int
+
+
+class RefusesVolumeSnapshots:
+    """What a backend that cannot copy a disk to secondary storage answers: every
+    volume-snapshot call refused with its reason (CloudStack 432), so the job fails naming why
+    instead of half-making a snapshot; a template from a snapshot is never made, so deleting
+    one has nothing to do. The backend sets `volume_snapshot_refusal`."""
+
+    volume_snapshot_refusal: str
+
+    def _refuse_volume_snapshots(self) -> UnsupportedOperationError:
+        return UnsupportedOperationError(self.volume_snapshot_refusal)
+
+    def snapshot_volume(
+        self, host: HostRef, pool: StoragePoolRef, volume_id: str, snapshot_id: str
+    ) -> VolumeSnapshotInfo:
+        raise self._refuse_volume_snapshots()
+
+    def backup_volume_snapshot(
+        self,
+        host: HostRef,
+        pool: StoragePoolRef,
+        volume_id: str,
+        snapshot_id: str,
+        secondary: SecondaryStorageRef,
+    ) -> VolumeSnapshotInfo:
+        raise self._refuse_volume_snapshots()
+
+    def delete_volume_snapshot(
+        self, host: HostRef, pool: StoragePoolRef, volume_id: str, snapshot_id: str
+    ) -> None:
+        raise self._refuse_volume_snapshots()
+
+    def delete_snapshot_backup(
+        self, host: HostRef, secondary: SecondaryStorageRef, snapshot_id: str
+    ) -> None:
+        raise self._refuse_volume_snapshots()
+
+    def revert_volume_to_snapshot(
+        self,
+        host: HostRef,
+        pool: StoragePoolRef,
+        volume_id: str,
+        secondary: SecondaryStorageRef,
+        snapshot_id: str,
+    ) -> VolumeInfo:
+        raise self._refuse_volume_snapshots()
+
+    def create_volume_from_snapshot(
+        self,
+        host: HostRef,
+        pool: StoragePoolRef,
+        spec: VolumeSpec,
+        secondary: SecondaryStorageRef,
+        snapshot_id: str,
+    ) -> VolumeInfo:
+        raise self._refuse_volume_snapshots()
+
+    def create_template_from_snapshot(
+        self,
+        host: HostRef,
+        secondary: SecondaryStorageRef,
+        snapshot_id: str,
+        template_id: str,
+    ) -> TemplateRef:
+        raise self._refuse_volume_snapshots()
+
+    def delete_template(
+        self, host: HostRef, secondary: SecondaryStorageRef, template_id: str
+    ) -> None:
+        """Templates from snapshots are never made here: there is nothing to delete."""

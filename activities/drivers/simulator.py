@@ -20,12 +20,15 @@ from activities.drivers.hypervisor import (
     HostRef,
     PowerState,
     ResourceUnavailableError,
+    SecondaryStorageRef,
     SnapshotInfo,
     StoragePoolRef,
+    TemplateRef,
     VirtualMachineInfo,
     VirtualMachineSpec,
     VolumeAttachment,
     VolumeInfo,
+    VolumeSnapshotInfo,
     VolumeSpec,
 )
 
@@ -70,6 +73,12 @@ class SimulatorDriver:
         self._lock = threading.Lock()
         self._vms: dict[str, dict[str, SimulatedVm]] = {}
         self._volumes: dict[str, dict[str, VolumeInfo]] = {}
+        #: Volume snapshots on primary storage: pool id → snapshot id → snapshot.
+        self._volume_snapshots: dict[str, dict[str, VolumeSnapshotInfo]] = {}
+        #: Their backups on secondary storage: store id → snapshot id → backup.
+        self._snapshot_backups: dict[str, dict[str, VolumeSnapshotInfo]] = {}
+        #: Template images made from backups: store id → template id → template.
+        self._templates: dict[str, dict[str, TemplateRef]] = {}
 
     # -- fault injection -------------------------------------------------------------------
     def _simulate(self, operation: str, host: HostRef) -> None:
@@ -310,3 +319,175 @@ class SimulatorDriver:
             moved = replace(vm, host_id=target_host.host_id)
             self._vms.setdefault(target_host.host_id, {})[vm_id] = moved
             return self._info(moved)
+
+    # -- issue 3: volume snapshots -----------------------------------------------------------
+    def snapshot_volume(
+        self, host: HostRef, pool: StoragePoolRef, volume_id: str, snapshot_id: str
+    ) -> VolumeSnapshotInfo:
+        self._simulate("snapshot_volume", host)
+        with self._lock:
+            snapshots = self._volume_snapshots.setdefault(pool.pool_id, {})
+            existing = snapshots.get(snapshot_id)
+            if existing is not None:
+                return existing
+            volume = self._volumes.get(pool.pool_id, {}).get(volume_id)
+            if volume is None:
+                raise DriverError(f"volume {volume_id} is not in pool {pool.name}")
+            snapshot = VolumeSnapshotInfo(
+                snapshot_id=snapshot_id,
+                volume_id=volume_id,
+                path=f"{pool.path.rstrip('/')}/snapshots/{volume_id}/{snapshot_id}",
+                size_bytes=volume.size_bytes,
+            )
+            snapshots[snapshot_id] = snapshot
+            return snapshot
+
+    def backup_volume_snapshot(
+        self,
+        host: HostRef,
+        pool: StoragePoolRef,
+        volume_id: str,
+        snapshot_id: str,
+        secondary: SecondaryStorageRef,
+    ) -> VolumeSnapshotInfo:
+        self._simulate("backup_volume_snapshot", host)
+        with self._lock:
+            backups = self._snapshot_backups.setdefault(secondary.store_id, {})
+            existing = backups.get(snapshot_id)
+            if existing is not None:
+                return existing
+            snapshot = self._volume_snapshots.get(pool.pool_id, {}).get(snapshot_id)
+            if snapshot is None or snapshot.volume_id != volume_id:
+                raise DriverError(
+                    f"snapshot {snapshot_id} of volume {volume_id} is not on primary storage "
+                    f"{pool.name}; nothing to back up"
+                )
+            backup = replace(snapshot, path=f"{secondary.path.rstrip('/')}/snapshots/{snapshot_id}")
+            backups[snapshot_id] = backup
+            return backup
+
+    def delete_volume_snapshot(
+        self, host: HostRef, pool: StoragePoolRef, volume_id: str, snapshot_id: str
+    ) -> None:
+        self._simulate("delete_volume_snapshot", host)
+        with self._lock:
+            self._volume_snapshots.get(pool.pool_id, {}).pop(snapshot_id, None)
+
+    def delete_snapshot_backup(
+        self, host: HostRef, secondary: SecondaryStorageRef, snapshot_id: str
+    ) -> None:
+        self._simulate("delete_snapshot_backup", host)
+        with self._lock:
+            self._snapshot_backups.get(secondary.store_id, {}).pop(snapshot_id, None)
+
+    def _backup_or_fail(
+        self, secondary: SecondaryStorageRef, snapshot_id: str
+    ) -> VolumeSnapshotInfo:
+        backup = self._snapshot_backups.get(secondary.store_id, {}).get(snapshot_id)
+        if backup is None:
+            raise DriverError(
+                f"snapshot {snapshot_id} has no backup on secondary storage {secondary.name}"
+            )
+        return backup
+
+    def _running_user_of(self, volume_id: str) -> str | None:
+        """The id of a running VM that has the volume plugged in, if any."""
+        for vms in self._vms.values():
+            for vm_id, vm in vms.items():
+                if vm.power_state != PowerState.POWERED_ON:
+                    continue
+                plugged = {v.volume_id for v in (vm.spec.root_volume, *vm.spec.data_volumes)}
+                plugged |= set(self._extra("_attachments").get(vm_id, {}))
+                if volume_id in plugged:
+                    return vm_id
+        return None
+
+    def revert_volume_to_snapshot(
+        self,
+        host: HostRef,
+        pool: StoragePoolRef,
+        volume_id: str,
+        secondary: SecondaryStorageRef,
+        snapshot_id: str,
+    ) -> VolumeInfo:
+        self._simulate("revert_volume_to_snapshot", host)
+        with self._lock:
+            backup = self._backup_or_fail(secondary, snapshot_id)
+            volume = self._volumes.get(pool.pool_id, {}).get(volume_id)
+            if volume is None:
+                raise DriverError(f"volume {volume_id} is not in pool {pool.name}")
+            user = self._running_user_of(volume_id)
+            if user is not None:
+                raise DriverError(
+                    f"volume {volume_id} is in use by running VM {user}; stop it or detach "
+                    "the volume before reverting"
+                )
+            # The disk becomes the snapshot again, size included (as CloudStack records it).
+            volume = replace(volume, size_bytes=backup.size_bytes)
+            self._volumes[pool.pool_id][volume_id] = volume
+            return volume
+
+    def create_volume_from_snapshot(
+        self,
+        host: HostRef,
+        pool: StoragePoolRef,
+        spec: VolumeSpec,
+        secondary: SecondaryStorageRef,
+        snapshot_id: str,
+    ) -> VolumeInfo:
+        self._simulate("create_volume_from_snapshot", host)
+        with self._lock:
+            volumes = self._volumes.setdefault(pool.pool_id, {})
+            existing = volumes.get(spec.volume_id)
+            if existing is not None:
+                return existing
+            backup = self._backup_or_fail(secondary, snapshot_id)
+            info = VolumeInfo(
+                volume_id=spec.volume_id,
+                path=f"{pool.path.rstrip('/')}/{spec.volume_id}",
+                size_bytes=max(spec.size_bytes, backup.size_bytes),
+                pool_id=pool.pool_id,
+            )
+            volumes[spec.volume_id] = info
+            return info
+
+    def create_template_from_snapshot(
+        self,
+        host: HostRef,
+        secondary: SecondaryStorageRef,
+        snapshot_id: str,
+        template_id: str,
+    ) -> TemplateRef:
+        self._simulate("create_template_from_snapshot", host)
+        with self._lock:
+            templates = self._templates.setdefault(secondary.store_id, {})
+            existing = templates.get(template_id)
+            if existing is not None:
+                return existing
+            backup = self._backup_or_fail(secondary, snapshot_id)
+            template = TemplateRef(
+                template_id=template_id,
+                name=f"from-snapshot-{snapshot_id}",
+                url=f"{secondary.url.rstrip('/')}/templates/{template_id}.qcow2",
+                format="QCOW2",
+                size_bytes=backup.size_bytes,
+            )
+            templates[template_id] = template
+            return template
+
+    def delete_template(
+        self, host: HostRef, secondary: SecondaryStorageRef, template_id: str
+    ) -> None:
+        self._simulate("delete_template", host)
+        with self._lock:
+            self._templates.get(secondary.store_id, {}).pop(template_id, None)
+
+    def volume_snapshots_on(self, pool_id: str) -> list[VolumeSnapshotInfo]:
+        """The volume snapshots held on a primary pool, without fault injection (for tests)."""
+        with self._lock:
+            return list(self._volume_snapshots.get(pool_id, {}).values())
+
+    def snapshot_backups_on(self, store_id: str) -> list[VolumeSnapshotInfo]:
+        """The snapshot backups held on a secondary store, without fault injection (for tests)."""
+        with self._lock:
+            return list(self._snapshot_backups.get(store_id, {}).values())

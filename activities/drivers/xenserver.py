@@ -11,6 +11,15 @@ Defining a VM follows CloudStack's XenServer resource: clone the base template o
 the clone into a VM. The clone is named `stratus-pending:<vm id>` until the last step, so a define
 interrupted at any point is found and finished by the retry (or removed by the saga's undo).
 
+Volume snapshots go as CloudStack's XenServer resource takes them: `VDI.snapshot` on the primary
+SR, backed up by `VDI.copy` into an SR standing for the zone's secondary storage (created once
+with `SR.create`, named `stratus-secondary:<store id>`, plugged where needed); reverts, volumes
+and templates from a snapshot are `VDI.copy` of that backup. Snapshots carry
+`stratus_snapshot_id`, backups `stratus_backup_of` and templates `stratus_template_id`. Every
+copy goes into a VDI the driver made first, tagged as pending for its Stratus id, and every
+snapshot is taken of a disk marked with the snapshot id it is for, so a copy or a snapshot whose
+answer was lost is found by the retry (or by the delete that undoes it), never left behind.
+
 A halted VM has no `resident_on` in XAPI: it belongs to its `affinity` host, which the driver
 sets at define and after a migration, and starts it there (`VM.start_on`).
 
@@ -26,11 +35,12 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import json
 import ssl
 import threading
 import time
 import xmlrpc.client
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import urlparse
@@ -46,13 +56,16 @@ from activities.drivers.hypervisor import (
     NicSpec,
     PowerState,
     ResourceUnavailableError,
+    SecondaryStorageRef,
     SnapshotInfo,
     StoragePoolRef,
+    TemplateRef,
     UnsupportedOperationError,
     VirtualMachineInfo,
     VirtualMachineSpec,
     VolumeAttachment,
     VolumeInfo,
+    VolumeSnapshotInfo,
     VolumeSpec,
 )
 
@@ -64,6 +77,33 @@ VM_ID_KEY = "stratus_vm_id"
 VOLUME_ID_KEY = "stratus_volume_id"
 PENDING_PREFIX = "stratus-pending:"
 SNAPSHOT_PREFIX = "stratus-snapshot:"
+#: Every Stratus tag in an `other_config` starts so.
+TAG_PREFIX = "stratus_"
+#: A volume snapshot on primary storage: its Stratus id and its volume's.
+SNAPSHOT_ID_KEY = "stratus_snapshot_id"
+SNAPSHOT_VOLUME_KEY = "stratus_snapshot_volume_id"
+#: A backup on the secondary storage SR: the snapshot it keeps.
+BACKUP_KEY = "stratus_backup_of"
+#: A template image on the secondary storage SR: its Stratus template id.
+TEMPLATE_KEY = "stratus_template_id"
+#: On backups and templates: the uuid of the VDI the tags were given to (a copy inherits them).
+OWNER_KEY = "stratus_tagged_vdi"
+#: A VDI made to be copied into, not done yet: what it is for (`<kind>:<Stratus id>`, see
+#: `_copy`).
+COPY_KEY = "stratus_copy_for"
+#: On a volume while it is being snapshotted (and so on the snapshot XAPI takes of it): the
+#: snapshot id it is taken for.
+SNAPSHOT_PENDING_KEY = "stratus_snapshot_pending"
+#: A revert in progress: the copy to swap in (volume, snapshot, plugs to move) and the disk
+#: it replaces.
+REVERT_KEY = "stratus_revert_of"
+REVERT_SNAPSHOT_KEY = "stratus_revert_snapshot_id"
+REVERT_PLUGS_KEY = "stratus_revert_plugs"
+REPLACED_KEY = "stratus_replaced_volume_id"
+VOLUME_SNAPSHOT_PREFIX = "stratus-volume-snapshot:"
+BACKUP_PREFIX = "stratus-backup:"
+TEMPLATE_PREFIX = "stratus-template:"
+SECONDARY_PREFIX = "stratus-secondary:"
 MIB = 1024 * 1024
 
 #: A paused VM still sits in its host's memory: on. A suspended one is only an image on disk,
@@ -79,6 +119,7 @@ _POWER_STATES = {
 _UNSUPPORTED = {
     "MESSAGE_METHOD_UNKNOWN",
     "SR_OPERATION_NOT_SUPPORTED",
+    "SR_UNKNOWN_DRIVER",
     "VDI_NOT_IN_MAP",
     "FEATURE_RESTRICTED",
     "LICENCE_RESTRICTION",
@@ -87,7 +128,14 @@ _UNSUPPORTED = {
     "VM_LACKS_FEATURE_VCPU_HOTPLUG",
 }
 #: The host has no room, whatever our books say (533).
-_NO_ROOM = {"HOST_NOT_ENOUGH_FREE_MEMORY", "HOST_NOT_ENOUGH_PCPUS", "SR_FULL"}
+#: SR_BACKEND_FAILURE_44 is the storage manager's "There is insufficient space": how an SR the
+#: SM backends run (NFS and file SRs among them) says it is full, where XAPI says SR_FULL.
+_NO_ROOM = {
+    "HOST_NOT_ENOUGH_FREE_MEMORY",
+    "HOST_NOT_ENOUGH_PCPUS",
+    "SR_FULL",
+    "SR_BACKEND_FAILURE_44",
+}
 #: The host or pool cannot do it now: another host may (534, retryable).
 _UNAVAILABLE = {
     "HOST_OFFLINE",
@@ -102,6 +150,7 @@ _UNAVAILABLE = {
     "TOO_BUSY",
     "SR_UNAVAILABLE",
     "SR_NOT_ATTACHED",
+    "SR_NO_PBDS",
 }
 #: A race with another actor (the VM changed state, an object vanished, a device is busy): the
 #: retried job looks the resource up again by its Stratus id and decides afresh.
@@ -115,6 +164,7 @@ _RACES = {
     "DEVICE_ALREADY_DETACHED",
     "TASK_CANCELLED",
     "VM_MIGRATE_FAILED",
+    "PBD_EXISTS",
 }
 #: A graceful stop or reboot that cannot happen (no PV tools, guest not cooperating): pull the plug.
 _NO_CLEAN_POWER_OP = {
@@ -251,6 +301,8 @@ class XenServerDriver:
         self._poll_interval = poll_interval
         self._sessions: dict[str, _PoolSession] = {}
         self._lock = threading.Lock()
+        self._stores_lock = threading.Lock()
+        self._store_locks: dict[str, threading.Lock] = {}
 
     # -- plumbing --------------------------------------------------------------------------
     def _session(self, host: HostRef) -> _PoolSession:
@@ -455,7 +507,23 @@ class XenServerDriver:
         size = int(xapi.call("VDI.get_virtual_size", vdi))
         return VolumeInfo(volume_id, f"{pool.name}/{volume_id}", size, pool.pool_id)
 
-    def _template_disk(self, xapi: _PoolSession, name: str) -> str:
+    @staticmethod
+    def _template_image(xapi: _PoolSession, template: TemplateRef) -> tuple[str, Record] | None:
+        """The template image made from a snapshot (a VDI on a secondary storage SR, found by
+        its template id), if the template is one."""
+        for ref, record in xapi.call("VDI.get_all_records").items():
+            config = record["other_config"]
+            if (
+                config.get(TEMPLATE_KEY) == template.template_id
+                and config.get(OWNER_KEY) == record["uuid"]
+            ):
+                return str(ref), record
+        return None
+
+    @staticmethod
+    def _template_disk(xapi: _PoolSession, template: TemplateRef) -> str:
+        """The system disk of the XAPI template VM named as the template."""
+        name = template.name
         for ref in xapi.call("VM.get_by_name_label", name):
             if not xapi.call("VM.get_is_a_template", ref):
                 continue
@@ -491,14 +559,24 @@ class XenServerDriver:
                     },
                 )
             else:
-                # VDI.copy takes no name: the copy is tagged right after. A crash in between
-                # leaves an untagged copy behind, never a second tagged volume.
-                source = self._template_disk(xapi, spec.template.name)
-                vdi = self._task(xapi, action, "VDI.copy", source, sr)
-                xapi.call("VDI.set_name_label", vdi, spec.name)
-                xapi.call("VDI.add_to_other_config", vdi, VOLUME_ID_KEY, spec.volume_id)
-                if int(xapi.call("VDI.get_virtual_size", vdi)) < spec.size_bytes:
-                    self._task(xapi, action, "VDI.resize", vdi, str(spec.size_bytes))
+                image = self._template_image(xapi, spec.template)
+                if image is None:
+                    source = self._template_disk(xapi, spec.template)
+                else:
+                    # On a secondary storage SR, which may have been unplugged since.
+                    source = image[0]
+                    self._plug_store_sr(xapi, action, host, image[1]["SR"])
+                vdi = self._copy(
+                    xapi,
+                    action,
+                    source,
+                    sr,
+                    _copy_for("volume", spec.volume_id),
+                    spec.name,
+                    f"Stratus volume {spec.volume_id}",
+                    spec.size_bytes,
+                )
+                self._retag(xapi, vdi, {VOLUME_ID_KEY: spec.volume_id})
             return self._volume_info(xapi, vdi, spec.volume_id, pool)
 
         return self._call(host, action, work)
@@ -507,9 +585,16 @@ class XenServerDriver:
         action = f"delete volume {volume_id} in SR {pool.name}"
 
         def work(xapi: _PoolSession) -> None:
-            vdi = self._volume(xapi, volume_id, self._sr(xapi, pool))
+            sr = self._sr(xapi, pool)
+            vdi = self._volume(xapi, volume_id, sr)
             if vdi is not None:
                 self._task(xapi, action, "VDI.destroy", vdi)
+            # What a create or a revert whose answer was lost left half-made.
+            for kind in ("volume", "revert"):
+                for ref, _ in self._vdis(
+                    xapi, {sr}, COPY_KEY, _copy_for(kind, volume_id), snapshot=False
+                ):
+                    self._task(xapi, action, "VDI.destroy", ref)
 
         self._call(host, action, work)
 
@@ -911,6 +996,668 @@ class XenServerDriver:
             return self._refresh(xapi, vm, target_host)
 
         return self._call(source_host, action, work)
+
+    # -- volume snapshots (issue 3) --------------------------------------------------------
+    # As CloudStack does on XenServer: VDI.snapshot on the primary SR; the zone's secondary
+    # storage attached to the pool as an SR of its own (SR.create, found again by name), the
+    # backup a VDI.copy of the snapshot into it; reverts, new volumes and templates are
+    # VDI.copy of the backup. A VDI XAPI makes is known to Stratus before its answer comes
+    # back, so a retry after a lost answer finds it instead of making another: a copy goes
+    # into a target made and tagged pending first (`_copy`), a snapshot inherits the disk's
+    # mark for it (`snapshot_volume`). Once made, each is tagged done in one
+    # `set_other_config`.
+    #
+    # XAPI's VDI.copy into an SR (and VDI.snapshot) carry the source's `other_config` over: a
+    # copy of a backup made so wears the backup's tags. Tags that a copy must not inherit
+    # (backups, templates) therefore name the uuid of the VDI they were given to, and are
+    # believed only there (`owned`).
+
+    @staticmethod
+    def _vdis(
+        xapi: _PoolSession,
+        srs: Collection[str],
+        key: str,
+        value: str,
+        *,
+        snapshot: bool | None = None,
+        owned: bool = False,
+    ) -> list[tuple[str, Record]]:
+        """The VDIs in `srs` tagged `key`=`value` (snapshots only, or none, if `snapshot`)."""
+        found = []
+        for ref, record in xapi.call("VDI.get_all_records").items():
+            config = record["other_config"]
+            if record["SR"] not in srs or config.get(key) != value:
+                continue
+            if snapshot is not None and bool(record["is_a_snapshot"]) != snapshot:
+                continue
+            if owned and config.get(OWNER_KEY) != record["uuid"]:
+                continue
+            found.append((str(ref), record))
+        return found
+
+    @staticmethod
+    def _retag(
+        xapi: _PoolSession, vdi: str, tags: Mapping[str, str], *, owned: bool = False
+    ) -> None:
+        """Replace the VDI's Stratus tags by `tags` in one call (other keys are kept), so no
+        crash leaves it half tagged; with `owned`, the tags name this VDI's uuid."""
+        config = {
+            key: value
+            for key, value in xapi.call("VDI.get_other_config", vdi).items()
+            if not key.startswith(TAG_PREFIX)
+        }
+        config.update(tags)
+        if owned:
+            config[OWNER_KEY] = str(xapi.call("VDI.get_uuid", vdi))
+        xapi.call("VDI.set_other_config", vdi, config)
+
+    @staticmethod
+    def _store_srs(xapi: _PoolSession, secondary: SecondaryStorageRef) -> list[str]:
+        """The SRs standing for the secondary store (normally one), without making any."""
+        return [str(sr) for sr in xapi.call("SR.get_by_name_label", _store_label(secondary))]
+
+    def _store_lock(self, label: str) -> threading.Lock:
+        """The lock of one secondary storage SR (by its name): making the SR or a PBD of it is
+        check-then-create, so this worker's jobs on one store take turns; other stores wait for
+        nothing (an SR.create may take up to `task_timeout`)."""
+        with self._stores_lock:
+            return self._store_locks.setdefault(label, threading.Lock())
+
+    def _secondary_sr(
+        self, xapi: _PoolSession, action: str, host: HostRef, secondary: SecondaryStorageRef
+    ) -> str:
+        """The SR of the secondary store, plugged on `host`: found by its name, or created.
+
+        The name is given by SR.create itself, so an SR made by an attempt whose answer was
+        lost is found by the retry; the store's lock keeps two jobs of this worker from making
+        two.
+        """
+        host_ref = self._host(xapi, host, live=True)
+        with self._store_lock(_store_label(secondary)):
+            srs = self._store_srs(xapi, secondary)
+            if srs:
+                sr = srs[0]
+            else:
+                kind, device_config = _store_device_config(secondary)
+                sr = str(
+                    self._task(
+                        xapi,
+                        action,
+                        "SR.create",
+                        host_ref,
+                        device_config,
+                        "0",
+                        _store_label(secondary),
+                        f"Stratus secondary storage {secondary.name} ({secondary.url})",
+                        kind,
+                        "user",
+                        True,
+                        {},
+                    )
+                )
+            self._plug(xapi, action, sr, host_ref, secondary)
+        return sr
+
+    def _plug_store_sr(
+        self,
+        xapi: _PoolSession,
+        action: str,
+        host: HostRef,
+        sr: str,
+        secondary: SecondaryStorageRef | None = None,
+    ) -> None:
+        """Plug an existing secondary storage SR on `host` before a copy out of it or a destroy
+        in it: XAPI needs the SR plugged somewhere for both (SR_NO_PBDS), and nothing else plugs
+        it again after a host reboot without auto-plug."""
+        host_ref = self._host(xapi, host, live=True)
+        with self._store_lock(str(xapi.call("SR.get_name_label", sr))):
+            self._plug(xapi, action, sr, host_ref, secondary)
+
+    def _plugged_store_srs(
+        self, xapi: _PoolSession, action: str, host: HostRef, secondary: SecondaryStorageRef
+    ) -> list[str]:
+        """The SRs of the secondary store, plugged on `host`; none made (a store never used has
+        no SR, so nothing on it)."""
+        srs = self._store_srs(xapi, secondary)
+        for sr in srs:
+            self._plug_store_sr(xapi, action, host, sr, secondary)
+        return srs
+
+    def _plug(
+        self,
+        xapi: _PoolSession,
+        action: str,
+        sr: str,
+        host_ref: str,
+        secondary: SecondaryStorageRef | None,
+    ) -> None:
+        """Make the SR visible on the host (a PBD, plugged), as CloudStack checks before use.
+
+        A PBD is made like the SR's others (or from the store's URL when it has none). Another
+        worker may make the host's PBD between the look and the create: XAPI then answers
+        PBD_EXISTS, and that PBD is the one to plug.
+        """
+        pbds = self._pbds(xapi, sr)
+        pbd = pbds.get(host_ref)
+        if pbd is None:
+            if pbds:
+                device_config = xapi.call("PBD.get_device_config", next(iter(pbds.values())))
+            elif secondary is not None:
+                device_config = _store_device_config(secondary)[1]
+            else:
+                raise DriverError(f"SR {sr} has no PBD to learn its device configuration from")
+            try:
+                pbd = str(
+                    xapi.call(
+                        "PBD.create",
+                        {
+                            "host": host_ref,
+                            "SR": sr,
+                            "device_config": device_config,
+                            "other_config": {},
+                        },
+                    )
+                )
+            except XenAPI.Failure as failure:
+                pbd = self._pbds(xapi, sr).get(host_ref)
+                if str(failure.details[0]) != "PBD_EXISTS" or pbd is None:
+                    raise
+        if not xapi.call("PBD.get_currently_attached", pbd):
+            self._task(xapi, action, "PBD.plug", pbd)
+
+    @staticmethod
+    def _pbds(xapi: _PoolSession, sr: str) -> dict[str, str]:
+        """The SR's PBDs by host ref."""
+        return {
+            str(xapi.call("PBD.get_host", pbd)): str(pbd) for pbd in xapi.call("SR.get_PBDs", sr)
+        }
+
+    def _copy(
+        self,
+        xapi: _PoolSession,
+        action: str,
+        source: str,
+        sr: str,
+        copy_for: str,
+        name: str,
+        description: str,
+        size: int = 0,
+    ) -> str:
+        """A full copy of `source` in `sr`, at least `size` bytes big; the caller tags it done.
+
+        XAPI's VDI.copy into an SR makes its target first and hands it back only at the end, so
+        an answer lost meanwhile would leave a full-size copy nobody knows. The target is
+        therefore made here (VDI.create), tagged `copy_for`, and copied into (`into_vdi`): the
+        retry finds it and copies into it again, a delete undoing the job finds it too. A
+        pending copy of the wrong size (the retry restores another snapshot) is replaced.
+        """
+        size = max(size, int(xapi.call("VDI.get_virtual_size", source)))
+        target = None
+        for ref, record in self._vdis(xapi, {sr}, COPY_KEY, copy_for, snapshot=False):
+            if target is None and int(record["virtual_size"]) == size:
+                target = ref
+            else:
+                self._task(xapi, action, "VDI.destroy", ref)
+        if target is None:
+            target = str(
+                xapi.call(
+                    "VDI.create",
+                    {
+                        "name_label": name,
+                        "name_description": description,
+                        "SR": sr,
+                        "virtual_size": str(size),
+                        "type": "user",
+                        "sharable": False,
+                        "read_only": False,
+                        "other_config": {COPY_KEY: copy_for},
+                        "xenstore_data": {},
+                        "sm_config": {},
+                        "tags": [],
+                    },
+                )
+            )
+        self._task(xapi, action, "VDI.copy", source, sr, NULL_REF, target)
+        return target
+
+    @staticmethod
+    def _image_location(xapi: _PoolSession, sr: str, record: Record) -> str:
+        """Where the image file lies under the store: an NFS SR keeps its VDIs in a folder named
+        after the SR, a file SR right in its location."""
+        name = f"{record['uuid']}.vhd"
+        if xapi.call("SR.get_type", sr) == "nfs":
+            return f"{xapi.call('SR.get_uuid', sr)}/{name}"
+        return name
+
+    def _backup(
+        self, xapi: _PoolSession, secondary: SecondaryStorageRef, snapshot_id: str
+    ) -> tuple[str, Record] | None:
+        found = self._vdis(
+            xapi, self._store_srs(xapi, secondary), BACKUP_KEY, snapshot_id, owned=True
+        )
+        return found[0] if found else None
+
+    def _backup_or_fail(
+        self, xapi: _PoolSession, secondary: SecondaryStorageRef, snapshot_id: str
+    ) -> tuple[str, Record]:
+        backup = self._backup(xapi, secondary, snapshot_id)
+        if backup is None:
+            raise DriverError(
+                f"snapshot {snapshot_id} has no backup on secondary storage {secondary.name}"
+            )
+        return backup
+
+    def _backup_info(
+        self,
+        xapi: _PoolSession,
+        secondary: SecondaryStorageRef,
+        backup: tuple[str, Record],
+        snapshot_id: str,
+        volume_id: str,
+    ) -> VolumeSnapshotInfo:
+        _, record = backup
+        location = self._image_location(xapi, record["SR"], record)
+        return VolumeSnapshotInfo(
+            snapshot_id,
+            record["other_config"].get(SNAPSHOT_VOLUME_KEY, volume_id),
+            f"{secondary.path.rstrip('/')}/{location}",
+            int(record["virtual_size"]),
+        )
+
+    def snapshot_volume(
+        self, host: HostRef, pool: StoragePoolRef, volume_id: str, snapshot_id: str
+    ) -> VolumeSnapshotInfo:
+        """XAPI snapshots a disk in use too. VDI.snapshot takes no tags, and the snapshot it
+        makes inherits the disk's `other_config`: the disk is marked with the snapshot id first,
+        so a snapshot whose answer was lost wears it and the retry (or the delete undoing the
+        job) finds it; the snapshot is then retagged in one call and the mark taken off the
+        disk."""
+        action = f"snapshot volume {volume_id} as {snapshot_id}"
+
+        def work(xapi: _PoolSession) -> VolumeSnapshotInfo:
+            sr = self._sr(xapi, pool)
+            vdi = self._volume(xapi, volume_id, sr)
+            found = self._vdis(xapi, {sr}, SNAPSHOT_ID_KEY, snapshot_id, snapshot=True)
+            if found:
+                ref, record = found[0]
+            else:
+                if vdi is None:
+                    raise DriverError(f"volume {volume_id} is not in SR {pool.name}")
+                pending = self._pending_snapshots(xapi, sr, snapshot_id, of=vdi)
+                if pending:
+                    ref = pending[0]
+                else:
+                    self._mark_snapshot(xapi, vdi, snapshot_id)
+                    ref = str(self._task(xapi, action, "VDI.snapshot", vdi, {}))
+                tags = {SNAPSHOT_ID_KEY: snapshot_id, SNAPSHOT_VOLUME_KEY: volume_id}
+                self._retag(xapi, ref, tags)
+                xapi.call("VDI.set_name_label", ref, VOLUME_SNAPSHOT_PREFIX + snapshot_id)
+                xapi.call(
+                    "VDI.set_name_description",
+                    ref,
+                    f"Stratus snapshot {snapshot_id} of volume {volume_id}",
+                )
+                record = xapi.call("VDI.get_record", ref)
+            if vdi is not None:
+                self._unmark_snapshot(xapi, vdi, snapshot_id)
+            return VolumeSnapshotInfo(
+                snapshot_id,
+                record["other_config"].get(SNAPSHOT_VOLUME_KEY, volume_id),
+                f"{pool.name}/{record['uuid']}",
+                int(record["virtual_size"]),
+            )
+
+        return self._call(host, action, work)
+
+    @staticmethod
+    def _mark_snapshot(xapi: _PoolSession, vdi: str, snapshot_id: str) -> None:
+        """Mark the disk as being snapshotted for `snapshot_id` (the key's own map calls, so no
+        other key of the disk is written over)."""
+        if xapi.call("VDI.get_other_config", vdi).get(SNAPSHOT_PENDING_KEY) == snapshot_id:
+            return
+        xapi.call("VDI.remove_from_other_config", vdi, SNAPSHOT_PENDING_KEY)
+        xapi.call("VDI.add_to_other_config", vdi, SNAPSHOT_PENDING_KEY, snapshot_id)
+
+    @staticmethod
+    def _unmark_snapshot(xapi: _PoolSession, vdi: str, snapshot_id: str) -> None:
+        """Take the disk's mark off if it is this snapshot's (a later one may have its own)."""
+        if xapi.call("VDI.get_other_config", vdi).get(SNAPSHOT_PENDING_KEY) == snapshot_id:
+            xapi.call("VDI.remove_from_other_config", vdi, SNAPSHOT_PENDING_KEY)
+
+    @staticmethod
+    def _pending_snapshots(
+        xapi: _PoolSession, sr: str, snapshot_id: str, *, of: str | None = None
+    ) -> list[str]:
+        """Snapshots XAPI took for `snapshot_id` (of the disk `of`) that were never retagged.
+
+        A VM snapshot taken while the mark was on the disk wears it too; its disks are plugged
+        into the snapshot VM, which a VDI.snapshot never is, so they are left alone.
+        """
+        return [
+            str(ref)
+            for ref, record in xapi.call("VDI.get_all_records").items()
+            if record["SR"] == sr
+            and record["is_a_snapshot"]
+            and record["other_config"].get(SNAPSHOT_PENDING_KEY) == snapshot_id
+            and SNAPSHOT_ID_KEY not in record["other_config"]
+            and not record["VBDs"]
+            and (of is None or record["snapshot_of"] == of)
+        ]
+
+    def backup_volume_snapshot(
+        self,
+        host: HostRef,
+        pool: StoragePoolRef,
+        volume_id: str,
+        snapshot_id: str,
+        secondary: SecondaryStorageRef,
+    ) -> VolumeSnapshotInfo:
+        action = f"back up snapshot {snapshot_id} of volume {volume_id} to {secondary.name}"
+
+        def work(xapi: _PoolSession) -> VolumeSnapshotInfo:
+            backup = self._backup(xapi, secondary, snapshot_id)
+            if backup is None:
+                sr = self._sr(xapi, pool)
+                found = [
+                    ref
+                    for ref, record in self._vdis(
+                        xapi, {sr}, SNAPSHOT_ID_KEY, snapshot_id, snapshot=True
+                    )
+                    if record["other_config"].get(SNAPSHOT_VOLUME_KEY) == volume_id
+                ]
+                if not found:
+                    raise DriverError(
+                        f"snapshot {snapshot_id} of volume {volume_id} is not on primary "
+                        f"storage {pool.name}; nothing to back up"
+                    )
+                target = self._secondary_sr(xapi, action, host, secondary)
+                ref = self._copy(
+                    xapi,
+                    action,
+                    found[0],
+                    target,
+                    _copy_for("backup", snapshot_id),
+                    BACKUP_PREFIX + snapshot_id,
+                    f"Stratus backup of snapshot {snapshot_id} of volume {volume_id}",
+                )
+                self._retag(
+                    xapi, ref, {BACKUP_KEY: snapshot_id, SNAPSHOT_VOLUME_KEY: volume_id}, owned=True
+                )
+                backup = (ref, xapi.call("VDI.get_record", ref))
+            return self._backup_info(xapi, secondary, backup, snapshot_id, volume_id)
+
+        return self._call(host, action, work)
+
+    def delete_volume_snapshot(
+        self, host: HostRef, pool: StoragePoolRef, volume_id: str, snapshot_id: str
+    ) -> None:
+        action = f"delete snapshot {snapshot_id} of volume {volume_id} in SR {pool.name}"
+
+        def work(xapi: _PoolSession) -> None:
+            sr = self._sr(xapi, pool)
+            doomed = [
+                ref
+                for ref, _ in self._vdis(xapi, {sr}, SNAPSHOT_ID_KEY, snapshot_id, snapshot=True)
+            ]
+            # A snapshot whose answer was lost, never tagged, and the disk's mark for it.
+            doomed += self._pending_snapshots(xapi, sr, snapshot_id)
+            for ref in doomed:
+                self._task(xapi, action, "VDI.destroy", ref)
+            vdi = self._volume(xapi, volume_id, sr)
+            if vdi is not None:
+                self._unmark_snapshot(xapi, vdi, snapshot_id)
+
+        self._call(host, action, work)
+
+    def delete_snapshot_backup(
+        self, host: HostRef, secondary: SecondaryStorageRef, snapshot_id: str
+    ) -> None:
+        action = f"delete backup of snapshot {snapshot_id} on {secondary.name}"
+
+        def work(xapi: _PoolSession) -> None:
+            srs = self._plugged_store_srs(xapi, action, host, secondary)
+            # The backup, a backup copy whose answer was lost, and what an earlier version of
+            # this driver could leave there: copies that still wear the tags of the backup or
+            # of the primary snapshot (never a backup or a template themselves).
+            doomed = self._vdis(xapi, srs, BACKUP_KEY, snapshot_id)
+            doomed += self._vdis(xapi, srs, COPY_KEY, _copy_for("backup", snapshot_id))
+            doomed += self._vdis(xapi, srs, SNAPSHOT_ID_KEY, snapshot_id, snapshot=False)
+            for ref, _ in doomed:
+                self._task(xapi, action, "VDI.destroy", ref)
+
+        self._call(host, action, work)
+
+    def revert_volume_to_snapshot(
+        self,
+        host: HostRef,
+        pool: StoragePoolRef,
+        volume_id: str,
+        secondary: SecondaryStorageRef,
+        snapshot_id: str,
+    ) -> VolumeInfo:
+        """A fresh copy of the backup takes the disk's place, its size included (XAPI cannot
+        shrink a VDI that grew since, so VDI.copy into_vdi would keep the grown size).
+
+        The copy is made as every copy is (`_copy`, found again if its answer is lost), then
+        tagged as pending for the volume, with the plugs (VM, device) to move onto it; then the
+        plugs move, the old disk is marked replaced, the copy takes the volume's tag and the old
+        disk is destroyed. Each step is one XAPI call that checks first, so a retry after a
+        crash anywhere finishes the swap it finds before doing anything else.
+        """
+        action = f"revert volume {volume_id} to snapshot {snapshot_id}"
+
+        def work(xapi: _PoolSession) -> VolumeInfo:
+            backup, backup_record = self._backup_or_fail(xapi, secondary, snapshot_id)
+            sr = self._sr(xapi, pool)
+            current = self._volume(xapi, volume_id, sr)
+            replaced = [
+                ref for ref, _ in self._vdis(xapi, {sr}, REPLACED_KEY, volume_id, snapshot=False)
+            ]
+            for fresh, record in self._vdis(xapi, {sr}, REVERT_KEY, volume_id, snapshot=False):
+                previous = current or (replaced[0] if replaced else None)
+                self._swap(xapi, action, volume_id, fresh, record, previous)
+                current, replaced = fresh, []
+                if record["other_config"].get(REVERT_SNAPSHOT_KEY) == snapshot_id:
+                    return self._volume_info(xapi, fresh, volume_id, pool)
+            for ref in replaced:
+                self._task(xapi, action, "VDI.destroy", ref)
+            if current is None:
+                raise DriverError(f"volume {volume_id} is not in SR {pool.name}")
+            plugs = self._plugs_of_stopped_vms(xapi, volume_id, current)
+            self._plug_store_sr(xapi, action, host, backup_record["SR"], secondary)
+            fresh = self._copy(
+                xapi,
+                action,
+                backup,
+                sr,
+                _copy_for("revert", volume_id),
+                xapi.call("VDI.get_name_label", current),
+                f"Stratus volume {volume_id} reverted to snapshot {snapshot_id}",
+            )
+            self._retag(
+                xapi,
+                fresh,
+                {
+                    REVERT_KEY: volume_id,
+                    REVERT_SNAPSHOT_KEY: snapshot_id,
+                    REVERT_PLUGS_KEY: json.dumps(plugs),
+                },
+            )
+            record = xapi.call("VDI.get_record", fresh)
+            self._swap(xapi, action, volume_id, fresh, record, current)
+            return self._volume_info(xapi, fresh, volume_id, pool)
+
+        return self._call(host, action, work)
+
+    @staticmethod
+    def _plugs_of_stopped_vms(xapi: _PoolSession, volume_id: str, vdi: str) -> list[list[str]]:
+        """(VM ref, device) of each VBD of the disk; refused if a VM using it is not halted."""
+        plugs = []
+        for vbd in xapi.call("VDI.get_VBDs", vdi):
+            record = xapi.call("VBD.get_record", vbd)
+            state = xapi.call("VM.get_power_state", record["VM"])
+            if record["currently_attached"] or state != "Halted":
+                vm_id = xapi.call("VM.get_other_config", record["VM"]).get(VM_ID_KEY)
+                raise DriverError(
+                    f"volume {volume_id} is in use by VM {vm_id or record['VM']} ({state}); "
+                    "stop it or detach the volume before reverting"
+                )
+            plugs.append([str(record["VM"]), str(record["userdevice"])])
+        return plugs
+
+    def _swap(
+        self,
+        xapi: _PoolSession,
+        action: str,
+        volume_id: str,
+        fresh: str,
+        record: Record,
+        previous: str | None,
+    ) -> None:
+        """Put the pending copy `fresh` in the place of the disk `previous` (see the revert)."""
+        plugs = json.loads(record["other_config"].get(REVERT_PLUGS_KEY, "[]"))
+        for vm, device in plugs:
+            if vm not in xapi.call("VM.get_all"):
+                continue  # the VM went away meanwhile: nothing to plug
+            vdi_at_device = None
+            for vbd in xapi.call("VM.get_VBDs", vm):
+                vbd_record = xapi.call("VBD.get_record", vbd)
+                if vbd_record["userdevice"] == device and vbd_record["type"] == "Disk":
+                    vdi_at_device = vbd_record["VDI"]
+                    if vdi_at_device == previous:
+                        xapi.call("VBD.destroy", vbd)
+                        vdi_at_device = None
+                    break
+            if vdi_at_device is None:
+                self._create_vbd(xapi, vm, fresh, int(device))
+        if previous is not None:
+            name = xapi.call("VDI.get_name_label", previous)
+            description = xapi.call("VDI.get_name_description", previous)
+            self._retag(xapi, previous, {REPLACED_KEY: volume_id})
+            xapi.call("VDI.set_name_label", fresh, name)
+            xapi.call("VDI.set_name_description", fresh, description)
+        self._retag(xapi, fresh, {VOLUME_ID_KEY: volume_id})
+        if previous is not None:
+            self._task(xapi, action, "VDI.destroy", previous)
+
+    def create_volume_from_snapshot(
+        self,
+        host: HostRef,
+        pool: StoragePoolRef,
+        spec: VolumeSpec,
+        secondary: SecondaryStorageRef,
+        snapshot_id: str,
+    ) -> VolumeInfo:
+        action = f"create volume {spec.volume_id} from snapshot {snapshot_id} in SR {pool.name}"
+
+        def work(xapi: _PoolSession) -> VolumeInfo:
+            sr = self._sr(xapi, pool)
+            vdi = self._volume(xapi, spec.volume_id, sr)
+            if vdi is None:
+                backup, backup_record = self._backup_or_fail(xapi, secondary, snapshot_id)
+                self._plug_store_sr(xapi, action, host, backup_record["SR"], secondary)
+                vdi = self._copy(
+                    xapi,
+                    action,
+                    backup,
+                    sr,
+                    _copy_for("volume", spec.volume_id),
+                    spec.name,
+                    f"Stratus volume {spec.volume_id}",
+                    spec.size_bytes,
+                )
+                # Tagged as create_volume tags a volume, in one call.
+                self._retag(xapi, vdi, {VOLUME_ID_KEY: spec.volume_id})
+            if int(xapi.call("VDI.get_virtual_size", vdi)) < spec.size_bytes:
+                self._task(xapi, action, "VDI.resize", vdi, str(spec.size_bytes))
+            return self._volume_info(xapi, vdi, spec.volume_id, pool)
+
+        return self._call(host, action, work)
+
+    def create_template_from_snapshot(
+        self,
+        host: HostRef,
+        secondary: SecondaryStorageRef,
+        snapshot_id: str,
+        template_id: str,
+    ) -> TemplateRef:
+        action = f"create template {template_id} from snapshot {snapshot_id}"
+
+        def work(xapi: _PoolSession) -> TemplateRef:
+            srs = self._store_srs(xapi, secondary)
+            found = self._vdis(xapi, srs, TEMPLATE_KEY, template_id, owned=True)
+            if found:
+                ref, record = found[0]
+            else:
+                backup, backup_record = self._backup_or_fail(xapi, secondary, snapshot_id)
+                target = self._secondary_sr(xapi, action, host, secondary)
+                if backup_record["SR"] != target:
+                    self._plug_store_sr(xapi, action, host, backup_record["SR"], secondary)
+                ref = self._copy(
+                    xapi,
+                    action,
+                    backup,
+                    target,
+                    _copy_for("template", template_id),
+                    TEMPLATE_PREFIX + template_id,
+                    f"Stratus template {template_id} from snapshot {snapshot_id}",
+                )
+                self._retag(xapi, ref, {TEMPLATE_KEY: template_id}, owned=True)
+                record = xapi.call("VDI.get_record", ref)
+            location = self._image_location(xapi, record["SR"], record)
+            return TemplateRef(
+                template_id=template_id,
+                name=f"from-snapshot-{snapshot_id}",
+                url=f"{secondary.url.rstrip('/')}/{location}",
+                format="VHD",
+                size_bytes=int(record["virtual_size"]),
+            )
+
+        return self._call(host, action, work)
+
+    def delete_template(
+        self, host: HostRef, secondary: SecondaryStorageRef, template_id: str
+    ) -> None:
+        action = f"delete template {template_id} on {secondary.name}"
+
+        def work(xapi: _PoolSession) -> None:
+            srs = self._plugged_store_srs(xapi, action, host, secondary)
+            # The template, and a template copy whose answer was lost.
+            doomed = self._vdis(xapi, srs, TEMPLATE_KEY, template_id, owned=True)
+            doomed += self._vdis(xapi, srs, COPY_KEY, _copy_for("template", template_id))
+            for ref, _ in doomed:
+                self._task(xapi, action, "VDI.destroy", ref)
+
+        self._call(host, action, work)
+
+
+def _copy_for(kind: str, stratus_id: str) -> str:
+    """What a pending copy is for: `volume`, `revert` (of a volume), `backup` (of a snapshot)
+    or `template`, and the Stratus id."""
+    return f"{kind}:{stratus_id}"
+
+
+def _store_label(secondary: SecondaryStorageRef) -> str:
+    """The name of the SR standing for a secondary store, given at SR.create."""
+    return SECONDARY_PREFIX + secondary.store_id
+
+
+def _store_device_config(secondary: SecondaryStorageRef) -> tuple[str, dict[str, str]]:
+    """The SR type and device_config reaching the store: NFS for an nfs:// export (as
+    CloudStack mounts secondary storage), a file SR on the hosts' path for a local folder."""
+    parsed = urlparse(secondary.url)
+    if parsed.scheme == "nfs":
+        if not parsed.hostname:
+            raise DriverError(
+                f"secondary storage {secondary.name}: {secondary.url} names no server"
+            )
+        return "nfs", {"server": parsed.hostname, "serverpath": parsed.path or "/"}
+    if parsed.scheme in ("", "file"):
+        return "file", {"location": secondary.path}
+    raise UnsupportedOperationError(
+        f"secondary storage {secondary.name} ({parsed.scheme}://) cannot be attached to a "
+        "XenServer pool as an SR: NFS or a folder the hosts reach is needed"
+    )
 
 
 def _task_value(result: str) -> Any:

@@ -12,7 +12,8 @@ import contextlib
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
 
 import pytest
 
@@ -23,6 +24,7 @@ from activities.drivers.hypervisor import (
     NicSpec,
     PowerState,
     ResourceUnavailableError,
+    SecondaryStorageRef,
     StoragePoolRef,
     TemplateRef,
     UnsupportedOperationError,
@@ -45,8 +47,23 @@ OPERATIONS = frozenset(
         "migrate",
         "reboot",
         "multiple_vms",
+        # Volume snapshots (issue 3): on primary storage, of a running VM's disk, and their
+        # backup to secondary storage (every later step starts from a backup).
+        "volume_snapshot",
+        "live_volume_snapshot",
+        "snapshot_backup",
     }
 )
+
+
+class DiskContent(Protocol):
+    """How a test reads and writes what a guest would see on a disk, where it can."""
+
+    def write(self, path: str, pattern: int) -> None:
+        """Fill the start of the disk at `path` with the byte `pattern`."""
+
+    def holds(self, path: str, pattern: int) -> bool:
+        """Whether the start of the disk at `path` is filled with the byte `pattern`."""
 
 
 @dataclass
@@ -64,16 +81,23 @@ class Backend:
     volume_size: int = 16 * MIB
     #: Called with each VM spec before define (e.g. bare metal's provisioning callback).
     before_start: Callable[[str], None] = field(default=lambda vm_id: None)
+    #: The zone's secondary storage, when the backend needs a particular folder for it.
+    secondary: SecondaryStorageRef | None = None
+    #: Reads and writes disk content, for backends whose disks a test can open.
+    disk_content: DiskContent | None = None
 
 
 class Cleanup:
     """Destroys what a test made, in reverse, whatever the test's outcome."""
 
-    def __init__(self, backend: Backend, *, volumes: bool) -> None:
+    def __init__(self, backend: Backend, *, volumes: bool, secondary: SecondaryStorageRef) -> None:
         self.backend = backend
         self.has_volumes = volumes
+        self.secondary = secondary
         self.vms: list[tuple[HostRef, str]] = []
         self.volumes: list[str] = []
+        #: (volume id, snapshot id) of volume snapshots; their backups are removed too.
+        self.volume_snapshots: list[tuple[str, str]] = []
 
     def run(self) -> None:
         driver = self.backend.driver
@@ -82,6 +106,12 @@ class Cleanup:
                 driver.destroy_vm(host, vm_id)
         if not self.has_volumes:
             return
+        host, pool = self.backend.host, self.backend.pool
+        for volume_id, snapshot_id in reversed(self.volume_snapshots):
+            with contextlib.suppress(DriverError):
+                driver.delete_volume_snapshot(host, pool, volume_id, snapshot_id)
+            with contextlib.suppress(DriverError):
+                driver.delete_snapshot_backup(host, self.secondary, snapshot_id)
         for volume_id in reversed(self.volumes):
             with contextlib.suppress(DriverError):
                 driver.delete_volume(self.backend.host, self.backend.pool, volume_id)
@@ -99,8 +129,17 @@ class HypervisorContract:
 
     # -- helpers ---------------------------------------------------------------------------
     @pytest.fixture
-    def cleanup(self, backend: Backend) -> Iterator[Cleanup]:
-        cleanup = Cleanup(backend, volumes="volumes" not in self.unsupported)
+    def secondary(self, backend: Backend, tmp_path: Path) -> SecondaryStorageRef:
+        """The zone's secondary storage: the backend's own, or a fresh folder per test."""
+        if backend.secondary is not None:
+            return backend.secondary
+        path = tmp_path / "secondary"
+        path.mkdir()
+        return SecondaryStorageRef(f"store-{new_id()[:8]}", "secondary", path.as_uri(), str(path))
+
+    @pytest.fixture
+    def cleanup(self, backend: Backend, secondary: SecondaryStorageRef) -> Iterator[Cleanup]:
+        cleanup = Cleanup(backend, volumes="volumes" not in self.unsupported, secondary=secondary)
         yield cleanup
         cleanup.run()
 
@@ -395,6 +434,247 @@ class HypervisorContract:
         reverted = backend.driver.revert_snapshot(backend.host, spec.vm_id, snapshot_id)
         assert reverted.power_state == PowerState.POWERED_OFF
         backend.driver.delete_snapshot(backend.host, spec.vm_id, snapshot_id)
+
+    # -- the contract: volume snapshots (issue 3) ------------------------------------------
+    def volume_snapshot(
+        self, backend: Backend, cleanup: Cleanup, volume: VolumeInfo
+    ) -> tuple[str, Any]:
+        """Snapshot the volume on primary storage (skipping where the backend cannot)."""
+        snapshot_id = new_id()
+        cleanup.volume_snapshots.append((volume.volume_id, snapshot_id))
+        driver, host, pool = backend.driver, backend.host, backend.pool
+        self.supported(
+            "volume_snapshot",
+            lambda: driver.snapshot_volume(host, pool, volume.volume_id, snapshot_id),
+        )
+        return snapshot_id, driver.snapshot_volume(host, pool, volume.volume_id, snapshot_id)
+
+    def backed_up_snapshot(
+        self,
+        backend: Backend,
+        cleanup: Cleanup,
+        secondary: SecondaryStorageRef,
+        volume: VolumeInfo,
+    ) -> str:
+        """Snapshot, back up to secondary storage and drop the primary copy, as CloudStack does."""
+        snapshot_id, _ = self.volume_snapshot(backend, cleanup, volume)
+        driver, host, pool = backend.driver, backend.host, backend.pool
+        self.supported(
+            "snapshot_backup",
+            lambda: driver.backup_volume_snapshot(
+                host, pool, volume.volume_id, snapshot_id, secondary
+            ),
+        )
+        driver.backup_volume_snapshot(host, pool, volume.volume_id, snapshot_id, secondary)
+        driver.delete_volume_snapshot(host, pool, volume.volume_id, snapshot_id)
+        return snapshot_id
+
+    def test_volume_snapshot_twice_with_one_id_is_one_copy_of_the_disk_then_delete_twice(
+        self, backend: Backend, cleanup: Cleanup
+    ) -> None:
+        volume = self.volume(backend, cleanup)
+        snapshot_id, first = self.volume_snapshot(backend, cleanup, volume)
+        driver, host, pool = backend.driver, backend.host, backend.pool
+        second = driver.snapshot_volume(host, pool, volume.volume_id, snapshot_id)
+        assert first == second
+        assert (first.snapshot_id, first.volume_id) == (snapshot_id, volume.volume_id)
+        assert first.size_bytes == volume.size_bytes and first.path != volume.path
+        driver.delete_volume_snapshot(host, pool, volume.volume_id, snapshot_id)
+        driver.delete_volume_snapshot(host, pool, volume.volume_id, snapshot_id)
+        # The disk itself is untouched by its snapshot's removal.
+        again = driver.create_volume(host, pool, VolumeSpec(volume.volume_id, "x", 1))
+        assert again == volume
+
+    def test_volume_snapshot_of_a_running_vm_disk_is_a_copy_of_it(
+        self, backend: Backend, cleanup: Cleanup
+    ) -> None:
+        spec = self.defined_vm(backend, cleanup)
+        root = spec.root_volume
+        content = backend.disk_content
+        if content is not None:
+            content.write(root.path, 0xD4)
+        backend.before_start(spec.vm_id)
+        assert backend.driver.start_vm(backend.host, spec.vm_id).power_state == (
+            PowerState.POWERED_ON
+        )
+        snapshot_id = new_id()
+        cleanup.volume_snapshots.append((root.volume_id, snapshot_id))
+        driver, host, pool = backend.driver, backend.host, backend.pool
+        for operation in ("volume_snapshot", "live_volume_snapshot"):
+            self.supported(
+                operation, lambda: driver.snapshot_volume(host, pool, root.volume_id, snapshot_id)
+            )
+        snapshot = driver.snapshot_volume(host, pool, root.volume_id, snapshot_id)
+        assert snapshot.size_bytes == root.size_bytes and snapshot.path != root.path
+        if content is not None:
+            assert content.holds(snapshot.path, 0xD4)
+        assert driver.snapshot_volume(host, pool, root.volume_id, snapshot_id) == snapshot
+        found = driver.find_vm(host, spec.vm_id)
+        assert found is not None and found.power_state == PowerState.POWERED_ON
+
+    def test_backup_twice_is_one_backup_that_outlives_the_primary_copy(
+        self, backend: Backend, cleanup: Cleanup, secondary: SecondaryStorageRef
+    ) -> None:
+        volume = self.volume(backend, cleanup)
+        snapshot_id, primary = self.volume_snapshot(backend, cleanup, volume)
+        driver, host, pool = backend.driver, backend.host, backend.pool
+
+        def backup() -> Any:
+            return driver.backup_volume_snapshot(
+                host, pool, volume.volume_id, snapshot_id, secondary
+            )
+
+        self.supported("snapshot_backup", backup)
+        first = backup()
+        assert first == backup()
+        assert (first.snapshot_id, first.volume_id) == (snapshot_id, volume.volume_id)
+        assert first.size_bytes == primary.size_bytes and first.path != primary.path
+        driver.delete_volume_snapshot(host, pool, volume.volume_id, snapshot_id)
+        # A retried backup after the primary copy is gone finds the backup made.
+        assert backup() == first
+
+    def test_backing_up_a_missing_primary_snapshot_is_a_clear_driver_error(
+        self, backend: Backend, cleanup: Cleanup, secondary: SecondaryStorageRef
+    ) -> None:
+        volume = self.volume(backend, cleanup)
+        self.volume_snapshot(backend, cleanup, volume)  # skips where there are none
+        driver, host, pool = backend.driver, backend.host, backend.pool
+        missing = new_id()
+        with pytest.raises(DriverError) as error:
+            driver.backup_volume_snapshot(host, pool, volume.volume_id, missing, secondary)
+        assert not isinstance(error.value, UnsupportedOperationError)
+        assert not error.value.retryable and missing in str(error.value)
+
+    def test_revert_restores_the_snapshotted_disk_from_its_backup_and_repeats_harmlessly(
+        self, backend: Backend, cleanup: Cleanup, secondary: SecondaryStorageRef
+    ) -> None:
+        volume = self.volume(backend, cleanup)
+        driver, host, pool, content = (
+            backend.driver,
+            backend.host,
+            backend.pool,
+            backend.disk_content,
+        )
+        if content is not None:
+            content.write(volume.path, 0xA1)
+        snapshot_id = self.backed_up_snapshot(backend, cleanup, secondary, volume)
+        # The disk changes after the snapshot: new content, and grown where it can grow.
+        if content is not None:
+            content.write(volume.path, 0xB2)
+            assert not content.holds(volume.path, 0xA1)
+        if "resize" not in self.unsupported:
+            grown = driver.resize_volume(host, pool, volume.volume_id, 2 * volume.size_bytes)
+            assert grown.size_bytes == 2 * volume.size_bytes
+        reverted = driver.revert_volume_to_snapshot(
+            host, pool, volume.volume_id, secondary, snapshot_id
+        )
+        assert reverted == volume  # same id, pool, path, and the snapshot's size
+        if content is not None:
+            assert content.holds(volume.path, 0xA1)
+        again = driver.revert_volume_to_snapshot(
+            host, pool, volume.volume_id, secondary, snapshot_id
+        )
+        assert again == reverted
+        if content is not None:
+            assert content.holds(volume.path, 0xA1)
+
+    def test_revert_of_a_running_vm_disk_is_refused_without_retry(
+        self, backend: Backend, cleanup: Cleanup, secondary: SecondaryStorageRef
+    ) -> None:
+        spec = self.defined_vm(backend, cleanup)
+        snapshot_id = self.backed_up_snapshot(backend, cleanup, secondary, spec.root_volume)
+        backend.before_start(spec.vm_id)
+        backend.driver.start_vm(backend.host, spec.vm_id)
+        with pytest.raises(DriverError) as refused:
+            backend.driver.revert_volume_to_snapshot(
+                backend.host, backend.pool, spec.root_volume.volume_id, secondary, snapshot_id
+            )
+        assert not refused.value.retryable
+        assert not isinstance(refused.value, UnsupportedOperationError)
+        found = backend.driver.find_vm(backend.host, spec.vm_id)
+        assert found is not None and found.power_state == PowerState.POWERED_ON
+
+    def test_volume_from_a_snapshot_is_a_new_disk_of_at_least_the_spec_size_made_once(
+        self, backend: Backend, cleanup: Cleanup, secondary: SecondaryStorageRef
+    ) -> None:
+        volume = self.volume(backend, cleanup)
+        content = backend.disk_content
+        if content is not None:
+            content.write(volume.path, 0xC3)
+        snapshot_id = self.backed_up_snapshot(backend, cleanup, secondary, volume)
+        driver, host, pool = backend.driver, backend.host, backend.pool
+        for size in (volume.size_bytes, 2 * volume.size_bytes):
+            volume_id = new_id()
+            cleanup.volumes.append(volume_id)
+            spec = VolumeSpec(volume_id, f"from-{snapshot_id[:8]}", size)
+            if size > volume.size_bytes:  # a bigger volume needs the backend to grow a disk
+                self.supported(
+                    "resize",
+                    lambda spec=spec: driver.create_volume_from_snapshot(  # type: ignore[misc]
+                        host, pool, spec, secondary, snapshot_id
+                    ),
+                )
+            first = driver.create_volume_from_snapshot(host, pool, spec, secondary, snapshot_id)
+            second = driver.create_volume_from_snapshot(host, pool, spec, secondary, snapshot_id)
+            assert first == second
+            assert (first.volume_id, first.pool_id) == (volume_id, pool.pool_id)
+            assert first.size_bytes >= size and first.path != volume.path
+            if content is not None:
+                assert content.holds(first.path, 0xC3)
+        # The source disk is untouched.
+        assert driver.create_volume(host, pool, VolumeSpec(volume.volume_id, "x", 1)) == volume
+
+    def test_template_from_a_snapshot_is_made_once_and_volumes_deploy_from_it(
+        self, backend: Backend, cleanup: Cleanup, secondary: SecondaryStorageRef
+    ) -> None:
+        volume = self.volume(backend, cleanup)
+        snapshot_id = self.backed_up_snapshot(backend, cleanup, secondary, volume)
+        driver, host = backend.driver, backend.host
+        template_id = new_id()
+        first = driver.create_template_from_snapshot(host, secondary, snapshot_id, template_id)
+        assert first == driver.create_template_from_snapshot(
+            host, secondary, snapshot_id, template_id
+        )
+        assert first.template_id == template_id and first.url and first.format
+        assert first.size_bytes >= volume.size_bytes
+        # The template outlives the snapshot's backup, and deployments copy it.
+        driver.delete_snapshot_backup(host, secondary, snapshot_id)
+        deployed_id = new_id()
+        cleanup.volumes.append(deployed_id)
+        spec = VolumeSpec(deployed_id, "deployed", backend.volume_size, template=first)
+        deployed = driver.create_volume(host, backend.pool, spec)
+        assert deployed.size_bytes >= first.size_bytes
+
+    def test_delete_backup_twice_then_every_use_of_it_is_a_clear_driver_error(
+        self, backend: Backend, cleanup: Cleanup, secondary: SecondaryStorageRef
+    ) -> None:
+        volume = self.volume(backend, cleanup)
+        snapshot_id = self.backed_up_snapshot(backend, cleanup, secondary, volume)
+        driver, host, pool = backend.driver, backend.host, backend.pool
+        driver.delete_snapshot_backup(host, secondary, snapshot_id)
+        driver.delete_snapshot_backup(host, secondary, snapshot_id)
+        never_made = new_id()
+        cleanup.volumes.append(never_made)
+        attempts: list[Callable[[], object]] = [
+            lambda: driver.revert_volume_to_snapshot(
+                host, pool, volume.volume_id, secondary, snapshot_id
+            ),
+            lambda: driver.create_volume_from_snapshot(
+                host,
+                pool,
+                VolumeSpec(never_made, "never", volume.size_bytes),
+                secondary,
+                snapshot_id,
+            ),
+            lambda: driver.create_template_from_snapshot(host, secondary, snapshot_id, new_id()),
+        ]
+        for attempt in attempts:
+            with pytest.raises(DriverError) as error:
+                attempt()
+            assert not isinstance(error.value, UnsupportedOperationError)
+            assert not error.value.retryable and snapshot_id in str(error.value)
+        # A failed revert leaves the disk as it was.
+        assert driver.create_volume(host, pool, VolumeSpec(volume.volume_id, "x", 1)) == volume
 
     # -- the contract: migration -----------------------------------------------------------
     def test_migrate_moves_a_running_vm_to_the_target_host(

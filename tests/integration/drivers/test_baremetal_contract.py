@@ -184,6 +184,7 @@ class TestBareMetalContract(HypervisorContract):
         "memory_snapshot": "IPMI has no snapshots",
         "migrate": "the instance is the machine; it cannot move",
         "multiple_vms": "a bare-metal host is one machine and runs one instance",
+        "volume_snapshot": "a machine's disks are physical: no volume snapshots",
     }
 
     @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,7 +10,13 @@ from pathlib import Path
 import libvirt
 import pytest
 
-from activities.drivers.hypervisor import HostRef, NicSpec, StoragePoolRef, TemplateRef
+from activities.drivers.hypervisor import (
+    HostRef,
+    NicSpec,
+    SecondaryStorageRef,
+    StoragePoolRef,
+    TemplateRef,
+)
 from activities.drivers.libvirt_kvm import LibvirtKvmDriver
 from tests.integration.drivers.contract import MIB, Backend, HypervisorContract
 from tests.integration.drivers.libvirt_daemons import SecondDaemon, kvm_usable
@@ -23,6 +30,33 @@ def host(name: str, address: str = "127.0.0.1") -> HostRef:
     )
 
 
+class QemuIoContent:
+    """Guest-visible disk content of qcow2 files, read and written with `qemu-io`."""
+
+    length = "64k"
+
+    @staticmethod
+    def _io(path: str, command: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["qemu-io", "-f", "qcow2", "-c", command, path],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    def write(self, path: str, pattern: int) -> None:
+        done = self._io(path, f"write -P {pattern} 0 {self.length}")
+        assert done.returncode == 0 and "wrote" in done.stdout, done.stdout + done.stderr
+
+    def holds(self, path: str, pattern: int) -> bool:
+        """qemu-io exits 1 and says "Pattern verification failed" on other content."""
+        done = self._io(path, f"read -P {pattern} 0 {self.length}")
+        output = done.stdout + done.stderr
+        assert "Could not open" not in output, output
+        return done.returncode == 0 and "Pattern verification failed" not in output
+
+
 class TestLibvirtTestDriverContract(HypervisorContract):
     """libvirt's `test:///default`: fast, in-process, but with no migration nor hotplug."""
 
@@ -30,6 +64,8 @@ class TestLibvirtTestDriverContract(HypervisorContract):
         "attach": "libvirt's test driver does not implement attachDevice",
         "migrate": "libvirt's test driver does not implement migration",
         "resize": "libvirt's test driver does not implement virStorageVolResize",
+        "live_volume_snapshot": "libvirt's test driver has no disk images to copy while running",
+        "snapshot_backup": "libvirt's test driver clones a volume only within its own pool",
     }
 
     @pytest.fixture
@@ -78,6 +114,10 @@ class TestLibvirtQemuContract(HypervisorContract):
         )
         pool_dir = shared_storage_dir / "pool"
         pool = StoragePoolRef("pool-1", f"stratus-test-{uuid.uuid4().hex[:8]}", str(pool_dir))
+        secondary_dir = shared_storage_dir / "secondary"
+        secondary = SecondaryStorageRef(
+            f"store-{uuid.uuid4().hex[:8]}", "secondary", secondary_dir.as_uri(), str(secondary_dir)
+        )
         backend = Backend(
             driver=driver,
             host=host("a"),
@@ -85,17 +125,24 @@ class TestLibvirtQemuContract(HypervisorContract):
             pool=pool,
             template=TemplateRef("tpl-1", "tiny", qcow2_template.as_uri(), "QCOW2", 24 * MIB),
             target_host=host("b") if "host-b" in uris else None,
+            secondary=secondary,
+            disk_content=QemuIoContent(),
         )
         yield backend
         for uri in uris.values():
             if uri.startswith("qemu+tcp://127.0.0.1:1/"):
                 continue
             conn = libvirt.open(uri)
-            try:
-                conn.storagePoolLookupByName(pool.name).destroy()
-                conn.storagePoolLookupByName(pool.name).undefine()
-            except libvirt.libvirtError:
-                pass
+            names = [pool.name]
+            names += [
+                f"stratus-{folder}-{secondary.store_id}" for folder in ("snapshots", "templates")
+            ]
+            for name in names:
+                try:
+                    conn.storagePoolLookupByName(name).destroy()
+                    conn.storagePoolLookupByName(name).undefine()
+                except libvirt.libvirtError:
+                    pass
             conn.close()
         driver.close()
 

@@ -21,9 +21,31 @@ semantics for the calls the Stratus driver makes, and no more:
 - `VM.snapshot` / `VM.checkpoint` make a snapshot VM (with snapshot VDIs, the VM's
   `other_config` copied); `VM.revert` replaces the VM's disks with clones of the snapshot's and
   leaves the VM `Halted`, or `Suspended` for a checkpoint (then `VM.resume`).
+- `VDI.create(record)` takes XAPI's record: `name_label`, `name_description`, `SR`,
+  `virtual_size`, `type`, `sharable`, `read_only` and `other_config` are required
+  (`FIELD_TYPE_ERROR [field]` when missing or of the wrong type), `xenstore_data`, `sm_config`
+  and `tags` default to empty.
+- `VDI.snapshot` makes a snapshot VDI (`is_a_snapshot`, `snapshot_of`, the disk's name and
+  `other_config` copied, live or not). `VDI.copy(vdi, sr[, base_vdi, into_vdi])` makes a full copy
+  in `sr` as XAPI does: name, description, `other_config` and tags carried over, `sm_config`
+  not; with `into_vdi` it overwrites that VDI's content instead and leaves its record alone
+  (`sr` unused; `VDI_TOO_SMALL` if it is smaller).
+- A new disk needs room in its SR: a file or NFS SR (run by the SM backend) says
+  `SR_BACKEND_FAILURE_44 ["", "There is insufficient space", ""]`, other SRs `SR_FULL`. Every
+  storage operation on a VDI (create, snapshot, copy, resize, destroy) needs its SR plugged on
+  some host (`SR_NO_PBDS`).
+- `SR.create(host, device_config, physical_size, name_label, name_description, type,
+  content_type, shared, sm_config)` for `nfs` (device_config `server`, `serverpath`) and `file`
+  (`location`) SRs: a PBD per host (every host when shared), plugged; an unknown type is
+  `SR_UNKNOWN_DRIVER`. `PBD.create` (`PBD_EXISTS` if the host has one for the SR), `PBD.plug`,
+  `PBD.unplug` (plug and unplug are idempotent).
+
+What a guest would read on a disk is kept outside the records (XAPI has no such field): every
+copy, snapshot and clone carries it, so a test sees which disk a revert really brought back.
 
 Test hooks (not XAPI): `set_host_live`, `expire_sessions`, `stall` (tasks of a call stay pending),
-`calls` (a log of the methods called).
+`calls` (a log of the methods called), `write_disk` / `disk_pattern` (a disk's content),
+`unplug_sr` (every PBD of an SR unplugged, as after a host reboot without auto-plug).
 """
 
 from __future__ import annotations
@@ -94,6 +116,7 @@ class XapiPool:
                 "host",
                 "host_metrics",
                 "SR",
+                "PBD",
                 "VDI",
                 "VBD",
                 "VIF",
@@ -105,18 +128,16 @@ class XapiPool:
         }
         self.stalled: set[str] = set()
         self.calls: list[str] = []
+        #: What a guest would read at the start of each disk (VDI ref → byte pattern).
+        self.content: dict[str, int] = {}
         host_refs = [self._add_host(spec) for spec in hosts]
-        self.sr = self.add(
-            "SR",
+        self.sr = self._new_sr(
+            host_refs,
             name_label="Local storage",
-            name_description="",
             type="ext",
+            device_config={"device": "/dev/sdb"},
+            physical_size=64 * GIB,
             shared=True,
-            content_type="user",
-            physical_size=str(64 * GIB),
-            physical_utilisation="0",
-            VDIs=[],
-            other_config={},
         )
         self.add("pool", name_label="pool", master=host_refs[0], default_SR=self.sr)
         self.add("network", name_label="guest-net", bridge="xenbr0", VIFs=[], other_config={})
@@ -177,6 +198,39 @@ class XapiPool:
             other_config={},
         )
 
+    def _new_sr(
+        self,
+        hosts: list[str],
+        *,
+        name_label: str,
+        type: str,
+        device_config: dict[str, str],
+        physical_size: int,
+        shared: bool,
+        name_description: str = "",
+        content_type: str = "user",
+    ) -> str:
+        sr = self.add(
+            "SR",
+            name_label=name_label,
+            name_description=name_description,
+            type=type,
+            shared=shared,
+            content_type=content_type,
+            physical_size=str(physical_size),
+            physical_utilisation="0",
+            VDIs=[],
+            PBDs=[],
+            other_config={},
+            sm_config={},
+        )
+        for host in hosts:
+            pbd = self.PBD_create(
+                {"host": host, "SR": sr, "device_config": device_config, "other_config": {}}
+            )
+            self.get("PBD", pbd)["currently_attached"] = True
+        return sr
+
     def _add_vm(self, **fields: Any) -> str:
         record: Record = {
             "name_label": "",
@@ -226,6 +280,7 @@ class XapiPool:
             "read_only": False,
             "is_a_snapshot": False,
             "snapshot_of": NULL,
+            "snapshot_time": xmlrpc.client.DateTime(0),
             "VBDs": [],
             "other_config": {},
             "sm_config": {},
@@ -273,6 +328,24 @@ class XapiPool:
         """Test hook: as after a pool master restart, every session is forgotten."""
         with self.lock:
             self.db["session"].clear()
+
+    def write_disk(self, vdi: str, pattern: int) -> None:
+        """Test hook: a guest fills the start of the disk with the byte `pattern`."""
+        with self.lock:
+            self.get("VDI", vdi)
+            self.content[vdi] = pattern
+
+    def disk_pattern(self, vdi: str) -> int:
+        """Test hook: the byte the start of the disk holds (0 for a disk never written)."""
+        with self.lock:
+            self.get("VDI", vdi)
+            return self.content.get(vdi, 0)
+
+    def unplug_sr(self, sr: str) -> None:
+        """Test hook: every PBD of the SR unplugged, as after a reboot without auto-plug."""
+        with self.lock:
+            for pbd in self.get("SR", sr)["PBDs"]:
+                self.get("PBD", pbd)["currently_attached"] = False
 
     def set_host_live(self, name: str, live: bool) -> None:
         """Test hook: the host stops (or resumes) heartbeating; its metrics say so."""
@@ -340,7 +413,29 @@ class XapiPool:
         source = self.get("VDI", vdi)
         fields = {k: copy.deepcopy(v) for k, v in source.items() if k not in ("uuid", "VBDs", "SR")}
         fields.update(is_a_snapshot=snapshot, snapshot_of=vdi if snapshot else NULL)
-        return self._new_vdi(sr or source["SR"], **fields)
+        if snapshot:
+            fields["snapshot_time"] = xmlrpc.client.DateTime(dt.datetime.now(dt.UTC).timetuple())
+        clone = self._new_vdi(sr or source["SR"], **fields)
+        if vdi in self.content:
+            self.content[clone] = self.content[vdi]
+        return clone
+
+    def check_room(self, sr: str, size: int) -> None:
+        """Fails unless the SR holds `size` more bytes of disks: the SM backend of a file or NFS
+        SR raises its error 44 (SRNoSpace), as XenServer reports it; XAPI's own check SR_FULL."""
+        record = self.get("SR", sr)
+        used = sum(int(self.get("VDI", v)["virtual_size"]) for v in record["VDIs"])
+        free = int(record["physical_size"]) - used
+        if size > free:
+            if record["type"] in ("file", "nfs"):
+                raise XapiError("SR_BACKEND_FAILURE_44", "", "There is insufficient space", "")
+            raise XapiError("SR_FULL", size, free)
+
+    def check_plugged(self, sr: str) -> None:
+        """A disk operation needs a host that sees the SR: `SR_NO_PBDS` when none does."""
+        record = self.get("SR", sr)
+        if not any(self.get("PBD", pbd)["currently_attached"] for pbd in record["PBDs"]):
+            raise XapiError("SR_NO_PBDS", sr)
 
     def disk_vbds(self, vm: str) -> list[str]:
         return [vbd for vbd in self.vm(vm)["VBDs"] if self.get("VBD", vbd)["type"] == "Disk"]
@@ -581,24 +676,62 @@ class XapiPool:
 
     # -- VDI / VBD / VIF -------------------------------------------------------------------
     def VDI_create(self, args: Record) -> str:
-        sr = str(args.get("SR", NULL))
+        """XAPI's VDI.create: a record with the fields that have no default (see the top)."""
+        for name, kind in _VDI_CREATE_FIELDS.items():
+            if name in args:
+                value = args[name]
+            elif name in _VDI_CREATE_DEFAULTS:
+                value = _VDI_CREATE_DEFAULTS[name]
+            else:
+                raise XapiError("FIELD_TYPE_ERROR", name)
+            if not isinstance(value, kind) or (name == "type" and value not in _VDI_TYPES):
+                raise XapiError("FIELD_TYPE_ERROR", name)
+        sr = str(args["SR"])
         self.get("SR", sr)
-        size = as_int(args.get("virtual_size"), "virtual_size")
-        used = sum(int(self.get("VDI", v)["virtual_size"]) for v in self.get("SR", sr)["VDIs"])
-        if used + size > int(self.get("SR", sr)["physical_size"]):
-            raise XapiError("SR_FULL", size, int(self.get("SR", sr)["physical_size"]) - used)
-        fields = {k: v for k, v in args.items() if k not in ("SR", "virtual_size")}
+        size = as_int(args["virtual_size"], "virtual_size")
+        self.check_plugged(sr)
+        self.check_room(sr, size)
+        fields = {k: copy.deepcopy(v) for k, v in args.items() if k in _VDI_CREATE_FIELDS}
+        fields.update(
+            {k: copy.deepcopy(v) for k, v in _VDI_CREATE_DEFAULTS.items() if k not in args}
+        )
+        del fields["SR"], fields["virtual_size"]
         return self._new_vdi(sr, virtual_size=size, **fields)
 
-    def VDI_copy(self, vdi: str, sr: str) -> str:
+    def VDI_snapshot(self, vdi: str, driver_params: object = None) -> str:
+        """A point-in-time snapshot VDI in the disk's SR, attached or not (XAPI snapshots live)."""
+        self.check_plugged(self.get("VDI", vdi)["SR"])
+        return self.clone_vdi(vdi, snapshot=True)
+
+    def VDI_copy(self, vdi: str, sr: str, base_vdi: str = NULL, into_vdi: str = NULL) -> str:
+        """A full copy into `sr`, or over `into_vdi`. XAPI creates the new VDI with the source's
+        name, description, `other_config` and tags (never its `sm_config`), writable."""
+        source = self.get("VDI", vdi)
+        if base_vdi != NULL:
+            self.get("VDI", base_vdi)
+        self.check_plugged(source["SR"])
+        if into_vdi != NULL:
+            target = self.get("VDI", into_vdi)
+            self.check_plugged(target["SR"])
+            if int(target["virtual_size"]) < int(source["virtual_size"]):
+                raise XapiError("VDI_TOO_SMALL", into_vdi, source["virtual_size"])
+            if any(self.get("VBD", vbd)["currently_attached"] for vbd in target["VBDs"]):
+                raise XapiError("VDI_IN_USE", into_vdi, "copy")
+            self.content.pop(into_vdi, None)
+            if vdi in self.content:
+                self.content[into_vdi] = self.content[vdi]
+            return into_vdi
         self.get("SR", sr)
+        self.check_plugged(sr)
+        self.check_room(sr, int(source["virtual_size"]))
         copied = self.clone_vdi(vdi, sr=sr)
-        self.get("VDI", copied)["other_config"] = {}
+        self.get("VDI", copied).update(sm_config={}, read_only=False)
         return copied
 
     def VDI_resize(self, vdi: str, size: str) -> str:
         record = self.get("VDI", vdi)
         new_size = as_int(size, "size")
+        self.check_plugged(record["SR"])
         if any(self.get("VBD", vbd)["currently_attached"] for vbd in record["VBDs"]):
             raise XapiError("VDI_IN_USE", vdi, "resize")
         if new_size < int(record["virtual_size"]):
@@ -608,6 +741,7 @@ class XapiPool:
 
     def VDI_destroy(self, vdi: str) -> str:
         record = self.get("VDI", vdi)
+        self.check_plugged(record["SR"])
         if record["VBDs"]:
             raise XapiError("VDI_IN_USE", vdi, "destroy")
         self._destroy_vdi(vdi)
@@ -615,7 +749,72 @@ class XapiPool:
 
     def _destroy_vdi(self, vdi: str) -> None:
         record = self.db["VDI"].pop(vdi)
+        self.content.pop(vdi, None)
         self.get("SR", record["SR"])["VDIs"].remove(vdi)
+
+    # -- SR / PBD --------------------------------------------------------------------------
+    def SR_create(
+        self,
+        host: str,
+        device_config: dict[str, str],
+        physical_size: object,
+        name_label: str,
+        name_description: str,
+        type: str,
+        content_type: str,
+        shared: bool,
+        sm_config: dict[str, str],
+    ) -> str:
+        """A new SR on storage the hosts reach, plugged where it is visible."""
+        self.check_live(host)
+        as_int(physical_size, "physical_size")
+        needed = {"nfs": ("server", "serverpath"), "file": ("location",)}.get(type)
+        if needed is None:
+            raise XapiError("SR_UNKNOWN_DRIVER", type)
+        missing = [key for key in needed if not device_config.get(key)]
+        if missing:
+            raise XapiError(
+                "SR_BACKEND_FAILURE", "", "", f"device_config lacks {', '.join(missing)}"
+            )
+        return self._new_sr(
+            list(self.db["host"]) if shared else [host],
+            name_label=name_label,
+            name_description=name_description,
+            type=type,
+            device_config=dict(device_config),
+            # NFS and file SRs report the size of the store, not what the caller asked for.
+            physical_size=256 * GIB,
+            shared=bool(shared),
+            content_type=content_type,
+        )
+
+    def PBD_create(self, args: Record) -> str:
+        host = str(args.get("host"))
+        sr = str(args.get("SR"))
+        self.get("host", host)
+        record = self.get("SR", sr)
+        if any(self.get("PBD", pbd)["host"] == host for pbd in record["PBDs"]):
+            raise XapiError("PBD_EXISTS", sr, host)
+        ref = self.add(
+            "PBD",
+            host=host,
+            SR=sr,
+            device_config=dict(args.get("device_config", {})),
+            currently_attached=False,
+            other_config=dict(args.get("other_config", {})),
+        )
+        record["PBDs"].append(ref)
+        return ref
+
+    def PBD_plug(self, pbd: str) -> str:
+        record = self.get("PBD", pbd)
+        self.check_live(record["host"])
+        record["currently_attached"] = True
+        return ""
+
+    def PBD_unplug(self, pbd: str) -> str:
+        self.get("PBD", pbd)["currently_attached"] = False
+        return ""
 
     def VBD_create(self, args: Record) -> str:
         vm = str(args.get("VM"))
@@ -679,6 +878,37 @@ class XapiPool:
         return ref
 
 
+#: VDI.create's record: the fields and their XML-RPC types; those with a default in XAPI's
+#: datamodel may be left out.
+_VDI_CREATE_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "name_label": str,
+    "name_description": str,
+    "SR": str,
+    "virtual_size": (str, int),
+    "type": str,
+    "sharable": bool,
+    "read_only": bool,
+    "other_config": dict,
+    "xenstore_data": dict,
+    "sm_config": dict,
+    "tags": list,
+}
+_VDI_CREATE_DEFAULTS: dict[str, Any] = {"xenstore_data": {}, "sm_config": {}, "tags": []}
+_VDI_TYPES = {
+    "system",
+    "user",
+    "ephemeral",
+    "suspend",
+    "crashdump",
+    "ha_statefile",
+    "metadata",
+    "redo_log",
+    "rrd",
+    "pvs_cache",
+    "cbt_metadata",
+}
+
+
 def record_sr(pool: XapiPool, vm: str) -> str:
     """The SR of a VM's first disk (where XAPI puts a checkpoint's suspend image)."""
     for vbd in pool.disks(vm):
@@ -691,6 +921,8 @@ _WRITABLE = {
     "VM": {"name_label", "name_description", "other_config", "affinity"},
     "VDI": {"name_label", "name_description", "other_config"},
     "VBD": {"other_config"},
+    "SR": {"name_label", "name_description", "other_config"},
+    "PBD": {"other_config"},
     "host": {"other_config"},
 }
 # Calls that run as tasks when called through `Async.` (and any other call, as XAPI allows).
@@ -700,7 +932,7 @@ _HANDLERS: dict[str, Callable[..., Any]] = {
 _HANDLERS.update(
     {
         f"{prefix}.{name[len(prefix) + 1 :]}": getattr(XapiPool, name)
-        for prefix in ("VDI", "VBD", "VIF")
+        for prefix in ("VDI", "VBD", "VIF", "SR", "PBD")
         for name in dir(XapiPool)
         if name.startswith(prefix + "_")
     }

@@ -24,11 +24,25 @@ app.add_typer(inventory_app, name="inventory")
 app.add_typer(usage_app, name="usage")
 
 
+def _sigterm_stops_like_ctrl_c() -> None:
+    """systemd, `docker stop` and `kill` send SIGTERM: stop as Ctrl-C does, through the
+    shutdown (worker drained, embedded Temporal and PostgreSQL stopped), not dead on the spot
+    with the embedded servers left running. uvicorn hands the signal it caught back to this
+    handler once it has stopped serving."""
+
+    def stop(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+
+
 @app.command()
 def up() -> None:
-    """Run the whole stack on embedded defaults (or the STRATUS_* settings). Ctrl-C stops it."""
+    """Run the whole stack on embedded defaults (or the STRATUS_* settings). Ctrl-C or SIGTERM
+    stops it."""
     from workers.stack import up as run_up
 
+    _sigterm_stops_like_ctrl_c()
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run_up(Settings()))
 
@@ -55,6 +69,7 @@ def worker() -> None:
         client = await connect(address, settings.temporal_namespace)
         await run_worker_until_cancelled(settings, cloud, client)
 
+    _sigterm_stops_like_ctrl_c()
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(main())
 
@@ -88,6 +103,7 @@ def agent(
         client = await connect(address, settings.temporal.namespace)
         await run_agent(client, settings)
 
+    _sigterm_stops_like_ctrl_c()
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(main())
 
@@ -98,10 +114,7 @@ def projector() -> None:
     settings = Settings()
     database_url, _ = _external(settings)
 
-    def stop(*_: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, stop)
+    _sigterm_stops_like_ctrl_c()
     with Projector(postgres_env(database_url)) as running, contextlib.suppress(KeyboardInterrupt):
         while True:
             running.check()
@@ -122,7 +135,9 @@ def api() -> None:
         client = await connect(address, settings.temporal_namespace)
         await serve_api(settings, cloud, client, database_url)
 
-    asyncio.run(main())
+    _sigterm_stops_like_ctrl_c()
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(main())
 
 
 @app.command("seed-demo")

@@ -21,8 +21,10 @@ from activities.drivers.hypervisor import (
     DriverTimeoutError,
     HypervisorDriver,
     PowerState,
+    TemplateRef,
     VirtualMachineInfo,
     VolumeInfo,
+    VolumeSnapshotInfo,
 )
 from activities.errors import reports_cloud_errors
 from activities.heartbeat import heartbeating
@@ -34,6 +36,7 @@ from activities.infrastructure_models import (
     ReportedCapacity,
     VmPower,
 )
+from activities.snapshot_operation_models import SnapshotWork
 from activities.vm_operation_models import HypervisorSnapshot, VmMigration, VmOnHost
 from activities.volume_operation_models import DiskCopy, DiskResize, VolumePlug
 from domain.errors import UnsupportedAction
@@ -258,6 +261,79 @@ class HypervisorActivities:
             f"to {copy.target_pool.name}"
         ):
             return driver.copy_volume(copy.host, copy.source_pool, copy.target_pool, copy.volume_id)
+
+    # -- volume snapshots: on primary storage, backed up to secondary storage ----------------
+    @activity.defn(name="hypervisor.snapshot_volume")
+    @reports_cloud_errors
+    def snapshot_volume(self, work: SnapshotWork) -> VolumeSnapshotInfo:
+        driver = self.drivers.for_hypervisor(work.host.hypervisor)
+        assert work.pool is not None
+        with heartbeating(f"snapshotting volume {work.volume_id}"):
+            return driver.snapshot_volume(work.host, work.pool, work.volume_id, work.snapshot_id)
+
+    @activity.defn(name="hypervisor.backup_volume_snapshot")
+    @reports_cloud_errors
+    def backup_volume_snapshot(self, work: SnapshotWork) -> VolumeSnapshotInfo:
+        driver = self.drivers.for_hypervisor(work.host.hypervisor)
+        assert work.pool is not None and work.secondary is not None
+        with heartbeating(f"backing up snapshot {work.snapshot_id} to {work.secondary.name}"):
+            return driver.backup_volume_snapshot(
+                work.host, work.pool, work.volume_id, work.snapshot_id, work.secondary
+            )
+
+    @activity.defn(name="hypervisor.delete_volume_snapshot")
+    @reports_cloud_errors
+    def delete_volume_snapshot(self, work: SnapshotWork) -> None:
+        driver = self.drivers.for_hypervisor(work.host.hypervisor)
+        assert work.pool is not None
+        with heartbeating(f"deleting snapshot {work.snapshot_id} on primary storage"):
+            driver.delete_volume_snapshot(work.host, work.pool, work.volume_id, work.snapshot_id)
+
+    @activity.defn(name="hypervisor.delete_snapshot_backup")
+    @reports_cloud_errors
+    def delete_snapshot_backup(self, work: SnapshotWork) -> None:
+        driver = self.drivers.for_hypervisor(work.host.hypervisor)
+        assert work.secondary is not None
+        with heartbeating(f"deleting snapshot {work.snapshot_id} on {work.secondary.name}"):
+            driver.delete_snapshot_backup(work.host, work.secondary, work.snapshot_id)
+
+    @activity.defn(name="hypervisor.revert_volume_to_snapshot")
+    @reports_cloud_errors
+    def revert_volume_to_snapshot(self, work: SnapshotWork) -> VolumeInfo:
+        driver = self.drivers.for_hypervisor(work.host.hypervisor)
+        assert work.pool is not None and work.secondary is not None
+        with heartbeating(f"reverting volume {work.volume_id} to snapshot {work.snapshot_id}"):
+            return driver.revert_volume_to_snapshot(
+                work.host, work.pool, work.volume_id, work.secondary, work.snapshot_id
+            )
+
+    @activity.defn(name="hypervisor.create_volume_from_snapshot")
+    @reports_cloud_errors
+    def create_volume_from_snapshot(self, work: SnapshotWork) -> VolumeInfo:
+        driver = self.drivers.for_hypervisor(work.host.hypervisor)
+        assert work.pool is not None and work.secondary is not None and work.spec is not None
+        with heartbeating(f"making volume {work.spec.volume_id} from snapshot {work.snapshot_id}"):
+            return driver.create_volume_from_snapshot(
+                work.host, work.pool, work.spec, work.secondary, work.snapshot_id
+            )
+
+    @activity.defn(name="hypervisor.create_template_from_snapshot")
+    @reports_cloud_errors
+    def create_template_from_snapshot(self, work: SnapshotWork) -> TemplateRef:
+        driver = self.drivers.for_hypervisor(work.host.hypervisor)
+        assert work.secondary is not None and work.template_id is not None
+        with heartbeating(f"making template {work.template_id} from snapshot {work.snapshot_id}"):
+            return driver.create_template_from_snapshot(
+                work.host, work.secondary, work.snapshot_id, work.template_id
+            )
+
+    @activity.defn(name="hypervisor.delete_template")
+    @reports_cloud_errors
+    def delete_template(self, work: SnapshotWork) -> None:
+        driver = self.drivers.for_hypervisor(work.host.hypervisor)
+        assert work.secondary is not None and work.template_id is not None
+        with heartbeating(f"deleting template {work.template_id}"):
+            driver.delete_template(work.host, work.secondary, work.template_id)
 
 
 def launched(info: VirtualMachineInfo) -> LaunchedVm:

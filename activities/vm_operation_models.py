@@ -11,7 +11,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, Field
 
-from activities.deployment_models import VmRemoval, VolumeRemoval
+from activities.deployment_models import VmRemoval, VolumeOrder, VolumeRemoval
 from activities.drivers.hypervisor import HostRef
 from domain.job_requests import VirtualMachineOperationRequest
 
@@ -145,3 +145,50 @@ class SnapshotOrder(BaseModel):
     snapshot: HypervisorSnapshot
     on_host: VmOnHost
     memory: bool
+
+
+class OfferingChange(BaseModel):
+    """change_service_offering's input: the offering the stopped VM takes."""
+
+    job_id: UUID
+    vm_id: UUID
+    service_offering_id: UUID
+
+
+class RestoreRequest(BaseModel):
+    """begin_restore's input: the template of the new root volume (None: the VM's own)."""
+
+    job_id: UUID
+    vm_id: UUID
+    template_id: UUID | None = None
+
+
+class RestoreOrder(BaseModel):
+    """Where the new root volume is made, and what it replaces."""
+
+    volume: VolumeOrder
+    task_queue: str | None = None
+    new_volume_id: UUID
+    old_volume_id: UUID
+    old_template_id: UUID
+    template_id: UUID
+    pool_id: UUID
+
+
+class RestoreStep(BaseModel):
+    """A restore step on one volume: the new root volume, or the old one being deleted."""
+
+    job_id: UUID
+    vm_id: UUID
+    volume_id: UUID
+    template_id: UUID | None = None
+    pool_id: UUID | None = None
+    path: str = ""
+    size_bytes: int = 0
+
+
+class VolumeCleanup(BaseModel):
+    """A disk to delete on a pool, through a host that reaches it; None when none is left."""
+
+    removal: VolumeRemoval | None = None
+    task_queue: str | None = None

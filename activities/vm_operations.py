@@ -11,11 +11,19 @@ from uuid import UUID
 
 from temporalio import activity
 
-from activities.deployment_models import Placement, VmLaunch, VmRemoval, VolumeRemoval
+from activities.deployment_models import (
+    Placement,
+    VmLaunch,
+    VmRemoval,
+    VolumeOrder,
+    VolumeRemoval,
+)
 from activities.drivers.hypervisor import (
     NicSpec,
+    TemplateRef,
     VirtualMachineSpec,
     VolumeInfo,
+    VolumeSpec,
 )
 from activities.errors import reports_cloud_errors
 from activities.refs import host_ref, pool_ref
@@ -30,15 +38,21 @@ from activities.vm_operation_models import (
     MigrationPlan,
     MigrationRequest,
     MigrationStep,
+    OfferingChange,
     OperationInput,
     OperationOutcome,
     PlanStartInput,
+    RestoreOrder,
+    RestoreRequest,
+    RestoreStep,
     SnapshotOrder,
     SnapshotStep,
     VmMigration,
     VmOnHost,
+    VolumeCleanup,
 )
 from domain import vm_operations, vm_snapshot_operations
+from domain.catalog import Template
 from domain.cloud import Cloud
 from domain.cluster import Cluster
 from domain.errors import IllegalStateTransition
@@ -46,7 +60,7 @@ from domain.guest_network import GuestNetwork
 from domain.host import Host
 from domain.placement import AvoidSet
 from domain.virtual_machine import VirtualMachine
-from domain.volume import Volume
+from domain.volume import Volume, VolumeState
 from domain.volume_attachments import VolumeAttachments, attachments_id_for
 
 
@@ -274,6 +288,121 @@ class VmOperationActivities:
     @reports_cloud_errors
     def finish_expunge(self, step: JobVm) -> dict[str, Any]:
         return vm_operations.finish_expunge(self.cloud, step.job_id, step.vm_id)
+
+    # -- change the service offering ----------------------------------------------------------
+    @activity.defn(name="vm.change_service_offering")
+    @reports_cloud_errors
+    def change_service_offering(self, change: OfferingChange) -> dict[str, Any]:
+        return vm_operations.change_service_offering(
+            self.cloud, change.job_id, change.vm_id, change.service_offering_id
+        )
+
+    # -- restore -------------------------------------------------------------------------------
+    @activity.defn(name="vm.begin_restore_volume")
+    @reports_cloud_errors
+    def begin_restore_volume(self, given: RestoreRequest) -> RestoreOrder:
+        plan = vm_operations.begin_restore_volume(
+            self.cloud, given.job_id, given.vm_id, given.template_id
+        )
+        volume = self.cloud.load(Volume, plan.new_volume_id)
+        template = self.cloud.load(Template, plan.template_id)
+        return RestoreOrder(
+            volume=VolumeOrder(
+                host=host_ref(self.cloud, plan.host_id),
+                pool=pool_ref(self.cloud, plan.pool_id),
+                spec=VolumeSpec(
+                    volume_id=str(volume.id),
+                    name=volume.name,
+                    size_bytes=volume.size_bytes,
+                    template=TemplateRef(
+                        template_id=str(template.id),
+                        name=template.name,
+                        url=template.url,
+                        format=template.format,
+                        size_bytes=template.size_bytes,
+                    ),
+                ),
+            ),
+            task_queue=self._task_queue(plan.host_id),
+            new_volume_id=plan.new_volume_id,
+            old_volume_id=plan.old_volume_id,
+            old_template_id=plan.old_template_id,
+            template_id=plan.template_id,
+            pool_id=plan.pool_id,
+        )
+
+    @activity.defn(name="vm.complete_restore_volume")
+    @reports_cloud_errors
+    def complete_restore_volume(self, step: RestoreStep) -> None:
+        if step.pool_id is None:
+            raise IllegalStateTransition("the new root volume's pool is unknown")
+        vm_operations.complete_restore_volume(
+            self.cloud, step.job_id, step.pool_id, step.path, step.size_bytes
+        )
+
+    @activity.defn(name="vm.restore_volume_removal")
+    @reports_cloud_errors
+    def restore_volume_removal(self, step: RestoreStep) -> VolumeCleanup:
+        """Where the new root volume's disk would be, for the undo to delete it (nothing when
+        it was never booked)."""
+        volume = self.cloud.find(Volume, vm_operations.restored_root_volume_id_for(step.job_id))
+        if volume is None or volume.state is VolumeState.EXPUNGED:
+            return VolumeCleanup()
+        vm = self.cloud.load(VirtualMachine, step.vm_id)
+        pool_id = volume.pool_id or self.cloud.load(Volume, vm.root_volume_id).pool_id
+        return self._cleanup(volume.id, pool_id, vm)
+
+    @activity.defn(name="vm.abandon_restore_volume")
+    @reports_cloud_errors
+    def abandon_restore_volume(self, step: RestoreStep) -> None:
+        vm_operations.abandon_restore_volume(self.cloud, step.job_id, step.vm_id)
+
+    @activity.defn(name="vm.swap_root_volume")
+    @reports_cloud_errors
+    def swap_root_volume(self, step: RestoreStep) -> None:
+        self._swap(step, undo=False)
+
+    @activity.defn(name="vm.unswap_root_volume")
+    @reports_cloud_errors
+    def unswap_root_volume(self, step: RestoreStep) -> None:
+        self._swap(step, undo=True)
+
+    def _swap(self, step: RestoreStep, *, undo: bool) -> None:
+        if step.template_id is None:
+            raise IllegalStateTransition("a root volume swap needs its template")
+        vm_operations.swap_root_volume(
+            self.cloud, step.job_id, step.vm_id, step.volume_id, step.template_id, undo=undo
+        )
+
+    @activity.defn(name="vm.complete_restore")
+    @reports_cloud_errors
+    def complete_restore(self, step: RestoreStep) -> VolumeCleanup:
+        """Past the point of no return: the VM recorded as it stays, the old root volume
+        Expunging; where its disk is, to delete it."""
+        vm_operations.complete_restore(self.cloud, step.job_id, step.vm_id, step.volume_id)
+        old = self.cloud.load(Volume, step.volume_id)
+        vm = self.cloud.load(VirtualMachine, step.vm_id)
+        if old.state is VolumeState.EXPUNGED:
+            return VolumeCleanup()
+        return self._cleanup(old.id, old.pool_id, vm)
+
+    @activity.defn(name="vm.finish_restore")
+    @reports_cloud_errors
+    def finish_restore(self, step: RestoreStep) -> dict[str, Any]:
+        return vm_operations.finish_restore(self.cloud, step.job_id, step.vm_id, step.volume_id)
+
+    def _cleanup(self, volume_id: UUID, pool_id: UUID | None, vm: VirtualMachine) -> VolumeCleanup:
+        host_id = vm.host_id or vm.last_host_id
+        if pool_id is None or host_id is None:
+            return VolumeCleanup()
+        return VolumeCleanup(
+            removal=VolumeRemoval(
+                host=host_ref(self.cloud, host_id),
+                pool=pool_ref(self.cloud, pool_id),
+                volume_id=str(volume_id),
+            ),
+            task_queue=self._task_queue(host_id),
+        )
 
     # -- views of the aggregates for the hypervisor worker -------------------------------------
     def _on_host(self, host_id: UUID, vm_id: UUID, *, forced: bool = False) -> VmOnHost:

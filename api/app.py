@@ -11,6 +11,8 @@ from api.routers import (
     inventory,
     jobs,
     simulator,
+    snapshot_policies,
+    snapshots,
     usage,
     virtual_machines,
     volumes,
@@ -39,6 +41,8 @@ def create_app(services: CloudServices) -> FastAPI:
         usage,
         infrastructure,
         events,
+        snapshots,
+        snapshot_policies,
     ):
         app.include_router(module.router)
 

@@ -392,3 +392,104 @@ class VolumeJobAccepted(BaseModel):
     volume_id: UUID
     job_url: str
     temporal_url: str
+
+
+# -- volume snapshots ------------------------------------------------------------------------
+class SnapshotPublic(BaseModel):
+    id: UUID
+    volume_id: UUID
+    name: str
+    account_id: UUID
+    zone_id: UUID
+    volume_type: str
+    hypervisor: str
+    state: str = Field(
+        description="Allocated, Creating, CreatedOnPrimary, BackingUp, BackedUp, Destroying, "
+        "Destroyed or Error"
+    )
+    interval_type: str = Field(description="MANUAL, or the interval of the policy that took it")
+    policy_id: UUID | None
+    size_bytes: int = Field(description="the volume's size when the snapshot was taken")
+    physical_size_bytes: int = Field(description="what the backup occupies on secondary storage")
+    on_primary: bool
+    secondary_storage_id: UUID | None
+    is_removed: bool
+    created: datetime
+    updated: datetime
+
+
+class SnapshotCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, min_length=1, max_length=255)
+
+
+class SnapshotJobAccepted(BaseModel):
+    job_id: UUID
+    snapshot_id: UUID
+    job_url: str
+    temporal_url: str
+
+
+class VolumeFromSnapshotCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=255)
+
+
+class TemplateFromSnapshotCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=255)
+    os_type: str | None = Field(
+        default=None, min_length=1, max_length=255, description="default: the source VM's"
+    )
+
+
+class TemplateJobAccepted(BaseModel):
+    job_id: UUID
+    template_id: UUID
+    snapshot_id: UUID
+    job_url: str
+    temporal_url: str
+
+
+# -- snapshot policies (createSnapshotPolicy, listSnapshotPolicies, deleteSnapshotPolicies) ---
+class SnapshotPolicyCreate(BaseModel):
+    """createSnapshotPolicy: one policy per volume and interval; creating again updates it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    volume_id: UUID
+    interval_type: str = Field(description="HOURLY, DAILY, WEEKLY or MONTHLY")
+    schedule: str = Field(
+        description='HOURLY "MM", DAILY "MM:HH", WEEKLY "MM:HH:D" (D 1-7, Sunday 1), '
+        'MONTHLY "MM:HH:DD" (DD 1-28)'
+    )
+    timezone: str = Field(default="UTC", description="IANA time zone of the schedule")
+    max_snaps: int = Field(description="how many of the policy's snapshots to keep (1-8)")
+
+
+class SnapshotPolicyJobAccepted(BaseModel):
+    job_id: UUID
+    snapshot_policy_id: UUID
+    job_url: str
+    temporal_url: str
+
+
+class SnapshotPolicyPublic(BaseModel):
+    id: UUID
+    volume_id: UUID
+    account_id: UUID
+    zone_id: UUID
+    interval_type: str
+    schedule: str
+    timezone: str
+    max_snaps: int
+    active: bool
+    snapshots_taken: int
+    created: datetime
+    updated: datetime
+    next_run_times: list[datetime] | None = Field(
+        default=None, description="the schedule's next runs (UTC), when it could be asked"
+    )

@@ -27,6 +27,8 @@ from domain.errors import ConcurrentChangeConflict, NotFound
 from domain.guest_network import GuestNetwork
 from domain.host import Host
 from domain.job import Job
+from domain.snapshot import Snapshot
+from domain.snapshot_policy import SnapshotPolicy
 from domain.storage import PrimaryStorage, SecondaryStorage
 from domain.virtual_machine import VirtualMachine
 from domain.volume import Volume
@@ -55,6 +57,8 @@ class Cloud(Application[UUID]):
         ServiceOffering: 100,
         DiskOffering: 100,
         Template: 100,
+        Snapshot: 100,
+        SnapshotPolicy: 100,
     }
 
     def load(self, cls: type[A], aggregate_id: UUID) -> A:

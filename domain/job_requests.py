@@ -75,11 +75,13 @@ class VmOperation(StrEnum):
     SNAPSHOT = "snapshot"
     REVERT_TO_SNAPSHOT = "revert to a snapshot of"
     DELETE_SNAPSHOT = "delete a snapshot of"
+    CHANGE_SERVICE_OFFERING = "change the service offering of"
+    RESTORE = "restore"
 
     @property
     def job_type(self) -> str:
         """The job type (and Temporal workflow type): StartVirtualMachine, ..."""
-        special = _SNAPSHOT_JOB_TYPES.get(self.value)
+        special = _SNAPSHOT_JOB_TYPES.get(self.value) or _SPECIAL_JOB_TYPES.get(self.value)
         return special or f"{self.value.capitalize()}VirtualMachine"
 
     @property
@@ -93,6 +95,9 @@ _SNAPSHOT_JOB_TYPES = {
     "revert to a snapshot of": "RevertToVmSnapshot",
     "delete a snapshot of": "DeleteVmSnapshot",
 }
+#: Other operations whose job type is not `<Verb>VirtualMachine` (CloudStack's scaleVirtualMachine
+#: of a stopped VM, logged as VM.UPGRADE).
+_SPECIAL_JOB_TYPES = {"change the service offering of": "ScaleVirtualMachine"}
 
 
 #: CloudStack's `expunge.delay`: how long a destroyed VM stays recoverable.
@@ -119,18 +124,32 @@ class VirtualMachineOperationRequest(BaseModel):
     #: snapshot: its name, and whether to capture the running VM's memory.
     snapshot_name: str | None = None
     memory: bool = False
+    #: change the service offering: the offering the (stopped) VM takes.
+    service_offering_id: UUID | None = None
+    #: restore: the template of the new root volume; None means the VM's own template.
+    template_id: UUID | None = None
 
     def same_request_as(self, other: VirtualMachineOperationRequest) -> bool:
         """Two submissions asking for the same thing (a repeated click). Two snapshot creates
         are never the same: each makes a snapshot of its own."""
         if self.operation is VmOperation.SNAPSHOT:
             return False
-        return (self.operation, self.forced, self.expunge, self.host_id, self.snapshot_id) == (
+        return (
+            self.operation,
+            self.forced,
+            self.expunge,
+            self.host_id,
+            self.snapshot_id,
+            self.service_offering_id,
+            self.template_id,
+        ) == (
             other.operation,
             other.forced,
             other.expunge,
             other.host_id,
             other.snapshot_id,
+            other.service_offering_id,
+            other.template_id,
         )
 
 
@@ -208,11 +227,31 @@ class VolumeOperation(StrEnum):
     RESIZE = "resize"
     MIGRATE = "migrate"
     DELETE = "delete"
+    SNAPSHOT = "snapshot"
+    REVERT_TO_SNAPSHOT = "revert to a snapshot"
+    DELETE_SNAPSHOT = "delete a snapshot"
+    CREATE_FROM_SNAPSHOT = "create from a snapshot"
+    CREATE_TEMPLATE_FROM_SNAPSHOT = "make a template from a snapshot"
 
     @property
     def job_type(self) -> str:
-        """The job type (and Temporal workflow type): CreateVolume, AttachVolume, ..."""
-        return f"{self.value.capitalize()}Volume"
+        """The job type (and Temporal workflow type): CreateVolume, AttachVolume, ...,
+        CreateSnapshot, ..."""
+        return _VOLUME_SNAPSHOT_JOB_TYPES.get(self.value) or f"{self.value.capitalize()}Volume"
+
+    @property
+    def is_snapshot_operation(self) -> bool:
+        return self.value in _VOLUME_SNAPSHOT_JOB_TYPES
+
+
+#: Volume snapshot jobs, named as CloudStack's commands are (createSnapshot, ...).
+_VOLUME_SNAPSHOT_JOB_TYPES = {
+    "snapshot": "CreateSnapshot",
+    "revert to a snapshot": "RevertSnapshot",
+    "delete a snapshot": "DeleteSnapshot",
+    "create from a snapshot": "CreateVolumeFromSnapshot",
+    "make a template from a snapshot": "CreateTemplateFromSnapshot",
+}
 
 
 class VolumeCreation(BaseModel):
@@ -240,9 +279,22 @@ class VolumeOperationRequest(BaseModel):
     #: migrate: the primary storage pool to move the disk to.
     pool_id: UUID | None = None
     creation: VolumeCreation | None = None
+    #: Snapshot jobs: the snapshot taken (its id derived from the job's), reverted to, deleted,
+    #: or made into a volume (then `volume_id` is the new volume's) or a template.
+    snapshot_id: UUID | None = None
+    #: The name of what the job makes: a snapshot, a volume or a template.
+    name: str | None = None
+    #: A snapshot taken by a recurring policy: the job prunes the policy's oldest afterwards.
+    policy_id: UUID | None = None
+    #: A template made from a snapshot: its id (derived from the job's) and OS type.
+    template_id: UUID | None = None
+    os_type: str | None = None
 
     def same_request_as(self, other: VolumeOperationRequest) -> bool:
-        """Two submissions asking for the same thing (a repeated click)."""
+        """Two submissions asking for the same thing (a repeated click). Two snapshot, volume
+        or template creations are never the same: each makes one of its own."""
+        if self.operation in _MAKES_SOMETHING_NEW:
+            return False
         return (
             self.volume_id,
             self.operation,
@@ -250,6 +302,7 @@ class VolumeOperationRequest(BaseModel):
             self.size_bytes,
             self.shrink_ok,
             self.pool_id,
+            self.snapshot_id,
         ) == (
             other.volume_id,
             other.operation,
@@ -257,7 +310,17 @@ class VolumeOperationRequest(BaseModel):
             other.size_bytes,
             other.shrink_ok,
             other.pool_id,
+            other.snapshot_id,
         )
+
+
+_MAKES_SOMETHING_NEW = frozenset(
+    {
+        VolumeOperation.SNAPSHOT,
+        VolumeOperation.CREATE_FROM_SNAPSHOT,
+        VolumeOperation.CREATE_TEMPLATE_FROM_SNAPSHOT,
+    }
+)
 
 
 VmJobSubmission.model_rebuild()

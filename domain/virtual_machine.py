@@ -243,3 +243,77 @@ class VirtualMachine(CloudAggregate):
     def _removed(self, command_id: str) -> None:
         self.__dict__["_removed"] = True
         self._remember(command_id)
+
+    # -- scale (a stopped VM to another offering) and restore (a new root volume) --------------
+    def change_service_offering(
+        self,
+        service_offering_id: UUID,
+        cpu_count: int,
+        cpu_speed_mhz: int,
+        memory_mib: int,
+        ha_enabled: bool,
+        command_id: str,
+    ) -> bool:
+        """A Stopped VM takes another service offering (CloudStack's scaleVirtualMachine of a
+        stopped VM): its cpu and memory are the offering's from its next start. Named
+        `ServiceOfferingChanged` so usage splits its intervals at this moment."""
+        if self.has_applied(command_id):
+            return False
+        if self.state is not VmState.STOPPED or self.is_removed:
+            raise IllegalStateTransition(
+                f"virtual machine {self.name} must be Stopped to change its service offering "
+                f"(it is {self.state})"
+            )
+        self._service_offering_changed(
+            self.service_offering_id,
+            service_offering_id,
+            cpu_count,
+            cpu_speed_mhz,
+            memory_mib,
+            ha_enabled,
+            command_id,
+        )
+        return True
+
+    @event("ServiceOfferingChanged")
+    def _service_offering_changed(
+        self,
+        old_service_offering_id: UUID,
+        service_offering_id: UUID,
+        cpu_count: int,
+        cpu_speed_mhz: int,
+        memory_mib: int,
+        ha_enabled: bool,
+        command_id: str,
+    ) -> None:
+        self.service_offering_id = service_offering_id
+        self.cpu_count = cpu_count
+        self.cpu_speed_mhz = cpu_speed_mhz
+        self.memory_mib = memory_mib
+        self.ha_enabled = ha_enabled
+        self._remember(command_id)
+
+    def replace_root_volume(self, root_volume_id: UUID, template_id: UUID, command_id: str) -> bool:
+        """The VM boots from another root volume (restoreVirtualMachine), made from
+        `template_id`; also the undo of that, with the old volume and template."""
+        if self.has_applied(command_id) or (
+            self.root_volume_id == root_volume_id and self.template_id == template_id
+        ):
+            return False
+        self._root_volume_replaced(
+            self.root_volume_id, root_volume_id, self.template_id, template_id, command_id
+        )
+        return True
+
+    @event("RootVolumeReplaced")
+    def _root_volume_replaced(
+        self,
+        old_root_volume_id: UUID,
+        root_volume_id: UUID,
+        old_template_id: UUID,
+        template_id: UUID,
+        command_id: str,
+    ) -> None:
+        self.root_volume_id = root_volume_id
+        self.template_id = template_id
+        self._remember(command_id)

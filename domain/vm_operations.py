@@ -1,5 +1,5 @@
 """Operations on an existing VM, as the domain sees them: start, stop, reboot, destroy, recover,
-expunge, migrate.
+expunge, migrate, change the service offering, restore.
 
 Each step is a decision over the event store, idempotent by a command id built from the
 job id (`f"{job_id}/<step>[/<attempt>]"`), and moves the job's current step in the same write.
@@ -7,7 +7,9 @@ job id (`f"{job_id}/<step>[/<attempt>]"`), and moves the job's current step in t
 CloudStack's semantics: a Stopped VM holds no host capacity and is defined on no hypervisor
 (its NIC's IP and its volumes stay); start re-plans (last host first) and reserves capacity;
 destroy stops the VM if it runs and leaves it Destroyed, recoverable until it is expunged;
-expunge deletes it from the hypervisor, deletes its volumes, gives back its IP and removes it.
+expunge deletes it from the hypervisor, deletes its volumes, gives back its IP and removes it
+(and its VM snapshots); a Stopped VM may take another service offering; restore replaces the
+root volume with a new one made from a template, and deletes the old one.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+from domain.account import Account
+from domain.catalog import ServiceOffering, Template
 from domain.cloud import Cloud, Decision
 from domain.cluster import Cluster
 from domain.errors import (
@@ -27,12 +31,13 @@ from domain.errors import (
 )
 from domain.guest_network import GuestNetwork
 from domain.host import Host
+from domain.ids import derived_id
 from domain.job import Job
 from domain.job_requests import VirtualMachineOperationRequest, VmOperation
 from domain.placement import AvoidSet, DeploymentPlan
 from domain.storage import PrimaryStorage
 from domain.virtual_machine import VirtualMachine, VmEvent, VmState
-from domain.volume import VOLUME_STATE_MACHINE, Volume, VolumeEvent
+from domain.volume import VOLUME_STATE_MACHINE, Volume, VolumeEvent, VolumeState, VolumeType
 
 _S = VmState
 #: The stable states each operation starts from (CloudStack's checks before it transitions).
@@ -47,6 +52,8 @@ ALLOWED_FROM: dict[VmOperation, frozenset[VmState]] = {
     VmOperation.SNAPSHOT: frozenset({_S.RUNNING}),
     VmOperation.REVERT_TO_SNAPSHOT: frozenset({_S.RUNNING}),
     VmOperation.DELETE_SNAPSHOT: frozenset({_S.RUNNING, _S.STOPPED}),
+    VmOperation.CHANGE_SERVICE_OFFERING: frozenset({_S.STOPPED}),
+    VmOperation.RESTORE: frozenset({_S.RUNNING, _S.STOPPED}),
 }
 RESOURCE_TYPE = "VirtualMachine"
 
@@ -116,10 +123,14 @@ def begin(
         job = d.get(Job, job_id)
         if not job.has_applied(f"{job_id}/began"):  # a repeat must not refuse its own effect
             check_allowed(vm, operation)
+            if operation is VmOperation.CHANGE_SERVICE_OFFERING:
+                check_service_offering_change(cloud, vm, request.service_offering_id)
+            elif operation is VmOperation.RESTORE:
+                check_restore_template(cloud, vm, request.template_id)
         if operation is VmOperation.START:
             vm.transition(VmEvent.START_REQUESTED, f"{job_id}/start-requested")
         elif operation is VmOperation.STOP or (
-            operation is VmOperation.DESTROY and vm.state is VmState.RUNNING
+            operation in (VmOperation.DESTROY, VmOperation.RESTORE) and vm.state is VmState.RUNNING
         ):
             vm.transition(VmEvent.STOP_REQUESTED, f"{job_id}/stop-requested")
         elif operation is VmOperation.MIGRATE:
@@ -472,7 +483,325 @@ def finish_expunge(cloud: Cloud, job_id: UUID, vm_id: UUID) -> dict[str, Any]:
             d.get(PrimaryStorage, volume.pool_id).release(volume.id, f"{job_id}/pool-release")
         d.get(GuestNetwork, vm.network_id).release_ip(vm.id, f"{job_id}/release-ip")
         vm.detach_nic(f"{job_id}/detach-nic")
+        from domain.vm_snapshot_operations import remove_snapshots_of
+
+        snapshots = remove_snapshots_of(d, vm.id, job_id)
         vm.remove(f"{job_id}/removed")
-        return _succeed(d, job_id, vm, removed=True)
+        extra = {"removed_vm_snapshot_ids": [str(s) for s in snapshots]} if snapshots else {}
+        return _succeed(d, job_id, vm, removed=True, **extra)
+
+    return cloud.decide(decide)
+
+
+# -- change the service offering (scaleVirtualMachine of a Stopped VM) ------------------------
+def check_service_offering_change(
+    cloud: Cloud, vm: VirtualMachine, service_offering_id: UUID | None
+) -> ServiceOffering:
+    """The offering a Stopped VM may take: it exists and is active, it is not the one the VM
+    has, and some host of the VM's hypervisor in its zone could ever run it (cpu and memory
+    within the host's size times its cluster's overprovisioning, its host tags carried).
+    Refusals name the field `service_offering_id`."""
+    field = "service_offering_id"
+    if service_offering_id is None:
+        raise InvalidParameter("a service offering is required", field=field)
+    offering = cloud.find(ServiceOffering, service_offering_id)
+    if offering is None:
+        raise NotFound(f"no service offering with id {service_offering_id}", field=field)
+    if not offering.active:
+        raise InvalidParameter(f"service offering {offering.name} is inactive", field=field)
+    if offering.id == vm.service_offering_id:
+        raise InvalidParameter(
+            f"virtual machine {vm.name} already has service offering {offering.name}",
+            field=field,
+        )
+    from domain.deployment import zone_snapshot
+
+    clusters, _ = zone_snapshot(cloud, vm.zone_id)
+    tags = frozenset(offering.host_tags)
+    fits = any(
+        host.cpu_total_mhz * cluster.cpu_overprovisioning >= offering.cpu_mhz
+        and host.memory_total_mib * cluster.memory_overprovisioning >= offering.memory_mib
+        and tags <= host.tags
+        for cluster in clusters
+        if cluster.hypervisor == vm.hypervisor
+        for host in cluster.hosts
+    )
+    if not fits:
+        raise InvalidParameter(
+            f"no {vm.hypervisor} host in the zone of virtual machine {vm.name} can run "
+            f"service offering {offering.name} ({offering.cpu_count} vCPU × "
+            f"{offering.cpu_speed_mhz} MHz, {offering.memory_mib} MiB"
+            + (f", host tags {sorted(tags)}" if tags else "")
+            + ")",
+            field=field,
+        )
+    return offering
+
+
+def change_service_offering(
+    cloud: Cloud, job_id: UUID, vm_id: UUID, service_offering_id: UUID
+) -> dict[str, Any]:
+    """The Stopped VM takes the offering (checked again: the catalog may have changed since the
+    job began), and the job succeeds, in one write. A stopped VM holds no host capacity, so
+    nothing else changes: its next start reserves the new size."""
+
+    def decide(d: Decision) -> dict[str, Any]:
+        vm = d.get(VirtualMachine, vm_id)
+        command_id = f"{job_id}/service-offering-changed"
+        old_offering_id = vm.service_offering_id
+        if not vm.has_applied(command_id):
+            check_allowed(vm, VmOperation.CHANGE_SERVICE_OFFERING)
+            offering = check_service_offering_change(cloud, vm, service_offering_id)
+            vm.change_service_offering(
+                offering.id,
+                offering.cpu_count,
+                offering.cpu_speed_mhz,
+                offering.memory_mib,
+                offering.ha_enabled,
+                command_id,
+            )
+        return _succeed(
+            d,
+            job_id,
+            vm,
+            service_offering_id=str(vm.service_offering_id),
+            old_service_offering_id=str(old_offering_id),
+            cpu_count=vm.cpu_count,
+            cpu_speed_mhz=vm.cpu_speed_mhz,
+            memory_mib=vm.memory_mib,
+        )
+
+    return cloud.decide(decide)
+
+
+# -- restore (restoreVirtualMachine): a new root volume from a template ------------------------
+def restored_root_volume_id_for(job_id: UUID) -> UUID:
+    """The id of the root volume a restore job makes, known before the job runs."""
+    return derived_id(job_id, "restored-root-volume")
+
+
+def check_restore_template(cloud: Cloud, vm: VirtualMachine, template_id: UUID | None) -> Template:
+    """The template a VM may be restored from: its own by default; another must exist, be
+    ready in the VM's zone, usable by its account and made for its hypervisor. Refusals name
+    the field `template_id`."""
+    field = "template_id"
+    template = cloud.find(Template, template_id or vm.template_id)
+    if template is None:
+        raise NotFound(f"no template with id {template_id or vm.template_id}", field=field)
+    if not template.is_available_in(vm.zone_id):
+        raise InvalidParameter(
+            f"template {template.name} is not ready in the zone of {vm.name}", field=field
+        )
+    account = cloud.find(Account, vm.account_id)
+    if not template.is_usable_by(vm.account_id, account is not None and account.is_admin):
+        raise InvalidParameter(f"template {template.name} is not available to you", field=field)
+    if template.hypervisor != vm.hypervisor:
+        raise InvalidParameter(
+            f"template {template.name} is for {template.hypervisor}; virtual machine "
+            f"{vm.name} runs on {vm.hypervisor}",
+            field=field,
+        )
+    volume = cloud.load(Volume, vm.root_volume_id)
+    if volume.pool_id is None or volume.state is not VolumeState.READY:
+        raise IllegalStateTransition(
+            f"the root volume of {vm.name} is {volume.state} and on no storage pool: nothing "
+            "to restore"
+        )
+    return template
+
+
+@dataclass(frozen=True)
+class RestorePlan:
+    """Where the new root volume is made, and what it replaces."""
+
+    new_volume_id: UUID
+    old_volume_id: UUID
+    old_template_id: UUID
+    template_id: UUID
+    pool_id: UUID
+    #: The host the driver reaches the pool through (the VM's host while it is on one).
+    host_id: UUID
+
+
+def begin_restore_volume(
+    cloud: Cloud, job_id: UUID, vm_id: UUID, template_id: UUID | None
+) -> RestorePlan:
+    """The new root volume booked on the old one's pool: Allocated -> Creating, the pool's
+    bytes reserved. It is never smaller than the old root disk (CloudStack does not shrink a
+    root disk) nor than the template."""
+    new_volume_id = restored_root_volume_id_for(job_id)
+
+    def decide(d: Decision) -> RestorePlan:
+        vm = d.get(VirtualMachine, vm_id)
+        job = d.get(Job, job_id)
+        if vm.root_volume_id == new_volume_id:
+            raise IllegalStateTransition(f"virtual machine {vm.name} already has its new root")
+        if not job.has_applied(f"{job_id}/restore-volume-step"):
+            template = check_restore_template(cloud, vm, template_id)
+        else:
+            template = cloud.load(Template, template_id or vm.template_id)
+        old = d.get(Volume, vm.root_volume_id)
+        if old.pool_id is None:
+            raise IllegalStateTransition(f"the root volume of {vm.name} is on no storage pool")
+        host_id = vm.host_id or _host_reaching(cloud, old.pool_id, vm.last_host_id)
+        if host_id is None:
+            raise IllegalStateTransition(
+                f"no host reaches the storage pool of the root volume of {vm.name}"
+            )
+        new = d.find(Volume, new_volume_id)
+        if new is None:
+            new = d.add(
+                Volume.create_with_id(
+                    new_volume_id,
+                    name=old.name,
+                    account_id=vm.account_id,
+                    zone_id=vm.zone_id,
+                    volume_type=VolumeType.ROOT.value,
+                    size_bytes=max(old.size_bytes, template.size_bytes),
+                    vm_id=vm.id,
+                    template_id=template.id,
+                    device_id=0,
+                )
+            )
+        pool = d.get(PrimaryStorage, old.pool_id)
+        pool.allocate(new_volume_id, new.size_bytes, f"{job_id}/restore-pool-allocate")
+        if new.state is VolumeState.ALLOCATED:
+            new.transition(VolumeEvent.CREATE_REQUESTED, f"{job_id}/restore-volume-create")
+        job.enter_step(
+            f"creating the new root volume on {pool.name}", f"{job_id}/restore-volume-step"
+        )
+        return RestorePlan(
+            new_volume_id=new_volume_id,
+            old_volume_id=old.id,
+            old_template_id=vm.template_id,
+            template_id=template.id,
+            pool_id=old.pool_id,
+            host_id=host_id,
+        )
+
+    return cloud.decide(decide)
+
+
+def complete_restore_volume(
+    cloud: Cloud, job_id: UUID, pool_id: UUID, path: str, size_bytes: int
+) -> None:
+    new_volume_id = restored_root_volume_id_for(job_id)
+
+    def decide(d: Decision) -> None:
+        volume = d.get(Volume, new_volume_id)
+        if volume.state is VolumeState.CREATING:
+            volume.record_created(pool_id, path, size_bytes, f"{job_id}/restore-volume-ready")
+
+    cloud.decide(decide)
+
+
+def abandon_restore_volume(cloud: Cloud, job_id: UUID, vm_id: UUID) -> None:
+    """Undo of the new root volume (its disk deleted before this runs): recorded Expunged and
+    the pool's bytes given back. Refuses while the VM still boots from it."""
+    new_volume_id = restored_root_volume_id_for(job_id)
+
+    def decide(d: Decision) -> None:
+        volume = d.find(Volume, new_volume_id)
+        if volume is None:
+            return
+        vm = d.get(VirtualMachine, vm_id)
+        if vm.root_volume_id == new_volume_id:
+            raise IllegalStateTransition("the VM still boots from the new root volume")
+        _expunge_volume(volume, f"{job_id}/restore-undo-volume")
+        # Booked on the old root volume's pool (recorded on the new one only once made).
+        pool_id = volume.pool_id or d.get(Volume, vm.root_volume_id).pool_id
+        if pool_id is not None:
+            d.get(PrimaryStorage, pool_id).release(
+                new_volume_id, f"{job_id}/restore-undo-pool-release"
+            )
+
+    cloud.decide(decide)
+
+
+def _expunge_volume(volume: Volume, prefix: str) -> None:
+    """Whatever state it is in, on to Expunged (the disk is already deleted)."""
+    for volume_event, step in (
+        (VolumeEvent.OPERATION_FAILED, "creating-failed"),
+        (VolumeEvent.DESTROY_REQUESTED, "destroy"),
+        (VolumeEvent.EXPUNGING_REQUESTED, "expunging"),
+        (VolumeEvent.OPERATION_SUCCEEDED, "expunged"),
+    ):
+        if VOLUME_STATE_MACHINE.allows(volume.state, volume_event):
+            volume.transition(volume_event, f"{prefix}-{step}")
+
+
+def swap_root_volume(
+    cloud: Cloud, job_id: UUID, vm_id: UUID, volume_id: UUID, template_id: UUID, *, undo: bool
+) -> None:
+    """The VM boots from `volume_id` (made from `template_id`); with `undo`, back to the old
+    one. Both directions are idempotent: the VM already on that volume changes nothing."""
+
+    def decide(d: Decision) -> None:
+        vm = d.get(VirtualMachine, vm_id)
+        if not undo:
+            volume = d.get(Volume, volume_id)
+            if volume.state is not VolumeState.READY:
+                raise IllegalStateTransition(f"the new root volume is {volume.state}, not Ready")
+        command = "root-volume-swap-undone" if undo else "root-volume-swapped"
+        vm.replace_root_volume(volume_id, template_id, f"{job_id}/{command}")
+        if not undo:
+            d.get(Job, job_id).enter_step("swapped the root volume", f"{job_id}/swap-step")
+
+    cloud.decide(decide)
+
+
+def complete_restore(cloud: Cloud, job_id: UUID, vm_id: UUID, old_volume_id: UUID) -> None:
+    """The point of no return: the VM as it will stay (a VM that was running and was launched
+    again with its new root disk: Stopping -> Stopped -> Starting -> Running on the same host,
+    its capacity kept all along), and the old root volume Destroy -> Expunging and detached
+    from the VM, its disk to be deleted next. Detached, it is an ordinary volume being deleted:
+    if its disk cannot be deleted now, deleting the volume again finishes it."""
+
+    def decide(d: Decision) -> None:
+        vm = d.get(VirtualMachine, vm_id)
+        if vm.state is VmState.STOPPING and vm.host_id is not None:
+            host_id = vm.host_id
+            vm.transition(VmEvent.OPERATION_SUCCEEDED, f"{job_id}/restore-stopped")
+            vm.transition(
+                VmEvent.START_REQUESTED, f"{job_id}/restore-start-requested", host_id=host_id
+            )
+            vm.transition(VmEvent.OPERATION_SUCCEEDED, f"{job_id}/restore-running", host_id=host_id)
+        old = d.get(Volume, old_volume_id)
+        for volume_event, step in (
+            (VolumeEvent.DESTROY_REQUESTED, "destroy"),
+            (VolumeEvent.EXPUNGING_REQUESTED, "expunging"),
+        ):
+            if VOLUME_STATE_MACHINE.allows(old.state, volume_event):
+                old.transition(volume_event, f"{job_id}/old-root-volume-{step}")
+        old.record_detached(
+            f"{job_id}/old-root-volume-detached", reason="replaced by a new root volume"
+        )
+        d.get(Job, job_id).enter_step(
+            "deleting the old root volume", f"{job_id}/old-root-volume-step"
+        )
+
+    cloud.decide(decide)
+
+
+def finish_restore(cloud: Cloud, job_id: UUID, vm_id: UUID, old_volume_id: UUID) -> dict[str, Any]:
+    """The old root disk is deleted: the volume Expunged, its pool's bytes back, the job done."""
+
+    def decide(d: Decision) -> dict[str, Any]:
+        vm = d.get(VirtualMachine, vm_id)
+        old = d.get(Volume, old_volume_id)
+        if old.state is VolumeState.EXPUNGING:
+            old.record_expunged(f"{job_id}/old-root-volume-expunged")
+        if old.pool_id is not None:
+            d.get(PrimaryStorage, old.pool_id).release(
+                old_volume_id, f"{job_id}/old-root-volume-pool-release"
+            )
+        return _succeed(
+            d,
+            job_id,
+            vm,
+            root_volume_id=str(vm.root_volume_id),
+            old_root_volume_id=str(old_volume_id),
+            template_id=str(vm.template_id),
+        )
 
     return cloud.decide(decide)

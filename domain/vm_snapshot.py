@@ -127,3 +127,29 @@ class VmSnapshot(CloudAggregate):
         self.memory = memory
         self.state = VmSnapshotState(new_state)
         self._remember(command_id)
+
+
+def vm_snapshot_index_id_for(vm_id: UUID) -> UUID:
+    """The id of the VM's snapshot index (one per VM, made with its first snapshot)."""
+    return derived_id(vm_id, "vm-snapshots")
+
+
+class VmSnapshotIndex(CloudAggregate):
+    """Which snapshots a VM has: the event store cannot be asked for "every VM snapshot whose
+    vm_id is X", and expunging a VM must remove them all. One small aggregate per VM, its id
+    derived from the VM's, written in the same decision that allocates a snapshot."""
+
+    @event("Opened")
+    def __init__(self, vm_id: UUID) -> None:
+        self.vm_id = vm_id
+        self.snapshot_ids: list[UUID] = []
+
+    def add(self, snapshot_id: UUID, command_id: str) -> None:
+        if self.has_applied(command_id) or snapshot_id in self.snapshot_ids:
+            return
+        self._added(snapshot_id, command_id)
+
+    @event("SnapshotAdded")
+    def _added(self, snapshot_id: UUID, command_id: str) -> None:
+        self.snapshot_ids.append(snapshot_id)
+        self._remember(command_id)

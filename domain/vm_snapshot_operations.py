@@ -20,9 +20,18 @@ from domain.job import Job
 from domain.job_requests import VirtualMachineOperationRequest
 from domain.virtual_machine import VirtualMachine, VmEvent, VmState
 from domain.vm_operations import _stopped, _succeed
-from domain.vm_snapshot import IN_PROGRESS, VmSnapshot, VmSnapshotEvent
+from domain.vm_snapshot import (
+    IN_PROGRESS,
+    VM_SNAPSHOT_STATE_MACHINE,
+    VmSnapshot,
+    VmSnapshotEvent,
+    VmSnapshotIndex,
+    VmSnapshotState,
+    vm_snapshot_index_id_for,
+)
 
 _E = VmSnapshotEvent
+_S = VmSnapshotState
 
 
 @dataclass(frozen=True)
@@ -70,6 +79,11 @@ def begin_create(cloud: Cloud, request: VirtualMachineOperationRequest) -> Snaps
                     job_id=job_id,
                 )
             )
+        index_id = vm_snapshot_index_id_for(vm.id)
+        index = d.find(VmSnapshotIndex, index_id) or d.add(
+            VmSnapshotIndex.create_with_id(index_id, vm_id=vm.id)
+        )
+        index.add(snapshot_id, f"{job_id}/snapshot-indexed")
         snapshot.transition(_E.CREATE_REQUESTED, f"{job_id}/snapshot-create-requested")
         d.get(Job, job_id).enter_step(
             f"creating snapshot {snapshot.name}", f"{job_id}/snapshot-creating-step"
@@ -163,6 +177,41 @@ def record_failed(d: Decision, request: VirtualMachineOperationRequest, reason: 
     snapshot = d.find(VmSnapshot, request.snapshot_id)
     if snapshot is not None and snapshot.state in IN_PROGRESS:
         snapshot.transition(_E.OPERATION_FAILED, f"{request.job_id}/snapshot-failed", reason=reason)
+
+
+def remove_snapshots_of(d: Decision, vm_id: UUID, job_id: UUID) -> list[UUID]:
+    """Part of an expunge's last write: every snapshot of the VM ends Removed (VM_SNAPSHOT
+    usage closes), as CloudStack deletes a VM's snapshots when it expunges the VM. One left in
+    progress by a job that never recorded its failure fails first. Idempotent by command id."""
+    index = d.find(VmSnapshotIndex, vm_snapshot_index_id_for(vm_id))
+    if index is None:
+        return []
+    removed: list[UUID] = []
+    for snapshot_id in index.snapshot_ids:
+        snapshot = d.find(VmSnapshot, snapshot_id)
+        if snapshot is None:
+            continue
+        prefix = f"{job_id}/vm-snapshot/{snapshot_id}"
+        for snapshot_event, step in (
+            (_E.OPERATION_FAILED, "failed"),
+            (_E.EXPUNGE_REQUESTED, "expunging"),
+            (_E.OPERATION_SUCCEEDED, "removed"),
+        ):
+            if snapshot.state is VmSnapshotState.REMOVED:
+                break
+            if snapshot_event is _E.OPERATION_FAILED and snapshot.state not in IN_PROGRESS:
+                continue
+            if snapshot_event is _E.OPERATION_FAILED and snapshot.state is _S.EXPUNGING:
+                continue
+            if snapshot_event is _E.EXPUNGE_REQUESTED and snapshot.state is _S.EXPUNGING:
+                continue
+            if VM_SNAPSHOT_STATE_MACHINE.allows(snapshot.state, snapshot_event):
+                snapshot.transition(
+                    snapshot_event, f"{prefix}/{step}", reason="its virtual machine was expunged"
+                )
+        if snapshot.state is VmSnapshotState.REMOVED:
+            removed.append(snapshot_id)
+    return removed
 
 
 def _required_id(request: VirtualMachineOperationRequest) -> UUID:

@@ -35,6 +35,8 @@ from domain.errors import (
 from domain.host import Host
 from domain.job import Job
 from domain.job_requests import VOLUME_RESOURCE, VolumeOperation, VolumeOperationRequest
+from domain.snapshot import IN_PROGRESS as SNAPSHOT_IN_PROGRESS
+from domain.snapshot import Snapshot, SnapshotEvent, SnapshotState
 from domain.storage import PrimaryStorage, StorageScope
 from domain.virtual_machine import VirtualMachine, VmState
 from domain.volume import VOLUME_STATE_MACHINE, Volume, VolumeEvent, VolumeState, VolumeType
@@ -54,7 +56,16 @@ ALLOWED_FROM: dict[VolumeOperation, frozenset[VolumeState]] = {
 #: The VM states a volume may be attached to or detached from (CloudStack's check).
 VM_STATES_FOR_ATTACHMENT = frozenset({VmState.RUNNING, VmState.STOPPED})
 #: What a failed job's volume goes back to: every busy state fails back to a stable one.
-_FAILS_BACK = frozenset({_V.CREATING, _V.ATTACHING, _V.RESIZING, _V.MIGRATING})
+_FAILS_BACK = frozenset(
+    {
+        _V.CREATING,
+        _V.ATTACHING,
+        _V.RESIZING,
+        _V.MIGRATING,
+        _V.SNAPSHOTTING,
+        _V.REVERT_SNAPSHOTTING,
+    }
+)
 
 
 def volume_id_for(job_id: UUID) -> UUID:
@@ -209,6 +220,15 @@ def fail(
         volume = d.find(Volume, request.volume_id)
         if volume is not None and volume.state in _FAILS_BACK:
             volume.transition(VolumeEvent.OPERATION_FAILED, f"{job_id}/failed", reason=error_text)
+        snapshot = d.find(Snapshot, request.snapshot_id) if request.snapshot_id else None
+        if snapshot is not None and snapshot.state in SNAPSHOT_IN_PROGRESS - {
+            SnapshotState.DESTROYING
+        }:
+            # Taking it failed → Error. A delete that failed past its point of no return stays
+            # Destroying (its copies may be gone): deleting it again finishes it.
+            snapshot.transition(
+                SnapshotEvent.OPERATION_FAILED, f"{job_id}/snapshot-failed", reason=error_text
+            )
         job = open_job(d, request, submitted_at)
         if not job.status.is_final:
             if cancelled:

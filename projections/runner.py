@@ -12,7 +12,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-from eventsourcing.persistence import IntegrityError, InternalError
+import psycopg.errors
+from eventsourcing.persistence import IntegrityError, InternalError, OperationalError
 from eventsourcing.projection import Projection, ProjectionRunner
 
 from domain.cloud import Cloud
@@ -21,6 +22,8 @@ from projections.host_capacity import HostCapacityProjection, HostCapacityView
 from projections.inventory import InventoryProjection, InventoryView
 from projections.jobs import JobsProjection, JobsView
 from projections.read_model import ReadModelView
+from projections.snapshot_policies import SnapshotPoliciesProjection, SnapshotPoliciesView
+from projections.snapshots import SnapshotsProjection, SnapshotsView
 from projections.usage import UsageProjection, UsageView
 from projections.virtual_machines import VirtualMachinesProjection, VirtualMachinesView
 from projections.vm_snapshots import VmSnapshotsProjection, VmSnapshotsView
@@ -38,6 +41,8 @@ PROJECTIONS: tuple[tuple[ProjectionClass, type[ReadModelView]], ...] = (
     (UsageProjection, UsageView),
     (EventLogProjection, EventLogView),
     (VmSnapshotsProjection, VmSnapshotsView),
+    (SnapshotsProjection, SnapshotsView),
+    (SnapshotPoliciesProjection, SnapshotPoliciesView),
 )
 
 
@@ -55,15 +60,23 @@ T = TypeVar("T")
 
 def retrying_ddl_races(create: Callable[[], T], attempts: int = 5) -> T:
     """Run something that creates tables, again if another process created them at the same
-    moment: PostgreSQL's IF NOT EXISTS does not guard its catalog against concurrent DDL."""
+    moment: PostgreSQL's IF NOT EXISTS does not guard its catalog against concurrent DDL, and
+    two processes creating a table and its indexes at once can deadlock on the catalog."""
     for attempt in range(1, attempts + 1):
         try:
             return create()
-        except (IntegrityError, InternalError):
-            if attempt == attempts:
+        except (IntegrityError, InternalError, OperationalError) as error:
+            if attempt == attempts or not _lost_a_ddl_race(error):
                 raise
             time.sleep(0.1 * attempt)
     raise AssertionError("unreachable")
+
+
+def _lost_a_ddl_race(error: Exception) -> bool:
+    """Only a deadlock among the operational errors is a race; a lost connection is not."""
+    return not isinstance(error, OperationalError) or isinstance(
+        error.__cause__, psycopg.errors.DeadlockDetected
+    )
 
 
 def ensure_event_store(env: Mapping[str, str]) -> None:

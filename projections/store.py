@@ -26,6 +26,8 @@ from projections.inventory import INVENTORY
 from projections.jobs import JOBS
 from projections.read_model import Table
 from projections.runner import PROJECTIONS
+from projections.snapshot_policies import SNAPSHOT_POLICIES
+from projections.snapshots import SNAPSHOTS
 from projections.usage import USAGE_INTERVALS
 from projections.virtual_machines import VIRTUAL_MACHINES
 from projections.vm_snapshots import VM_SNAPSHOTS
@@ -42,6 +44,8 @@ TABLES: dict[str, Table] = {
         USAGE_INTERVALS,
         EVENT_LOG,
         VM_SNAPSHOTS,
+        SNAPSHOTS,
+        SNAPSHOT_POLICIES,
     )
 }
 PROJECTION_OF_TABLE = {view.tables[0].name: projection.name for projection, view in PROJECTIONS}

@@ -23,6 +23,7 @@ from eventsourcing.utils import get_topic
 
 from domain.account import Account
 from domain.catalog import Template
+from domain.snapshot import Snapshot, SnapshotState
 from domain.virtual_machine import VirtualMachine, VmState
 from domain.vm_snapshot import VmSnapshot, VmSnapshotState
 from domain.volume import Volume, VolumeState
@@ -220,6 +221,10 @@ def _vm_snapshot_removed(e: Any) -> bool:
     return bool(e.new_state == VmSnapshotState.REMOVED)
 
 
+def _snapshot_destroyed(e: Any) -> bool:
+    return bool(e.new_state == SnapshotState.DESTROYED)
+
+
 def _str(value: Any) -> str | None:
     return None if value is None else str(value)
 
@@ -244,6 +249,18 @@ RESOURCE_FACTS: tuple[ResourceFacts, ...] = (
             "service_offering_id": _str(e.service_offering_id),
             "template_id": _str(e.template_id),
         },
+    ),
+    # RUNNING_VM/ALLOCATED_VM carry the offering and template: a stopped VM scaled to another
+    # offering (VM.UPGRADE) or restored from another template splits its intervals there.
+    ResourceFacts(
+        "virtual_machine",
+        event_of(VirtualMachine, "ServiceOfferingChanged"),
+        lambda e: {"service_offering_id": _str(e.service_offering_id)},
+    ),
+    ResourceFacts(
+        "virtual_machine",
+        event_of(VirtualMachine, "RootVolumeReplaced"),
+        lambda e: {"template_id": _str(e.template_id)},
     ),
     ResourceFacts(
         "volume",
@@ -278,6 +295,21 @@ RESOURCE_FACTS: tuple[ResourceFacts, ...] = (
             "name": e.name,
             "vm_id": _str(e.vm_id),
         },
+    ),
+    ResourceFacts(
+        "snapshot",
+        event_of(Snapshot, "Allocated"),
+        lambda e: {
+            "account_id": _str(e.account_id),
+            "zone_id": _str(e.zone_id),
+            "name": e.name,
+            "volume_id": _str(e.volume_id),
+        },
+    ),
+    ResourceFacts(
+        "snapshot",
+        event_of(Snapshot, "BackedUp"),
+        lambda e: {"size_bytes": e.physical_size_bytes},
     ),
     ResourceFacts(
         "template",
@@ -345,6 +377,16 @@ USAGE_DECLARATIONS: tuple[UsageDeclaration, ...] = (
         ),
         closes=on(event_of(VmSnapshot, "Transitioned"), _vm_snapshot_removed),
         description="VM snapshot {resource_name} usage time",
+    ),
+    UsageDeclaration(
+        UsageType.SNAPSHOT,
+        "snapshot",
+        # From the backup on secondary storage (what is stored and billed) until Destroyed; a
+        # failed delete (back to BackedUp) does not interrupt it.
+        opens=on(event_of(Snapshot, "BackedUp")),
+        closes=on(event_of(Snapshot, "Transitioned"), _snapshot_destroyed),
+        description="Snapshot {resource_name} ({size_gib} GiB) usage time",
+        size_fact="size_bytes",
     ),
     UsageDeclaration(
         UsageType.TEMPLATE,

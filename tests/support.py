@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
+import threading
+import time
 import typing
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -23,7 +26,7 @@ from domain.deployment import root_volume_id_for, virtual_machine_id_for
 from domain.guest_network import GuestNetwork
 from domain.host import Host
 from domain.job import Job
-from domain.job_requests import DeploymentOrder, DeployVirtualMachineRequest
+from domain.job_requests import DeploymentOrder, DeployVirtualMachineRequest, vm_queue_id
 from domain.storage import PrimaryStorage
 from domain.virtual_machine import VirtualMachine
 from domain.volume import Volume
@@ -50,7 +53,9 @@ def wrap_activity(fn: Callable[..., Any], around: Callable[[str, Callable[[], An
     """Re-register an activity under its own name, with `around(name, call)` controlling it.
 
     The wrapper keeps the original's resolved type hints, so Temporal still decodes the
-    pydantic inputs.
+    pydantic inputs. `around` is plain code that may block (sleep, call twice); an async
+    activity is therefore run by it from a thread, each `call()` awaiting the coroutine on
+    the worker's loop.
     """
     name = activity_name(fn)
     hints = typing.get_type_hints(fn)
@@ -58,8 +63,21 @@ def wrap_activity(fn: Callable[..., Any], around: Callable[[str, Callable[[], An
     signature = inspect.signature(fn)
     (parameter,) = signature.parameters.values()
 
-    def wrapper(arg: Any) -> Any:
-        return around(name, lambda: fn(arg))
+    wrapper: Callable[[Any], Any]
+    if inspect.iscoroutinefunction(fn):
+
+        async def wrapper(arg: Any) -> Any:
+            loop = asyncio.get_running_loop()
+
+            def call() -> Any:
+                return asyncio.run_coroutine_threadsafe(fn(arg), loop).result()
+
+            return await asyncio.to_thread(around, name, call)
+
+    else:
+
+        def wrapper(arg: Any) -> Any:
+            return around(name, lambda: fn(arg))
 
     wrapper.__name__ = wrapper.__qualname__ = fn.__name__
     wrapper.__annotations__ = {parameter.name: hints[parameter.name], "return": hints["return"]}
@@ -95,6 +113,31 @@ def crash_after_first(step: str | None = None) -> Callable[[str, Callable[[], An
         return result
 
     return around
+
+
+class SlowStep:
+    """The named step (optionally only in jobs of one workflow type) waits before doing its
+    work, long enough for a test to cancel the job while it runs. The wait sends no heartbeat,
+    so the step never learns of the cancel (as a control step, which never heartbeats, does
+    not): its work is done after the cancel was asked for, and the job must unwind it."""
+
+    def __init__(self, step: str, seconds: float = 1.5, workflow_type: str | None = None) -> None:
+        self.step, self.seconds, self.workflow_type = step, seconds, workflow_type
+        self.started = threading.Event()
+
+    def __call__(self, name: str, call: Callable[[], Any]) -> Any:
+        ours = self.workflow_type in (None, activity.info().workflow_type)
+        if name == self.step and ours and not self.started.is_set():
+            self.started.set()
+            time.sleep(self.seconds)
+        return call()
+
+    async def wait_started(self, timeout: float = 30.0) -> None:
+        for _ in range(int(timeout / 0.05)):
+            if self.started.is_set():
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"{self.step} never ran")
 
 
 def run_twice(name: str, call: Callable[[], Any]) -> Any:
@@ -224,3 +267,15 @@ def job_of(cloud: Cloud, job_id: UUID) -> Job:
 
 def event_names(cloud: Cloud, aggregate_id: UUID) -> list[str]:
     return [type(e).__qualname__ for e in cloud.events.get(aggregate_id)]
+
+
+async def queue_drained(client: Client, vm_id: UUID, timeout: float = 20.0) -> list[Any]:
+    """The VM queue's jobs once it has learned that every job ended. A job's end reaches its
+    queue on the queue's next workflow task, a moment after the job's own result."""
+    queue = client.get_workflow_handle(vm_queue_id(vm_id))
+    deadline = time.monotonic() + timeout
+    while True:
+        jobs: list[Any] = await queue.query("jobs")
+        if jobs == [] or time.monotonic() > deadline:
+            return jobs
+        await asyncio.sleep(0.05)

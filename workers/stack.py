@@ -200,7 +200,7 @@ def usage_configuration() -> tuple[UsageSettings, Tariff | None]:
 
 
 async def run_worker_until_cancelled(settings: Settings, cloud: Cloud, client: Client) -> None:
-    activities = control_plane_activities(cloud, default_drivers(cloud))
+    activities = control_plane_activities(cloud, default_drivers(cloud), client=client)
     worker = build_worker(
         client, settings.task_queue, activities, threads=settings.activity_threads
     )

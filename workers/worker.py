@@ -16,6 +16,8 @@ from activities.drivers.simulator import SimulatorDriver
 from activities.hypervisor import DriverRegistry, HypervisorActivities
 from activities.infrastructure import infrastructure_activities
 from activities.simulator_configuration import SimulatorConfigurationActivities, faults_from
+from activities.snapshot_operations import SnapshotOperationActivities
+from activities.snapshot_policies import snapshot_policy_activities
 from activities.vm_operations import VmOperationActivities
 from activities.volume_operations import VolumeOperationActivities
 from domain.cloud import Cloud
@@ -23,6 +25,8 @@ from workflows.configure_simulator import ConfigureSimulator
 from workflows.deploy_virtual_machine import DeployVirtualMachine
 from workflows.infrastructure import AddCluster, AddHost, AddStoragePool
 from workflows.power_state_sync import PowerStateSync
+from workflows.snapshot_operations import SNAPSHOT_OPERATION_WORKFLOWS
+from workflows.snapshot_policies import SNAPSHOT_POLICY_WORKFLOWS
 from workflows.vm_operations import VM_OPERATION_WORKFLOWS
 from workflows.vm_queue import VirtualMachineQueue
 from workflows.volume_operations import VOLUME_OPERATION_WORKFLOWS
@@ -37,6 +41,8 @@ WORKFLOWS: Sequence[type] = (
     AddStoragePool,
     PowerStateSync,
     *VOLUME_OPERATION_WORKFLOWS,
+    *SNAPSHOT_OPERATION_WORKFLOWS,
+    *SNAPSHOT_POLICY_WORKFLOWS,
 )
 
 
@@ -45,7 +51,11 @@ def default_drivers(cloud: Cloud) -> dict[str, HypervisorDriver]:
     return {SimulatorDriver.hypervisor: SimulatorDriver(lambda: faults_from(cloud))}
 
 
-def control_plane_activities(cloud: Cloud, drivers: Mapping[str, HypervisorDriver]) -> list[Any]:
+def control_plane_activities(
+    cloud: Cloud, drivers: Mapping[str, HypervisorDriver], client: Client | None = None
+) -> list[Any]:
+    """`client`: the Temporal client the snapshot policy activities manage schedules and
+    submit jobs with (default: the client of the worker that runs them)."""
     deployment = DeploymentActivities(cloud)
     hypervisor = HypervisorActivities(DriverRegistry(dict(drivers)))
     simulator = SimulatorConfigurationActivities(cloud)
@@ -74,6 +84,7 @@ def control_plane_activities(cloud: Cloud, drivers: Mapping[str, HypervisorDrive
         hypervisor.report_power_states,
         *infrastructure_activities(cloud),
         *volume_operation_activities(cloud, hypervisor),
+        *snapshot_policy_activities(cloud, client),
     ]
 
 
@@ -105,6 +116,15 @@ def vm_operation_activities(cloud: Cloud, hypervisor: HypervisorActivities) -> l
         vm.complete_revert,
         vm.begin_delete_snapshot,
         vm.complete_delete_snapshot,
+        vm.change_service_offering,
+        vm.begin_restore_volume,
+        vm.complete_restore_volume,
+        vm.restore_volume_removal,
+        vm.abandon_restore_volume,
+        vm.swap_root_volume,
+        vm.unswap_root_volume,
+        vm.complete_restore,
+        vm.finish_restore,
         hypervisor.stop_vm,
         hypervisor.start_vm,
         hypervisor.reboot_vm,
@@ -141,6 +161,44 @@ def volume_operation_activities(cloud: Cloud, hypervisor: HypervisorActivities) 
         hypervisor.detach_volume,
         hypervisor.resize_volume,
         hypervisor.copy_volume,
+        *snapshot_operation_activities(cloud, hypervisor),
+    ]
+
+
+def snapshot_operation_activities(cloud: Cloud, hypervisor: HypervisorActivities) -> list[Any]:
+    """Take, delete and revert volume snapshots, make volumes and templates from them (and
+    their hypervisor calls)."""
+    snapshot = SnapshotOperationActivities(cloud)
+    return [
+        snapshot.begin,
+        snapshot.undo,
+        snapshot.record_on_primary,
+        snapshot.record_backed_up,
+        snapshot.record_primary_copy_removed,
+        snapshot.complete,
+        snapshot.begin_pruning,
+        snapshot.keep_after_failed_removal,
+        snapshot.finish_removal,
+        snapshot.begin_delete,
+        snapshot.undo_delete,
+        snapshot.complete_delete,
+        snapshot.begin_revert,
+        snapshot.undo_revert,
+        snapshot.complete_revert,
+        snapshot.begin_volume,
+        snapshot.undo_volume,
+        snapshot.complete_volume,
+        snapshot.begin_template,
+        snapshot.undo_template,
+        snapshot.complete_template,
+        hypervisor.snapshot_volume,
+        hypervisor.backup_volume_snapshot,
+        hypervisor.delete_volume_snapshot,
+        hypervisor.delete_snapshot_backup,
+        hypervisor.revert_volume_to_snapshot,
+        hypervisor.create_volume_from_snapshot,
+        hypervisor.create_template_from_snapshot,
+        hypervisor.delete_template,
     ]
 
 

@@ -5,10 +5,16 @@ IP → define and start on the host → record Running. A host or pool that cann
 into the avoid set and the next one is tried (CloudStack's start.retry, 10 attempts); a final
 failure unwinds everything in reverse (release IP, delete volume, release capacity), leaves the
 VM in Error and fails the job with its CloudStack code. A cancelled job unwinds the same way.
+
+Cancellation is Temporal's own. Every step is cancelled with WAIT_CANCELLATION_COMPLETED, so an
+undo never races the step it undoes; a step that finishes anyway is followed by a safe point
+where the cancel takes effect. A cancel that comes while one host's undos run (before the next
+host is tried) waits for them, and one that comes while Running is being recorded is too late.
 """
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from typing import Any
 from uuid import UUID
@@ -16,6 +22,7 @@ from uuid import UUID
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
     from activities.deployment import DeploymentActivities
@@ -68,6 +75,10 @@ ON_HOST = ("vm on host", "capacity")
 class DeployVirtualMachine:
     def __init__(self) -> None:
         self._step = "queued"
+        self._cancel_requested = False
+        #: Set while cancelling must wait (undos are running, or Running is being recorded).
+        self._not_now: str | None = None
+        self._work: asyncio.Task[dict[str, Any]] | None = None
 
     @workflow.query(name="current_step")
     def current_step(self) -> str:
@@ -75,6 +86,18 @@ class DeployVirtualMachine:
 
     @workflow.run
     async def run(self, request: DeployVirtualMachineRequest) -> dict[str, Any]:
+        self._work = asyncio.create_task(self._run(request))
+        try:
+            return await asyncio.shield(self._work)
+        except asyncio.CancelledError:
+            # Temporal delivers its cancel once: remember it, so a step that finished anyway
+            # is followed by the unwind, and interrupt the step unless undos are running.
+            self._cancel_requested = True
+            if self._not_now is None and not self._work.done():
+                self._work.cancel()
+            return await self._work
+
+    async def _run(self, request: DeployVirtualMachineRequest) -> dict[str, Any]:
         saga = Saga()
         set_job_state("running")
         try:
@@ -82,6 +105,7 @@ class DeployVirtualMachine:
         except BaseException as error:
             if isinstance(error, GeneratorExit):
                 raise  # the worker dropped this run from its cache: nothing to unwind here
+            self._not_now = "the job is already unwinding"
             cancelled = is_cancellation(error)
             code, text, kind = failure_of(error)
             self._enter("unwinding")
@@ -213,6 +237,7 @@ class DeployVirtualMachine:
                     placement,
                     f"define and start VM on {placement.host_name}",
                 )
+                self._not_now = "the VM is being recorded Running"
                 self._enter("recording Running")
                 result: dict[str, Any] = await self._control(
                     DeploymentActivities.complete, step, "record Running"
@@ -223,7 +248,9 @@ class DeployVirtualMachine:
                     raise
                 _, last_failure, _ = failure_of(error)
                 workflow.logger.warning("attempt %s failed at %s: %s", attempt, stage, error)
+                self._not_now = "this host's undos are running"
                 await saga.unwind(only=ON_HOST)
+                self._not_now = None
                 if stage == "volume":
                     await self._control(
                         DeploymentActivities.abandon_root_volume, step, "abandon the root volume"
@@ -242,16 +269,26 @@ class DeployVirtualMachine:
         self._step = step
         workflow.set_current_details(f"**Step:** {step}")
 
+    def _stop_if_cancelled(self) -> None:
+        """A safe point: a cancel that came while a step could not be interrupted (it finished
+        anyway) or while undos ran unwinds here, before the next step."""
+        if self._cancel_requested and self._not_now is None:
+            raise asyncio.CancelledError()
+
     async def _control(
         self, activity: Any, arg: Any, summary: str, *, retry: RetryPolicy = CONTROL_RETRY
     ) -> Any:
-        return await workflow.execute_activity_method(
+        self._stop_if_cancelled()
+        result = await workflow.execute_activity_method(
             activity,
             arg,
             start_to_close_timeout=timedelta(seconds=60),
+            cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
             retry_policy=retry,
             summary=summary,
         )
+        self._stop_if_cancelled()
+        return result
 
     async def _hypervisor(
         self,
@@ -262,15 +299,19 @@ class DeployVirtualMachine:
         *,
         retry: RetryPolicy = HYPERVISOR_RETRY,
     ) -> Any:
-        return await workflow.execute_activity_method(
+        self._stop_if_cancelled()
+        result = await workflow.execute_activity_method(
             activity,
             arg,
             task_queue=placement.hypervisor_task_queue or workflow.info().task_queue,
             start_to_close_timeout=timedelta(minutes=10),
             heartbeat_timeout=HYPERVISOR_HEARTBEAT_TIMEOUT,
+            cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
             retry_policy=retry,
             summary=summary,
         )
+        self._stop_if_cancelled()
+        return result
 
     def _undo(self, activity: Any, step: StepInput) -> Any:
         async def undo() -> None:

@@ -1,5 +1,6 @@
-"""Start, stop, reboot, destroy, recover, expunge and migrate a VM, and create, revert to and
-delete its snapshots: one job workflow each.
+"""Start, stop, reboot, destroy, recover, expunge and migrate a VM, change its service offering
+(stopped) and restore its root volume from a template, and create, revert to and delete its
+snapshots: one job workflow each.
 
 Every job is a child of its VM's queue (`workflows/vm_queue.py`) and starts by waiting for its
 turn (the `grant` signal), so operations on one VM never overlap. Then it runs as a saga: each
@@ -9,13 +10,16 @@ unwinds in reverse and leaves the VM in the stable state it started from.
 Cancellation goes through the `cancel` update: its validator refuses (and the API answers 409)
 once the job is past its point of no return, which each job states in words (a stop whose VM
 is already recorded Stopped cannot be undone; an expunge that deleted disks cannot either). A
-queued job that is cancelled leaves the queue at once. Hypervisor steps are cancelled with
-WAIT_CANCELLATION_COMPLETED, so an undo never races the step it undoes.
+queued job that is cancelled leaves the queue at once. Every step is cancelled with
+WAIT_CANCELLATION_COMPLETED, so an undo never races the step it undoes; a step that finishes
+anyway (a hypervisor call that could not be interrupted, a short control step) is followed by a
+safe point, where the cancel takes effect and the step's registered undo gives its work back.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import timedelta
 from typing import Any
 from uuid import UUID
@@ -39,12 +43,17 @@ with workflow.unsafe.imports_passed_through():
         MigrationPlan,
         MigrationRequest,
         MigrationStep,
+        OfferingChange,
         OperationInput,
         OperationOutcome,
         PlanStartInput,
+        RestoreOrder,
+        RestoreRequest,
+        RestoreStep,
         SnapshotOrder,
         SnapshotStep,
         VmOnHost,
+        VolumeCleanup,
     )
     from activities.vm_operations import VmOperationActivities
     from domain.errors import ErrorCode
@@ -105,38 +114,62 @@ class VirtualMachineJob:
 
     # -- the run, shared ---------------------------------------------------------------------
     async def _execute(self, request: VirtualMachineOperationRequest) -> dict[str, Any]:
-        self._work = asyncio.create_task(self._job(request))
+        given = OperationInput(request=request, submitted_at=workflow.info().start_time)
+        return await self._shielded(
+            self._run_job(
+                perform=lambda saga: self.perform(given, saga),
+                record_queued_cancelled=lambda: self._control(
+                    VmOperationActivities.record_queued_cancelled,
+                    self._outcome(given, 0, "cancelled while queued", cancelled=True),
+                    "record the job cancelled while queued",
+                    retry=UNDO_RETRY,
+                ),
+                record_failure=lambda code, text, cancelled: self._control(
+                    VmOperationActivities.fail,
+                    self._outcome(given, code, text, cancelled=cancelled),
+                    "record the failure",
+                    retry=UNDO_RETRY,
+                ),
+            )
+        )
+
+    async def _shielded(self, job: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
+        """Run the job as a task of its own, so Temporal's cancellation of this workflow can be
+        weighed like the cancel update instead of interrupting whatever runs."""
+        self._work = asyncio.create_task(job)
         try:
             return await asyncio.shield(self._work)
         except asyncio.CancelledError:
             # Temporal cancelled this workflow (its queue went away, or an operator): the same
             # as the cancel update, unless the job is past its point of no return.
+            self._cancel_requested = True
             if self._no_return is None and not self._work.done():
                 self._work.cancel()
             return await self._work
 
-    async def _job(self, request: VirtualMachineOperationRequest) -> dict[str, Any]:
-        submitted_at = workflow.info().start_time
-        given = OperationInput(request=request, submitted_at=submitted_at)
+    async def _run_job(
+        self,
+        *,
+        perform: Callable[[Saga], Awaitable[dict[str, Any]]],
+        record_queued_cancelled: Callable[[], Awaitable[object]],
+        record_failure: Callable[[int, str, bool], Awaitable[object]],
+    ) -> dict[str, Any]:
+        """Wait for the turn, run the job's steps as a saga, and on failure or cancel unwind
+        and record how it ended (the records are the job kind's own)."""
         try:
             if self._cancel_requested:
                 raise asyncio.CancelledError()
             await workflow.wait_condition(lambda: self._granted)
         except asyncio.CancelledError:
             self._no_return = "it was cancelled while queued"
-            await self._control(
-                VmOperationActivities.record_queued_cancelled,
-                self._outcome(given, 0, "cancelled while queued", cancelled=True),
-                "record the job cancelled while queued",
-                retry=UNDO_RETRY,
-            )
+            await record_queued_cancelled()
             set_job_state("cancelled")
             self._enter("cancelled")
             raise
         set_job_state("running")
         saga = Saga()
         try:
-            result = await self.perform(given, saga)
+            result = await perform(saga)
         except BaseException as error:
             if isinstance(error, GeneratorExit):
                 raise  # the worker dropped this run from its cache: nothing to unwind here
@@ -150,12 +183,7 @@ class VirtualMachineJob:
             await saga.unwind()
             if saga.failures:
                 text += " (could not undo: " + "; ".join(saga.failures) + ")"
-            await self._control(
-                VmOperationActivities.fail,
-                self._outcome(given, code, text, cancelled=cancelled),
-                "record the failure",
-                retry=UNDO_RETRY,
-            )
+            await record_failure(code, text, cancelled)
             set_job_state("cancelled" if cancelled else "failed")
             self._enter("cancelled" if cancelled else "failed")
             if cancelled:
@@ -247,16 +275,27 @@ class VirtualMachineJob:
             cancelled=cancelled,
         )
 
+    def _stop_if_cancelled(self) -> None:
+        """A safe point: a cancel that came while a step could not be interrupted (it finished
+        anyway) unwinds here, before the next step, unless the job is past its point of no
+        return or already unwinding."""
+        if self._cancel_requested and self._no_return is None:
+            raise asyncio.CancelledError()
+
     async def _control(
         self, activity: Any, arg: Any, summary: str, *, retry: RetryPolicy = CONTROL_RETRY
     ) -> Any:
-        return await workflow.execute_activity_method(
+        self._stop_if_cancelled()
+        result = await workflow.execute_activity_method(
             activity,
             arg,
             start_to_close_timeout=timedelta(seconds=60),
+            cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
             retry_policy=retry,
             summary=summary,
         )
+        self._stop_if_cancelled()
+        return result
 
     async def _hypervisor(
         self,
@@ -267,7 +306,8 @@ class VirtualMachineJob:
         *,
         retry: RetryPolicy = HYPERVISOR_RETRY,
     ) -> Any:
-        return await workflow.execute_activity_method(
+        self._stop_if_cancelled()
+        result = await workflow.execute_activity_method(
             activity,
             arg,
             task_queue=task_queue or workflow.info().task_queue,
@@ -277,6 +317,8 @@ class VirtualMachineJob:
             retry_policy=retry,
             summary=summary,
         )
+        self._stop_if_cancelled()
+        return result
 
     def _undo(self, activity: Any, arg: Any) -> Any:
         async def undo() -> None:
@@ -702,6 +744,199 @@ class DeleteVmSnapshot(VirtualMachineJob):
         return result
 
 
+@workflow.defn(name="ScaleVirtualMachine")
+class ChangeServiceOffering(VirtualMachineJob):
+    """A Stopped VM takes another service offering (CloudStack's scaleVirtualMachine of a
+    stopped VM, logged as VM.UPGRADE): one write, checked again at run time. A stopped VM
+    holds no capacity and is defined on no hypervisor: its next start sizes it anew."""
+
+    @workflow.run
+    async def run(self, request: VirtualMachineOperationRequest) -> dict[str, Any]:
+        return await self._execute(request)
+
+    async def perform(self, given: OperationInput, saga: Saga) -> dict[str, Any]:
+        request = given.request
+        if request.service_offering_id is None:
+            raise ApplicationError(
+                "a service offering change needs the offering",
+                int(ErrorCode.PARAM_ERROR),
+                type="InvalidParameter",
+            )
+        await self._begin(given)
+        self._no_return = "the VM is taking its new service offering"
+        self._enter("recording the new service offering")
+        result: dict[str, Any] = await self._control(
+            VmOperationActivities.change_service_offering,
+            OfferingChange(
+                job_id=request.job_id,
+                vm_id=request.vm_id,
+                service_offering_id=request.service_offering_id,
+            ),
+            "record the new service offering",
+        )
+        return result
+
+
+@workflow.defn(name="RestoreVirtualMachine")
+class RestoreVirtualMachine(VirtualMachineJob):
+    """A VM's root volume made again from a template (its own, or another for its hypervisor):
+    stop it on its host if it runs, make the new root volume on the old one's pool, swap, define
+    and start it again with the new disk if it ran; then the old root volume is deleted (the
+    point of no return). A failure before that leaves the VM as it was: its old root volume,
+    Running on its host or Stopped, and nothing of the new volume left."""
+
+    @workflow.run
+    async def run(self, request: VirtualMachineOperationRequest) -> dict[str, Any]:
+        return await self._execute(request)
+
+    async def perform(self, given: OperationInput, saga: Saga) -> dict[str, Any]:
+        request = given.request
+        job_id, vm_id = request.job_id, request.vm_id
+        begun = await self._begin(given)
+        on: VmOnHost | None = None
+        if begun.state == "Stopping":
+            on = _required_host(begun, "stop")
+            await self._stop_on_host(request, saga, on)
+
+        self._enter("creating the new root volume")
+        saga.add("new root volume", self._restore_volume_undo(request))
+        order: RestoreOrder = await self._control(
+            VmOperationActivities.begin_restore_volume,
+            RestoreRequest(job_id=job_id, vm_id=vm_id, template_id=request.template_id),
+            "book the new root volume",
+        )
+        created = await self._hypervisor(
+            HypervisorActivities.create_volume,
+            order.volume,
+            order.task_queue,
+            f"create the new root volume on {order.volume.pool.name}",
+        )
+        await self._control(
+            VmOperationActivities.complete_restore_volume,
+            RestoreStep(
+                job_id=job_id,
+                vm_id=vm_id,
+                volume_id=order.new_volume_id,
+                pool_id=order.pool_id,
+                path=created.path,
+                size_bytes=created.size_bytes,
+            ),
+            "record the new root volume Ready",
+        )
+
+        self._enter("swapping the root volume")
+        saga.add(
+            "root volume swap",
+            self._undo(
+                VmOperationActivities.unswap_root_volume,
+                RestoreStep(
+                    job_id=job_id,
+                    vm_id=vm_id,
+                    volume_id=order.old_volume_id,
+                    template_id=order.old_template_id,
+                ),
+            ),
+        )
+        await self._control(
+            VmOperationActivities.swap_root_volume,
+            RestoreStep(
+                job_id=job_id,
+                vm_id=vm_id,
+                volume_id=order.new_volume_id,
+                template_id=order.template_id,
+            ),
+            "boot the VM from the new root volume",
+        )
+
+        if on is not None:
+            self._enter(f"starting on {on.host.name} with the new root volume")
+            launch: VmLaunch = await self._control(
+                VmOperationActivities.launch_spec,
+                HostStep(job_id=job_id, vm_id=vm_id, host_id=UUID(on.host.host_id)),
+                "the VM's definition with its new root volume",
+            )
+            saga.add(
+                "vm on host",
+                self._hypervisor_undo(
+                    HypervisorActivities.destroy_vm,
+                    VmRemoval(host=on.host, vm_id=on.vm_id),
+                    on.task_queue,
+                ),
+            )
+            await self._hypervisor(
+                HypervisorActivities.launch_vm,
+                launch,
+                on.task_queue,
+                f"define and start on {on.host.name} with the new root volume",
+            )
+
+        self._no_return = "the old root volume is being deleted"
+        self._enter("deleting the old root volume")
+        old = RestoreStep(job_id=job_id, vm_id=vm_id, volume_id=order.old_volume_id)
+        cleanup: VolumeCleanup = await self._control(
+            VmOperationActivities.complete_restore,
+            old,
+            "record the VM restored and the old root volume Expunging",
+        )
+        saga.forget()
+        if cleanup.removal is not None:
+            try:
+                await self._hypervisor(
+                    HypervisorActivities.delete_volume,
+                    cleanup.removal,
+                    cleanup.task_queue,
+                    f"delete the old root volume from {cleanup.removal.pool.name}",
+                    retry=UNDO_RETRY,
+                )
+            except ActivityError as error:
+                code, text, kind = failure_of(error)
+                raise ApplicationError(
+                    f"the VM was restored, but its old root volume {order.old_volume_id} could "
+                    f"not be deleted from {cleanup.removal.pool.name} ({text}); it stays "
+                    "Expunging and detached, holding its bytes on the pool: delete the volume "
+                    "again to finish",
+                    code,
+                    type=kind,
+                    non_retryable=True,
+                ) from None
+        result: dict[str, Any] = await self._control(
+            VmOperationActivities.finish_restore,
+            old,
+            "record the old root volume Expunged",
+            retry=UNDO_RETRY,
+        )
+        return result
+
+    def _restore_volume_undo(self, request: VirtualMachineOperationRequest) -> Any:
+        """Delete the new root disk (nothing to do if it was never made), then record the
+        volume Expunged and its pool's bytes given back."""
+
+        async def undo() -> None:
+            step = RestoreStep(job_id=request.job_id, vm_id=request.vm_id, volume_id=request.vm_id)
+            cleanup: VolumeCleanup = await self._control(
+                VmOperationActivities.restore_volume_removal,
+                step,
+                "undo: locate the new root volume",
+                retry=UNDO_RETRY,
+            )
+            if cleanup.removal is not None:
+                await self._hypervisor(
+                    HypervisorActivities.delete_volume,
+                    cleanup.removal,
+                    cleanup.task_queue,
+                    "undo: delete the new root volume",
+                    retry=UNDO_RETRY,
+                )
+            await self._control(
+                VmOperationActivities.abandon_restore_volume,
+                step,
+                "undo: expunge the new root volume",
+                retry=UNDO_RETRY,
+            )
+
+        return undo
+
+
 VM_OPERATION_WORKFLOWS: tuple[type, ...] = (
     StartVirtualMachine,
     StopVirtualMachine,
@@ -713,4 +948,6 @@ VM_OPERATION_WORKFLOWS: tuple[type, ...] = (
     CreateVmSnapshot,
     RevertToVmSnapshot,
     DeleteVmSnapshot,
+    ChangeServiceOffering,
+    RestoreVirtualMachine,
 )

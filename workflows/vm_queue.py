@@ -54,6 +54,7 @@ with workflow.unsafe.imports_passed_through():
     from domain.ids import derived_id
     from domain.job_requests import (
         VM_QUEUE_WORKFLOW,
+        VOLUME_RESOURCE,
         JobAttribute,
         VirtualMachineOperationRequest,
         VmJobAccepted,
@@ -61,6 +62,7 @@ with workflow.unsafe.imports_passed_through():
         VmOperation,
         VmQueueEntry,
         VmQueueState,
+        VolumeOperation,
     )
 
 from workflows.deploy_virtual_machine import UNDO_RETRY
@@ -80,6 +82,14 @@ RECORD_TERMINATED_JOBS = "record-terminated-jobs"
 #: histories from before it never ran that step.
 DETACH_DATA_VOLUMES_ON_EXPUNGE = "detach-data-volumes-on-expunge"
 TERMINATED = "terminated"
+#: Jobs on a snapshot that do not touch its volume: they run even after the volume is deleted.
+SNAPSHOT_JOBS_WITHOUT_THE_VOLUME = frozenset(
+    {
+        VolumeOperation.DELETE_SNAPSHOT,
+        VolumeOperation.CREATE_FROM_SNAPSHOT,
+        VolumeOperation.CREATE_TEMPLATE_FROM_SNAPSHOT,
+    }
+)
 
 
 @dataclass
@@ -140,7 +150,11 @@ class VirtualMachineQueue:
 
     @submit.validator
     def _may_submit(self, submission: VmJobSubmission) -> None:
-        if self._state.removed and str(submission.job_id) not in self._state.recent_jobs:
+        if (
+            self._state.removed
+            and str(submission.job_id) not in self._state.recent_jobs
+            and not self._outlives_its_volume(submission)
+        ):
             gone = (
                 f"virtual machine {self._state.vm_id} has been expunged"
                 if self._state.resource_type == "VirtualMachine"
@@ -150,6 +164,16 @@ class VirtualMachineQueue:
                 gone,
                 type="VmRemoved",
             )
+
+    def _outlives_its_volume(self, submission: VmJobSubmission) -> bool:
+        """A job on a snapshot of a deleted volume (CloudStack keeps snapshots after their
+        volume): a deleted volume's queue still serves it, and ends again afterwards."""
+        job = submission.volume
+        return (
+            self._state.resource_type == VOLUME_RESOURCE
+            and job is not None
+            and job.operation in SNAPSHOT_JOBS_WITHOUT_THE_VOLUME
+        )
 
     # -- the run ---------------------------------------------------------------------------------
     @workflow.run
@@ -163,8 +187,14 @@ class VirtualMachineQueue:
                 continue
             if not self._entries and (self._state.removed or self._history_is_long()):
                 await workflow.wait_condition(
-                    lambda: workflow.all_handlers_finished() and not self._entries
+                    lambda: (
+                        (workflow.all_handlers_finished() and not self._entries)
+                        # A job a removed volume's queue still serves arrived meanwhile.
+                        or self._head_waiting()
+                    )
                 )
+                if self._head_waiting():
+                    continue
                 if self._state.removed:
                     return
                 workflow.continue_as_new(self._state)

@@ -16,12 +16,10 @@ from its first step (a deleted volume is not recoverable).
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 from uuid import UUID
 
 from temporalio import workflow
-from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.deployment_models import VolumeRemoval
@@ -45,7 +43,6 @@ with workflow.unsafe.imports_passed_through():
     from domain.job_requests import VolumeOperationRequest
 
 from workflows.deploy_virtual_machine import UNDO_RETRY
-from workflows.job_state import failure_of, is_cancellation, set_job_state
 from workflows.saga import Saga
 from workflows.vm_operations import VirtualMachineJob
 
@@ -55,61 +52,24 @@ class VolumeJob(VirtualMachineJob):
     volume's own job record."""
 
     async def _execute_volume(self, request: VolumeOperationRequest) -> dict[str, Any]:
-        self._work = asyncio.create_task(self._volume_job(request))
-        try:
-            return await asyncio.shield(self._work)
-        except asyncio.CancelledError:
-            # Temporal cancelled this workflow (its queue went away, or an operator): the same
-            # as the cancel update, unless the job is past its point of no return.
-            if self._no_return is None and not self._work.done():
-                self._work.cancel()
-            return await self._work
-
-    async def _volume_job(self, request: VolumeOperationRequest) -> dict[str, Any]:
         given = VolumeJobInput(request=request, submitted_at=workflow.info().start_time)
-        try:
-            if self._cancel_requested:
-                raise asyncio.CancelledError()
-            await workflow.wait_condition(lambda: self._granted)
-        except asyncio.CancelledError:
-            self._no_return = "it was cancelled while queued"
-            await self._control(
-                VolumeOperationActivities.record_queued_cancelled,
-                self._volume_outcome(given, 0, "cancelled while queued", cancelled=True),
-                "record the job cancelled while queued",
-                retry=UNDO_RETRY,
+        return await self._shielded(
+            self._run_job(
+                perform=lambda saga: self.perform_volume(given, saga),
+                record_queued_cancelled=lambda: self._control(
+                    VolumeOperationActivities.record_queued_cancelled,
+                    self._volume_outcome(given, 0, "cancelled while queued", cancelled=True),
+                    "record the job cancelled while queued",
+                    retry=UNDO_RETRY,
+                ),
+                record_failure=lambda code, text, cancelled: self._control(
+                    VolumeOperationActivities.fail,
+                    self._volume_outcome(given, code, text, cancelled=cancelled),
+                    "record the failure",
+                    retry=UNDO_RETRY,
+                ),
             )
-            set_job_state("cancelled")
-            self._enter("cancelled")
-            raise
-        set_job_state("running")
-        saga = Saga()
-        try:
-            result = await self.perform_volume(given, saga)
-        except BaseException as error:
-            if isinstance(error, GeneratorExit):
-                raise  # the worker dropped this run from its cache: nothing to unwind here
-            self._no_return = self._no_return or "it is already unwinding"
-            cancelled = is_cancellation(error)
-            code, text, kind = failure_of(error)
-            self._enter("unwinding")
-            await saga.unwind()
-            if saga.failures:
-                text += " (could not undo: " + "; ".join(saga.failures) + ")"
-            await self._control(
-                VolumeOperationActivities.fail,
-                self._volume_outcome(given, code, text, cancelled=cancelled),
-                "record the failure",
-                retry=UNDO_RETRY,
-            )
-            set_job_state("cancelled" if cancelled else "failed")
-            self._enter("cancelled" if cancelled else "failed")
-            if cancelled:
-                raise
-            raise ApplicationError(text, code, type=kind, non_retryable=True) from None
-        set_job_state("succeeded")
-        self._enter("succeeded")
-        return result
+        )
 
     async def perform_volume(self, given: VolumeJobInput, saga: Saga) -> dict[str, Any]:
         """The operation's own steps: every volume job workflow implements it."""

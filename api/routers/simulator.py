@@ -47,6 +47,14 @@ OPERATIONS = frozenset(
         "detach_volume",
         "resize_volume",
         "migrate_vm",
+        "snapshot_volume",
+        "backup_volume_snapshot",
+        "delete_volume_snapshot",
+        "delete_snapshot_backup",
+        "revert_volume_to_snapshot",
+        "create_volume_from_snapshot",
+        "create_template_from_snapshot",
+        "delete_template",
     }
 )
 

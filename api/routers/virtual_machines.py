@@ -47,7 +47,12 @@ from domain.job_requests import (
     VmJobSubmission,
     VmOperation,
 )
-from domain.vm_operations import refusal_at_submission
+from domain.virtual_machine import VirtualMachine
+from domain.vm_operations import (
+    check_restore_template,
+    check_service_offering_change,
+    refusal_at_submission,
+)
 from domain.vm_snapshot import VmSnapshotState, vm_snapshot_id_for
 from domain.zone import Zone
 
@@ -232,6 +237,8 @@ async def _operate(
     snapshot_id: UUID | None = None,
     snapshot_name: str | None = None,
     memory: bool = False,
+    service_offering_id: UUID | None = None,
+    template_id: UUID | None = None,
 ) -> JobAccepted:
     row = await run_in_threadpool(services.reads.get, TABLE, vm_id)
     if row is None:  # just registered by its deployment? read our writes once
@@ -246,6 +253,10 @@ async def _operate(
     )
     if refusal is not None:
         raise refusal
+    if operation in (VmOperation.CHANGE_SERVICE_OFFERING, VmOperation.RESTORE):
+        await run_in_threadpool(
+            _check_inputs, services, vm_id, operation, service_offering_id, template_id
+        )
     job_id = job_id_for(caller, idempotency_key)
     what = operation.value + (" (forced)" if forced else "") + (" and expunge" if expunge else "")
     what += f" to host {host_id}" if host_id is not None else ""
@@ -271,6 +282,8 @@ async def _operate(
         snapshot_id=snapshot_id,
         snapshot_name=snapshot_name,
         memory=memory,
+        service_offering_id=service_offering_id,
+        template_id=template_id,
     )
     accepted = await submit_to_vm_queue(
         services,
@@ -297,6 +310,24 @@ async def _operate(
     if operation is VmOperation.SNAPSHOT:
         accepted_response.vm_snapshot_id = vm_snapshot_id_for(accepted.job_id)
     return accepted_response
+
+
+def _check_inputs(
+    services: Services,
+    vm_id: UUID,
+    operation: VmOperation,
+    service_offering_id: UUID | None,
+    template_id: UUID | None,
+) -> None:
+    """Refuse at submission an offering or template the job would refuse (4xx naming the
+    field); the job checks again when its turn comes."""
+    vm = services.cloud.find(VirtualMachine, vm_id)
+    if vm is None:
+        return  # still being registered by its deployment: the job checks at run time
+    if operation is VmOperation.CHANGE_SERVICE_OFFERING:
+        check_service_offering_change(services.cloud, vm, service_offering_id)
+    else:
+        check_restore_template(services.cloud, vm, template_id)
 
 
 _ACCEPTED: dict[str, Any] = {"status_code": status.HTTP_202_ACCEPTED, "response_model": JobAccepted}
@@ -429,6 +460,69 @@ async def migrate_virtual_machine(
         response,
         idempotency_key,
         host_id=body.host_id,
+    )
+
+
+class VirtualMachineChangeServiceOffering(BaseModel):
+    """changeServiceForVirtualMachine / scaleVirtualMachine of a stopped VM."""
+
+    service_offering_id: UUID
+
+
+class VirtualMachineRestore(BaseModel):
+    """restoreVirtualMachine: the template of the new root volume (default: the VM's own)."""
+
+    template_id: UUID | None = None
+
+
+@router.post(
+    "/{vm_id}/change-service-offering",
+    summary="Give a stopped VM another service offering (a job)",
+    **_ACCEPTED,
+)
+async def change_service_offering(
+    vm_id: UUID,
+    body: VirtualMachineChangeServiceOffering,
+    caller: CurrentCaller,
+    services: Services,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
+) -> JobAccepted:
+    return await _operate(
+        services,
+        caller,
+        vm_id,
+        VmOperation.CHANGE_SERVICE_OFFERING,
+        body,
+        response,
+        idempotency_key,
+        service_offering_id=body.service_offering_id,
+    )
+
+
+@router.post(
+    "/{vm_id}/restore",
+    summary="Reset a VM's root volume to a template (a job); a running VM runs again after",
+    **_ACCEPTED,
+)
+async def restore_virtual_machine(
+    vm_id: UUID,
+    caller: CurrentCaller,
+    services: Services,
+    response: Response,
+    body: VirtualMachineRestore | None = None,
+    idempotency_key: IdempotencyKey = None,
+) -> JobAccepted:
+    body = body or VirtualMachineRestore()
+    return await _operate(
+        services,
+        caller,
+        vm_id,
+        VmOperation.RESTORE,
+        body,
+        response,
+        idempotency_key,
+        template_id=body.template_id,
     )
 
 

@@ -3,8 +3,12 @@
 What is recorded: DeployVirtualMachine (success, retry on the next host, unwind); a VM's
 VirtualMachineQueue that ran a deployment and every operation (its whole life, until expunged),
 and one whose jobs were terminated from outside; each operation workflow once succeeding and
-once failing and unwinding (migrate, and the VM snapshot jobs, on VMs of their own); AddHost;
-one run of PowerStateSync.
+once failing and unwinding (migrate, the VM snapshot jobs, restore and the service offering
+change, on VMs of their own); each data volume job (create, attach, resize, detach, migrate,
+delete) and each volume snapshot job (take, make a volume and a template from, revert to,
+delete) once failing and unwinding and once succeeding; the snapshot policy jobs (create,
+delete) likewise, and one RecurringSnapshot run its schedule was triggered for; AddHost; one
+run of PowerStateSync.
 
 Run when a workflow changes on purpose (behind `workflow.patched()`). A history whose file exists
 is kept, so the old recordings go on proving that old runs still replay; delete a file to record
@@ -19,13 +23,14 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 import psycopg
 from temporalio import activity
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, ScheduleActionExecutionStartWorkflow, WorkflowHandle
 from temporalio.common import SearchAttributeKey
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
@@ -34,14 +39,35 @@ from temporalio.testing import WorkflowEnvironment
 from domain.cloud import Cloud, postgres_env
 from domain.ids import derived_id
 from domain.infrastructure import AddHostRequest, PowerStateSyncInput, host_id_for
-from domain.job_requests import JobAttribute, VmOperation, vm_queue_id
+from domain.job_requests import (
+    JobAttribute,
+    VmOperation,
+    VolumeCreation,
+    VolumeOperation,
+    vm_queue_id,
+)
+from domain.snapshot import SnapshotIntervalType, snapshot_id_for
+from domain.snapshot_policy import policy_id_for
+from domain.snapshot_policy_operations import SnapshotPolicyChange, schedule_id_for
+from domain.virtual_machine import VirtualMachine
 from domain.vm_snapshot import vm_snapshot_id_for
+from domain.volume import Volume
+from domain.volume_operations import volume_id_for
 from tests.integration.vm_jobs import deploy, submit
-from tests.support import Harness, fail_before, running_worker, seed_zone
+from tests.integration.volume_jobs import GIB, submit_volume_job
+from tests.support import (
+    Harness,
+    fail_before,
+    running_worker,
+    seed_zone,
+)
 from workers.demo_cloud import DemoCloud
 
 HISTORIES = Path(__file__).parent / "histories"
 S = VmOperation
+V = VolumeOperation
+CREATE_POLICY = "CreateSnapshotPolicy"
+DELETE_POLICY = "DeleteSnapshotPolicies"
 
 #: Where the first job of each operation fails (a late step, so the unwind has work to do).
 FIRST_FAILS_AT: dict[str, str] = {
@@ -55,16 +81,34 @@ FIRST_FAILS_AT: dict[str, str] = {
     S.SNAPSHOT.job_type: "hypervisor.create_snapshot",
     S.REVERT_TO_SNAPSHOT.job_type: "vm.complete_revert",
     S.DELETE_SNAPSHOT.job_type: "vm.complete_delete_snapshot",
+    S.RESTORE.job_type: "vm.complete_restore",
+    S.CHANGE_SERVICE_OFFERING.job_type: "vm.change_service_offering",
+    V.CREATE.job_type: "volume.create",
+    V.ATTACH.job_type: "volume.complete_attach",
+    V.RESIZE.job_type: "volume.complete_resize",
+    V.DETACH.job_type: "volume.complete_detach",
+    V.MIGRATE.job_type: "volume.complete_migrate",
+    V.DELETE.job_type: "volume.finish_delete",
+    V.SNAPSHOT.job_type: "snapshot.record_backed_up",
+    V.CREATE_FROM_SNAPSHOT.job_type: "snapshot.complete_volume",
+    V.CREATE_TEMPLATE_FROM_SNAPSHOT.job_type: "snapshot.complete_template",
+    V.REVERT_TO_SNAPSHOT.job_type: "hypervisor.revert_volume_to_snapshot",
+    V.DELETE_SNAPSHOT.job_type: "hypervisor.delete_snapshot_backup",
+    CREATE_POLICY: "snapshot_policy.sync_schedule",
+    DELETE_POLICY: "snapshot_policy.sync_schedule",
 }
 
 
-def first_job_of_each_type_fails() -> Callable[[str, Callable[[], Any]], Any]:
-    """The first job of each operation fails for good at its step in FIRST_FAILS_AT; the
-    next job of the same type succeeds, so one VM's life records both outcomes."""
+def first_job_of_each_type_fails(*only: str) -> Callable[[str, Callable[[], Any]], Any]:
+    """The first job of each operation (of those named in `only`, when given) fails for good
+    at its step in FIRST_FAILS_AT; the next job of the same type succeeds, so one VM's life
+    records both outcomes."""
     failed: set[str] = set()
 
     def around(name: str, call: Callable[[], Any]) -> Any:
         workflow_type = activity.info().workflow_type or ""
+        if only and workflow_type not in only:
+            return call()
         if FIRST_FAILS_AT.get(workflow_type) == name and workflow_type not in failed:
             failed.add(workflow_type)
             raise ApplicationError(
@@ -90,6 +134,10 @@ async def record(database_url: str, temporal_binary: str) -> None:
         await record_terminated_jobs(env.client, cloud, zone)
         await record_migrations(env.client, cloud, zone)
         await record_vm_snapshots(env.client, cloud, zone)
+        await record_restore_and_scale(env.client, cloud, zone)
+        await record_volumes(env.client, cloud, zone)
+        await record_volume_snapshots(env.client, cloud, zone)
+        await record_snapshot_policies(env.client, cloud, zone)
         await record_infrastructure(env.client, cloud, zone)
     finally:
         cloud.close()
@@ -186,6 +234,227 @@ async def record_vm_snapshots(client: Client, cloud: Cloud, zone: DemoCloud) -> 
                 await run(harness, zone, vm_id, operation, name, snapshot_id=snapshot_id)
 
 
+async def record_restore_and_scale(client: Client, cloud: Cloud, zone: DemoCloud) -> None:
+    """A restore of a running VM failing at its last step (its unwind starts the VM again on
+    its old root volume), then one succeeding; the VM stopped, a change of its service
+    offering failing, then one succeeding."""
+    jobs = (S.RESTORE.job_type, S.CHANGE_SERVICE_OFFERING.job_type)
+    async with running_worker(client, cloud, around=first_job_of_each_type_fails(*jobs)) as harness:
+        deploy_job, vm_id = await deploy(harness, zone, "recorded-restore")
+        await wait(client, deploy_job)
+        await run(harness, zone, vm_id, S.RESTORE, "restore_vm_fails_and_unwinds")
+        await run(harness, zone, vm_id, S.RESTORE, "restore_vm_succeeds")
+        await run(harness, zone, vm_id, S.STOP, None)
+        for name in ("scale_vm_fails_and_unwinds", "scale_vm_succeeds"):
+            await run(
+                harness,
+                zone,
+                vm_id,
+                S.CHANGE_SERVICE_OFFERING,
+                name,
+                service_offering_id=zone.medium_offering_id,
+            )
+
+
+async def record_volumes(client: Client, cloud: Cloud, zone: DemoCloud) -> None:
+    """One data volume through each volume job, each failing once at a late step and then
+    succeeding: created, attached to a running VM (its disk made and plugged in), grown,
+    detached, moved to the other pool, deleted (a failed delete stays Expunging; the next
+    one finishes it)."""
+    jobs = tuple(
+        op.job_type for op in (V.CREATE, V.ATTACH, V.RESIZE, V.DETACH, V.MIGRATE, V.DELETE)
+    )
+    async with running_worker(client, cloud, around=first_job_of_each_type_fails(*jobs)) as harness:
+        deploy_job, vm_id = await deploy(harness, zone, "recorded-volumes")
+        await wait(client, deploy_job)
+        volume_id = uuid.uuid4()
+        for outcome in ("fails_and_unwinds", "succeeds"):
+            job_id = uuid.uuid4()
+            volume_id = volume_id_for(job_id)
+            creation = VolumeCreation(
+                name=f"recorded-{outcome}",
+                zone_id=zone.zone_id,
+                disk_offering_id=zone.disk_offering_id,
+                size_bytes=5 * GIB,
+            )
+            await run_volume(
+                harness,
+                zone,
+                volume_id,
+                V.CREATE,
+                f"create_volume_{outcome}",
+                job_id=job_id,
+                creation=creation,
+            )
+        for operation in (V.ATTACH, V.RESIZE, V.DETACH, V.MIGRATE, V.DELETE):
+            for outcome in ("fails_and_unwinds", "succeeds"):
+                current = cloud.load(Volume, volume_id)
+                options: dict[str, Any] = {}
+                if operation is V.ATTACH:
+                    options = {"vm_id": vm_id}
+                elif operation is V.RESIZE:
+                    options = {"size_bytes": current.size_bytes + GIB}
+                elif operation is V.MIGRATE:
+                    options = {"pool_id": next(p for p in zone.pool_ids if p != current.pool_id)}
+                name = f"{operation.value}_volume_{outcome}"
+                await run_volume(harness, zone, volume_id, operation, name, **options)
+
+
+async def record_volume_snapshots(client: Client, cloud: Cloud, zone: DemoCloud) -> None:
+    """Each volume snapshot job failing once at a late step and then succeeding, about a data
+    volume attached to a VM: a snapshot taken (live), made into a volume and a template,
+    reverted to (the VM stopped first), deleted."""
+    jobs = tuple(
+        op.job_type
+        for op in (
+            V.SNAPSHOT,
+            V.CREATE_FROM_SNAPSHOT,
+            V.CREATE_TEMPLATE_FROM_SNAPSHOT,
+            V.REVERT_TO_SNAPSHOT,
+            V.DELETE_SNAPSHOT,
+        )
+    )
+    async with running_worker(client, cloud, around=first_job_of_each_type_fails(*jobs)) as harness:
+        deploy_job, vm_id = await deploy(harness, zone, "recorded-volume-snapshots")
+        await wait(client, deploy_job)
+        create = uuid.uuid4()
+        volume_id = volume_id_for(create)
+        creation = VolumeCreation(
+            name="recorded-snapshotted",
+            zone_id=zone.zone_id,
+            disk_offering_id=zone.disk_offering_id,
+            size_bytes=5 * GIB,
+        )
+        await run_volume(harness, zone, volume_id, V.CREATE, None, job_id=create, creation=creation)
+        await run_volume(harness, zone, volume_id, V.ATTACH, None, vm_id=vm_id)
+        snapshot_id = uuid.uuid4()
+        for outcome in ("fails_and_unwinds", "succeeds"):
+            job_id = uuid.uuid4()
+            snapshot_id = snapshot_id_for(job_id)
+            await run_volume(
+                harness,
+                zone,
+                volume_id,
+                V.SNAPSHOT,
+                f"create_snapshot_{outcome}",
+                job_id=job_id,
+                snapshot_id=snapshot_id,
+            )
+        for operation, prefix in (
+            (V.CREATE_FROM_SNAPSHOT, "create_volume_from_snapshot"),
+            (V.CREATE_TEMPLATE_FROM_SNAPSHOT, "create_template_from_snapshot"),
+            (V.REVERT_TO_SNAPSHOT, "revert_snapshot"),
+            (V.DELETE_SNAPSHOT, "delete_snapshot"),
+        ):
+            if operation is V.REVERT_TO_SNAPSHOT:
+                await run(harness, zone, vm_id, S.STOP, None)
+            for outcome in ("fails_and_unwinds", "succeeds"):
+                job_id = uuid.uuid4()
+                options: dict[str, Any] = {}
+                target = volume_id
+                if operation is V.CREATE_FROM_SNAPSHOT:
+                    target = volume_id_for(job_id)
+                    options = {"name": f"recorded-from-snapshot-{outcome}"}
+                if operation is V.CREATE_TEMPLATE_FROM_SNAPSHOT:
+                    options = {
+                        "name": f"recorded-template-{outcome}",
+                        "template_id": derived_id(job_id, "template"),
+                    }
+                await run_volume(
+                    harness,
+                    zone,
+                    target,
+                    operation,
+                    f"{prefix}_{outcome}",
+                    job_id=job_id,
+                    route_by=volume_id,
+                    snapshot_id=snapshot_id,
+                    **options,
+                )
+
+
+async def record_snapshot_policies(client: Client, cloud: Cloud, zone: DemoCloud) -> None:
+    """A daily policy on a VM's root volume: made (its schedule failing to be made the first
+    time, so the policy is put back), one run of its schedule (triggered at once: it hands a
+    CreateSnapshot job to the VM's queue), then the policy deleted (failing once after the
+    deletion was recorded)."""
+    around = first_job_of_each_type_fails(CREATE_POLICY, DELETE_POLICY)
+    async with running_worker(client, cloud, around=around) as harness:
+        deploy_job, vm_id = await deploy(harness, zone, "recorded-policies")
+        await wait(client, deploy_job)
+        root_volume_id = cloud.load(VirtualMachine, vm_id).root_volume_id
+        assert root_volume_id is not None
+        # Half a day away, so no scheduled run comes while recording.
+        at = datetime.now(UTC) + timedelta(hours=12)
+        for outcome in ("fails_and_unwinds", "succeeds"):
+            await change_policy(
+                harness,
+                zone,
+                root_volume_id,
+                f"{at:%M:%H}",
+                f"create_snapshot_policy_{outcome}",
+            )
+        schedule = client.get_schedule_handle(
+            schedule_id_for(policy_id_for(root_volume_id, SnapshotIntervalType.DAILY))
+        )
+        await schedule.trigger()
+        for _ in range(400):
+            actions = (await schedule.describe()).info.recent_actions
+            if actions:
+                break
+            await asyncio.sleep(0.05)
+        started = actions[0].action
+        assert isinstance(started, ScheduleActionExecutionStartWorkflow)
+        recurring = client.get_workflow_handle(started.workflow_id)
+        await save(recurring, "recurring_snapshot_runs")
+        ran = await recurring.result()
+        if "job_id" in ran:
+            with contextlib.suppress(Exception):
+                await wait(client, UUID(ran["job_id"]))
+        for outcome in ("fails_and_unwinds", "succeeds"):
+            await change_policy(
+                harness,
+                zone,
+                root_volume_id,
+                "",
+                f"delete_snapshot_policies_{outcome}",
+                delete=True,
+            )
+
+
+async def change_policy(
+    harness: Harness,
+    zone: DemoCloud,
+    volume_id: UUID,
+    schedule: str,
+    name: str,
+    *,
+    delete: bool = False,
+) -> None:
+    """A CreateSnapshotPolicy (or DeleteSnapshotPolicies) job of a daily policy, as the API
+    starts it."""
+    change = SnapshotPolicyChange(
+        job_id=uuid.uuid4(),
+        policy_id=policy_id_for(volume_id, SnapshotIntervalType.DAILY),
+        volume_id=volume_id,
+        account_id=zone.admin_account_id,
+        summary=f"{'delete ' if delete else ''}DAILY policy of {volume_id}",
+        delete=delete,
+        interval_type=SnapshotIntervalType.DAILY.value,
+        schedule=schedule,
+        timezone="UTC",
+        max_snaps=2,
+    )
+    handle = await harness.client.start_workflow(
+        change.job_type,
+        change,
+        id=str(change.job_id),
+        task_queue=harness.task_queue,
+        execution_timeout=timedelta(seconds=90),
+    )
+    await save(handle, name)
+
+
 async def record_infrastructure(client: Client, cloud: Cloud, zone: DemoCloud) -> None:
     async with running_worker(client, cloud) as harness:
         host_job = uuid.uuid4()
@@ -240,6 +509,27 @@ async def run(
             await handle.result()
     else:
         await save(handle, name)
+    return accepted.job_id
+
+
+async def run_volume(
+    harness: Harness,
+    zone: DemoCloud,
+    volume_id: UUID,
+    operation: VolumeOperation,
+    recording: str | None,
+    **options: Any,
+) -> UUID:
+    """A volume job, in the VM's queue while the volume is attached, its own otherwise;
+    `recording` names its history (None: not recorded). `options` may name what the job
+    makes (`name`)."""
+    accepted = await submit_volume_job(harness, zone, volume_id, operation, **options)
+    handle = harness.client.get_workflow_handle(str(accepted.job_id))
+    if recording is None:
+        with contextlib.suppress(Exception):
+            await handle.result()
+    else:
+        await save(handle, recording)
     return accepted.job_id
 
 

@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 from temporalio.client import Client, WorkflowFailureError
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, CancelledError
 
 from domain.cloud import Cloud
 from domain.host import Host
@@ -17,6 +17,7 @@ from domain.job import JobStatus
 from domain.virtual_machine import VmState
 from domain.volume import VolumeState
 from tests.support import (
+    SlowStep,
     crash_after_first,
     event_names,
     fail_before,
@@ -91,6 +92,36 @@ async def test_a_failure_at_each_step_unwinds_without_leaks(
     assert "injected failure" in (job.error_text or "")
     if step != "deployment.register":
         assert vm_of(cloud, job_id).state is VmState.ERROR
+        assert volume_of(cloud, job_id).state is VolumeState.EXPUNGED
+
+
+@pytest.mark.parametrize("step", STEPS)
+async def test_a_deploy_cancelled_during_each_step_unwinds_without_leaks(
+    temporal_client: Client, cloud: Cloud, step: str
+) -> None:
+    """The step finishes after the cancel came (it never learns of it); the job still unwinds,
+    and no undo runs before the step it undoes has ended. Recording Running is too late to
+    cancel: the VM stays Running."""
+    zone = seed_zone(cloud)
+    slow = SlowStep(step)
+    async with running_worker(temporal_client, cloud, around=slow) as harness:
+        handle = await harness.deploy(zone, "cancelled")
+        job_id = uuid.UUID(handle.id)
+        await slow.wait_started()
+        await handle.cancel()
+        if step == "deployment.complete":
+            await handle.result()
+            assert job_of(cloud, job_id).status is JobStatus.SUCCEEDED
+            assert vm_of(cloud, job_id).state is VmState.RUNNING
+            return
+        with pytest.raises(WorkflowFailureError) as failure:
+            await handle.result()
+
+    assert isinstance(failure.value.cause, CancelledError)
+    leaks = leaks_of(cloud, zone, harness.driver, job_id)
+    assert leaks.none, leaks
+    assert job_of(cloud, job_id).status is JobStatus.CANCELLED
+    if step != "deployment.register":
         assert volume_of(cloud, job_id).state is VolumeState.EXPUNGED
 
 

@@ -166,9 +166,16 @@ def test_two_projectors_at_once_write_each_record_once(store: tuple[str, Cloud])
     ensure_event_store(postgres_env(url))
     env = {**postgres_env(url), "CLOUD_CREATE_TABLE": "false"}
     lost_races = 0
+    died: list[BaseException] = []
     stop = threading.Event()
 
     def projector() -> None:
+        try:
+            follow_until_stopped()
+        except BaseException as error:  # a dead projector would leave the other one alone
+            died.append(error)
+
+    def follow_until_stopped() -> None:
         nonlocal lost_races
         while not stop.is_set():
             # Both create the usage tables at once: a DDL race, not a test failure.
@@ -200,6 +207,7 @@ def test_two_projectors_at_once_write_each_record_once(store: tuple[str, Cloud])
         stop.set()
         for thread in threads:
             thread.join()
+    assert died == []
     together = export(url, HOURLY, DAY)
     assert rebuilt_export(url, cloud) == together
 

@@ -4,8 +4,10 @@ queue, a real worker, PostgreSQL and the Temporal dev server.
 Hypothesis draws up to six operations (start, stop, reboot, destroy, recover, expunge; forced
 stops and destroys; destroys that expunge at once), submitted back to back to a fresh VM's queue
 as the API does, each with an optional fault at one of its steps: a step that fails for good, or
-one that does its work and then "crashes" so Temporal runs it again. Whatever happens, once the
-VM's jobs have ended:
+one that does its work and then "crashes" so Temporal runs it again; and some are cancelled as
+soon as they are submitted (most then still wait in the queue) or as soon as they start
+running (a cancel that lands in whichever step is under way, or is refused past the point of no
+return). Whatever happens, once the VM's jobs have ended:
 
 - every job has a final record, and neither the VM nor its root volume is left in a
   transitional state (an expunge past its point of no return is retried by the queue until
@@ -19,6 +21,7 @@ VM's jobs have ended:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -31,6 +34,7 @@ from hypothesis import strategies as st
 from temporalio import activity
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError
 
 from domain.cloud import Cloud
 from domain.job import Job
@@ -39,7 +43,7 @@ from domain.state_machine import StateMachine
 from domain.virtual_machine import VM_STATE_MACHINE, VirtualMachine, VmEvent, VmState
 from domain.volume import VOLUME_STATE_MACHINE, Volume, VolumeEvent, VolumeState
 from tests.integration.vm_jobs import deploy, outcome, problems_of, submit
-from tests.support import Harness, running_worker, seed_zone
+from tests.support import Harness, queue_drained, running_worker, seed_zone
 
 S = VmOperation
 _STOP_ON_HOST = ["hypervisor.stop_vm", "hypervisor.destroy_vm"]
@@ -79,6 +83,8 @@ class Command:
     expunge: bool = False
     #: ("fail" | "crash", index into the operation's steps), or no fault.
     fault: tuple[str, int] | None = None
+    #: Cancel it "queued" (right after submitting it) or "running" (once it has its turn).
+    cancel: str | None = None
 
     @property
     def options(self) -> dict[str, bool]:
@@ -109,6 +115,7 @@ def commands(draw: st.DrawFn) -> Command:
                 st.tuples(st.sampled_from(["fail", "crash"]), st.integers(0, 7)),
             )
         ),
+        cancel=draw(st.sampled_from([None, None, None, "queued", "running"])),
     )
 
 
@@ -178,6 +185,20 @@ def machine_state(machine: StateMachine[Any, Any], value: str) -> Any:
     return state_type(value)
 
 
+async def cancel(client: Client, job_id: uuid.UUID, when: str) -> None:
+    """Ask to cancel the job now ("queued") or once it has its turn ("running"). A refusal
+    (past the point of no return) or a job that already ended is an answer, not an error."""
+    handle = client.get_workflow_handle(str(job_id))
+    with contextlib.suppress(WorkflowUpdateFailedError, RPCError):
+        if when == "running":
+            deadline = asyncio.get_running_loop().time() + 60
+            while await handle.query("current_step") == "queued":
+                if asyncio.get_running_loop().time() > deadline:
+                    return
+                await asyncio.sleep(0.02)
+        await handle.execute_update("cancel", "property test")
+
+
 async def settled(client: Client, cloud: Cloud, vm_id: uuid.UUID) -> None:
     """Until the queue has no job and no expunge retry due soon (a destroy's day-long expunge
     delay is the VM's final word here, not pending work)."""
@@ -211,6 +232,7 @@ async def test_random_operations_with_random_failures_leave_a_vm_stable_legal_an
     assert (await outcome(temporal_client, deploy_job))[0] == "succeeded"
 
     job_ids: list[uuid.UUID] = []
+    cancels: list[asyncio.Task[None]] = []
     for command in sequence:  # back to back: later ones wait in the queue
         job_id = uuid.uuid4()
         if command.fault_step is not None:
@@ -231,6 +253,13 @@ async def test_random_operations_with_random_failures_leave_a_vm_stable_legal_an
         if accepted.job_id != job_id:  # joined the identical pending one
             rig.faults.planned.pop(str(job_id), None)
         job_ids.append(accepted.job_id)
+        if command.cancel is not None:
+            cancelling = cancel(temporal_client, accepted.job_id, command.cancel)
+            if command.cancel == "queued":
+                await cancelling
+            else:
+                cancels.append(asyncio.create_task(cancelling))
+    await asyncio.gather(*cancels)
     for job_id in job_ids:
         await outcome(temporal_client, job_id)
     await settled(temporal_client, cloud, vm_id)
@@ -248,5 +277,5 @@ async def test_random_operations_with_random_failures_leave_a_vm_stable_legal_an
     if vm.is_removed:
         return
     # Still serving the VM: its queue ran every job and is idle.
-    assert await temporal_client.get_workflow_handle(vm_queue_id(vm_id)).query("jobs") == []
+    assert await queue_drained(temporal_client, vm_id) == []
     assert vm.state in (VmState.RUNNING, VmState.STOPPED, VmState.DESTROYED), vm.state

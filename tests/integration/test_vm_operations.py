@@ -18,7 +18,14 @@ from domain.job import JobStatus
 from domain.job_requests import VmOperation, vm_queue_id
 from domain.virtual_machine import VirtualMachine, VmState
 from tests.integration.vm_jobs import deploy, fail_in, job_of, outcome, problems_of, submit
-from tests.support import crash_after_first, event_names, run_twice, running_worker, seed_zone
+from tests.support import (
+    crash_after_first,
+    event_names,
+    queue_drained,
+    run_twice,
+    running_worker,
+    seed_zone,
+)
 
 S = VmOperation
 
@@ -215,7 +222,7 @@ async def test_a_queued_job_cancelled_leaves_the_queue_and_a_running_start_unwin
         assert job_of(cloud, start.job_id).status is JobStatus.CANCELLED
         assert vm(cloud, vm_id).state is VmState.STOPPED
         assert problems_of(cloud, zone, harness, vm_id) == []
-        assert await queue.query("jobs") == []
+        assert await queue_drained(temporal_client, vm_id) == []
 
         # Past its point of no return (a reboot once the hypervisor is asked), cancel is refused.
         assert (await run_job(harness, zone, vm_id, S.START))[1] == "succeeded"

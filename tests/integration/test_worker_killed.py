@@ -1,8 +1,10 @@
-"""A worker killed in the middle of a deployment: the job finishes on the next worker."""
+"""A worker killed in the middle of a deployment or of a VM's queued job: the job finishes on
+the next worker."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -11,7 +13,9 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
+import pytest
 from temporalio.client import Client
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from activities.drivers.simulator import SimulatorDriver
@@ -19,9 +23,18 @@ from activities.simulator_configuration import SimulatorConfigurationActivities
 from domain.cloud import Cloud
 from domain.host import Host
 from domain.job import Job, JobStatus
-from domain.job_requests import SimulatorFaultChange
-from domain.virtual_machine import VmState
+from domain.job_requests import SimulatorFaultChange, VmOperation, VolumeOperation
+from domain.snapshot import Snapshot, SnapshotState, snapshot_id_for
+from domain.virtual_machine import VirtualMachine, VmState
+from domain.vm_operations import restored_root_volume_id_for
+from domain.volume import Volume, VolumeState
+from tests.integration.vm_jobs import deploy, outcome, problems_of, submit
+from tests.integration.volume_jobs import create_volume, submit_volume_job, volume_problems
 from tests.support import Harness, event_names, job_of, running_worker, seed_zone, vm_of
+
+
+def vm_of_id(cloud: Cloud, vm_id: uuid.UUID) -> VirtualMachine:
+    return cloud.load(VirtualMachine, vm_id)
 
 
 def start_worker_process(
@@ -92,3 +105,108 @@ async def test_a_worker_killed_mid_deploy_leaves_a_job_the_next_worker_finishes(
     holders = [h for h in zone.host_ids if cloud.load(Host, h).reservation_for(vm.id)]
     assert holders == [vm.host_id]
     assert Counter(event_names(cloud, vm.id))["VirtualMachine.Transitioned"] == 2
+
+
+#: (what the job is, the simulator operation it is killed in, the step it shows meanwhile). Each
+#: slowed operation is the job's first hypervisor call, so the doomed worker's own (empty)
+#: simulator is never asked about the VM; the survivor uses the simulator the VM was made on.
+KILLED_IN = [
+    ("restore", "create_volume", "creating the new root volume"),
+    ("snapshot", "snapshot_volume", "snapshotting"),
+    ("attach", "create_volume", "creating"),
+]
+
+
+@pytest.mark.parametrize(("kind", "operation", "step"), KILLED_IN, ids=[k for k, _, _ in KILLED_IN])
+async def test_a_worker_killed_mid_vm_job_leaves_a_job_the_next_worker_finishes(
+    temporal_client: Client,
+    cloud: Cloud,
+    database_url: str,
+    kind: str,
+    operation: str,
+    step: str,
+) -> None:
+    """The VM's queue and its job both live on the killed worker: the next worker takes over
+    the queue, the job's workflow and the step it was in, and the job ends as if nothing
+    happened, with nothing held twice."""
+    zone = seed_zone(cloud)
+    task_queue = f"kill-{uuid.uuid4().hex[:8]}"
+    async with running_worker(temporal_client, cloud, task_queue=task_queue) as setup:
+        deploy_job, vm_id = await deploy(setup, zone, f"killed-{kind}")
+        assert (await outcome(temporal_client, deploy_job))[0] == "succeeded"
+        stop = await submit(temporal_client, task_queue, zone, vm_id, VmOperation.STOP)
+        assert (await outcome(temporal_client, stop.job_id))[0] == "succeeded"
+        data_volume = await create_volume(setup, zone) if kind == "attach" else None
+    driver = setup.driver
+    root_volume_id = vm_of_id(cloud, vm_id).root_volume_id
+
+    configure = SimulatorConfigurationActivities(cloud)
+    slow = SimulatorFaultChange(
+        job_id=uuid.uuid4(),
+        account_id=zone.admin_account_id,
+        fault_id=uuid.uuid4(),
+        operation=operation,
+        action="delay",
+        host_id=None,
+        delay_seconds=30,
+    )
+    configure.change_fault(slow)
+    address = temporal_client.service_client.config.target_host
+    doomed = start_worker_process(database_url, address, task_queue)
+    try:
+        starter = Harness(temporal_client, cloud, task_queue, SimulatorDriver())
+        job_id = uuid.uuid4()
+        if kind == "restore":
+            accepted = await submit(
+                temporal_client, task_queue, zone, vm_id, VmOperation.RESTORE, job_id=job_id
+            )
+        elif kind == "snapshot":
+            accepted = await submit_volume_job(
+                starter,
+                zone,
+                root_volume_id,
+                VolumeOperation.SNAPSHOT,
+                job_id=job_id,
+                snapshot_id=snapshot_id_for(job_id),
+            )
+        else:
+            assert data_volume is not None
+            accepted = await submit_volume_job(
+                starter, zone, data_volume, VolumeOperation.ATTACH, job_id=job_id, vm_id=vm_id
+            )
+        handle = temporal_client.get_workflow_handle(str(accepted.job_id))
+        for _ in range(300):
+            assert doomed.poll() is None, doomed.stderr.read() if doomed.stderr else b""
+            with contextlib.suppress(RPCError):
+                if (await handle.query("current_step")).startswith(step):
+                    break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError(f"the job never reached {step!r}")
+        await asyncio.sleep(1)  # inside the 30 s simulated call
+    finally:
+        doomed.send_signal(signal.SIGKILL)
+        doomed.wait(timeout=30)
+
+    configure.change_fault(slow.model_copy(update={"job_id": uuid.uuid4(), "remove": True}))
+    async with running_worker(
+        temporal_client, cloud, task_queue=task_queue, driver=driver
+    ) as survivor:
+        status, value = await asyncio.wait_for(outcome(temporal_client, job_id), timeout=180)
+        assert status == "succeeded", value
+        assert job_of(cloud, job_id).status is JobStatus.SUCCEEDED
+        assert problems_of(cloud, zone, survivor, vm_id) == []
+        vm = vm_of_id(cloud, vm_id)
+        assert vm.state is VmState.STOPPED
+        if kind == "restore":
+            assert vm.root_volume_id == restored_root_volume_id_for(job_id)
+            assert cloud.load(Volume, root_volume_id).state is VolumeState.EXPUNGED
+        elif kind == "snapshot":
+            snapshot = cloud.load(Snapshot, snapshot_id_for(job_id))
+            assert snapshot.state is SnapshotState.BACKED_UP
+            backups = driver.snapshot_backups_on(str(zone.secondary_storage_id))
+            assert [b.snapshot_id for b in backups].count(str(snapshot.id)) == 1
+        else:
+            assert data_volume is not None
+            assert volume_problems(cloud, zone, survivor, data_volume) == []
+            assert cloud.load(Volume, data_volume).vm_id == vm_id

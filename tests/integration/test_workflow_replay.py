@@ -14,23 +14,47 @@ from workers.worker import WORKFLOWS
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 
 
-#: Every workflow with a recording, each job (VM snapshot jobs included) once succeeding and
-#: once unwinding, the queue with a terminated job (the `record-terminated-jobs` patch),
-#: AddHost and a PowerStateSync run.
+#: Every workflow with a recording, each job (VM snapshot, restore, service offering change,
+#: data volume, volume snapshot and snapshot policy jobs included) once succeeding and once
+#: unwinding, the queue with a terminated job (the `record-terminated-jobs` patch), a
+#: RecurringSnapshot run, AddHost and a PowerStateSync run.
 EXPECTED = {
     "deploy_succeeds",
     "deploy_retries_next_host",
     "deploy_fails_and_unwinds",
     *(
-        f"{operation}_vm_{outcome}"
-        for operation in ("start", "stop", "reboot", "destroy", "recover", "expunge", "migrate")
+        f"{job}_{outcome}"
+        for job in (
+            *(
+                f"{operation}_vm"
+                for operation in (
+                    "start",
+                    "stop",
+                    "reboot",
+                    "destroy",
+                    "recover",
+                    "expunge",
+                    "migrate",
+                    "restore",
+                    "scale",
+                )
+            ),
+            *(f"{operation}_vm_snapshot" for operation in ("create", "revert_to", "delete")),
+            *(
+                f"{operation}_volume"
+                for operation in ("create", "attach", "resize", "detach", "migrate", "delete")
+            ),
+            "create_snapshot",
+            "create_volume_from_snapshot",
+            "create_template_from_snapshot",
+            "revert_snapshot",
+            "delete_snapshot",
+            "create_snapshot_policy",
+            "delete_snapshot_policies",
+        )
         for outcome in ("succeeds", "fails_and_unwinds")
     ),
-    *(
-        f"{operation}_vm_snapshot_{outcome}"
-        for operation in ("create", "revert_to", "delete")
-        for outcome in ("succeeds", "fails_and_unwinds")
-    ),
+    "recurring_snapshot_runs",
     "vm_queue_lifecycle",
     "vm_queue_terminated_job",
     "add_host_succeeds",
@@ -39,7 +63,7 @@ EXPECTED = {
 
 
 def test_there_are_recorded_histories_to_replay() -> None:
-    assert len(HISTORIES) >= len(EXPECTED) == 27
+    assert len(HISTORIES) >= len(EXPECTED) == 58
     missing = EXPECTED - {p.stem for p in HISTORIES}
     assert not missing, f"record them: python -m tests.integration.record_histories ({missing})"
 

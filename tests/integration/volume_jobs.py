@@ -42,9 +42,11 @@ async def submit_volume_job(
     operation: VolumeOperation,
     *,
     job_id: UUID | None = None,
+    route_by: UUID | None = None,
     **options: Any,
 ) -> VmJobAccepted:
-    """Into the VM's queue while the volume is attached, its own queue otherwise."""
+    """Into the VM's queue while the volume is attached, its own queue otherwise; `route_by`
+    names the volume whose queue it is when that is not `volume_id` (a snapshot's source)."""
     job_id = job_id or uuid.uuid4()
     request = VolumeOperationRequest(
         job_id=job_id,
@@ -54,7 +56,8 @@ async def submit_volume_job(
         summary=f"{operation.value} {volume_id}",
         **options,
     )
-    volume = harness.cloud.find(Volume, volume_id)
+    queue_volume_id = route_by or volume_id
+    volume = harness.cloud.find(Volume, queue_volume_id)
     attached_to = volume.vm_id if volume is not None else None
     if attached_to is not None:
         queue_id, state = (
@@ -63,8 +66,10 @@ async def submit_volume_job(
         )
     else:
         queue_id, state = (
-            volume_queue_id(volume_id),
-            VmQueueState(vm_id=volume_id, account_id=zone.admin_account_id, resource_type="Volume"),
+            volume_queue_id(queue_volume_id),
+            VmQueueState(
+                vm_id=queue_volume_id, account_id=zone.admin_account_id, resource_type="Volume"
+            ),
         )
     start: WithStartWorkflowOperation[Any, Any] = WithStartWorkflowOperation(
         VM_QUEUE_WORKFLOW,

@@ -1,0 +1,830 @@
+"""Volume snapshots as the domain sees them: take (createSnapshot), delete, revert a volume to
+one, and make a new volume or a template from one. Each step is a decision over the event store,
+idempotent by a command id built from the job id (`f"{job_id}/<step>"`), and moves the job's
+current step in the same write.
+
+CloudStack's semantics, kept here:
+- A snapshot is taken of a Ready volume (on primary storage) whose VM, if any, is Running or
+  Stopped. The volume is Snapshotting only until the copy exists on primary storage; the backup
+  to the zone's secondary storage then runs with the volume free again. The bytes are reserved
+  on secondary storage before anything is copied, so a full store refuses the job up front.
+- After the backup the copy on primary storage is deleted; everything later works from the
+  backup. A snapshot outlives its volume.
+- Revert needs the volume's VM stopped (or the volume detached) and a snapshot of that volume.
+- A volume made from a snapshot is a data volume of at least the snapshot's size, made at once
+  on a pool of the zone serving the snapshot's hypervisor (the source volume's pool first).
+- A template made from a snapshot is private to the account and lives on secondary storage.
+- A policy's snapshot job prunes the policy's oldest backed-up snapshots beyond `max_snaps`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from domain.catalog import Template
+from domain.cloud import Cloud, Decision
+from domain.cluster import Cluster
+from domain.errors import IllegalStateTransition, InsufficientCapacity, InvalidParameter
+from domain.host import Host
+from domain.job import Job
+from domain.job_requests import VolumeOperationRequest
+from domain.snapshot import (
+    SNAPSHOT_STATE_MACHINE,
+    Snapshot,
+    SnapshotEvent,
+    SnapshotIntervalType,
+    SnapshotState,
+)
+from domain.snapshot_policy import SnapshotPolicy
+from domain.storage import PrimaryStorage, SecondaryStorage
+from domain.virtual_machine import VirtualMachine, VmState
+from domain.volume import Volume, VolumeEvent, VolumeState, VolumeType
+from domain.volume_operations import (
+    _host_for_volume,
+    host_reaching,
+    open_job,
+    pool_hypervisor,
+    volume_result,
+)
+from domain.zone import Zone
+
+_V, _S = VolumeState, SnapshotState
+#: The VM states a volume may be snapshotted in (CloudStack takes them live or offline).
+VM_STATES_FOR_SNAPSHOT = frozenset({VmState.RUNNING, VmState.STOPPED})
+
+
+def snapshot_result(snapshot: Snapshot, **extra: Any) -> dict[str, Any]:
+    return {
+        "snapshot_id": str(snapshot.id),
+        "volume_id": str(snapshot.volume_id),
+        "state": snapshot.state.value,
+        "size_bytes": snapshot.size_bytes,
+        "physical_size_bytes": snapshot.physical_size_bytes,
+        **extra,
+    }
+
+
+def _finish_job(d: Decision, job_id: UUID, result: dict[str, Any]) -> dict[str, Any]:
+    job = d.get(Job, job_id)
+    job.enter_step("completed", f"{job_id}/completed-step")
+    job.succeed(result, f"{job_id}/succeeded")
+    return result
+
+
+def _step(d: Decision, job_id: UUID, step: str, name: str) -> None:
+    d.get(Job, job_id).enter_step(step, f"{job_id}/{name}-step")
+
+
+def _queue_may_end(d: Decision, volume_id: UUID) -> dict[str, Any]:
+    """A job on a deleted volume's queue (a snapshot outlives its volume) lets that queue end
+    again afterwards, as the volume's delete did."""
+    volume = d.find(Volume, volume_id)
+    if volume is not None and volume.state is _V.EXPUNGED and volume.vm_id is None:
+        return {"removed": True}
+    return {}
+
+
+# -- checks at submission (from the read models) ---------------------------------------------
+def refusal_to_snapshot(
+    *, name: str, state: str, vm_state: str | None, vm_name: str | None
+) -> Exception | None:
+    """What the read models already show: a volume not on primary storage, being deleted, or
+    whose VM is neither running nor stopped, cannot be snapshotted. A busy volume queues."""
+    volume_state = VolumeState(state)
+    if volume_state is _V.ALLOCATED:
+        return IllegalStateTransition(
+            f"volume {name} is not on primary storage yet (it is created when first attached)"
+        )
+    if volume_state in (_V.DESTROY, _V.EXPUNGING, _V.EXPUNGED):
+        return IllegalStateTransition(f"volume {name} is deleted or being deleted")
+    if vm_state is not None and VmState(vm_state) in (
+        VmState.DESTROYED,
+        VmState.EXPUNGING,
+        VmState.ERROR,
+    ):
+        return IllegalStateTransition(
+            f"cannot snapshot volume {name}: its virtual machine {vm_name} is {vm_state}"
+        )
+    return None
+
+
+def refusal_for_snapshot_use(
+    *, name: str, state: str, purpose: str, deleting: bool = False
+) -> Exception | None:
+    """A snapshot must be backed up to be used (revert, volume, template); a delete also takes
+    one in Error. A busy snapshot is not judged: the job queues and checks again."""
+    snapshot_state = SnapshotState(state)
+    if snapshot_state is _S.DESTROYED:
+        return IllegalStateTransition(f"snapshot {name} has been deleted")
+    if deleting:
+        if snapshot_state in (_S.ALLOCATED,):
+            return IllegalStateTransition(f"snapshot {name} is still being taken")
+        return None
+    if snapshot_state is _S.ERROR:
+        return IllegalStateTransition(f"snapshot {name} failed and cannot be used to {purpose}")
+    if snapshot_state is _S.DESTROYING:
+        return IllegalStateTransition(f"snapshot {name} is being deleted")
+    return None
+
+
+def _check_backed_up(snapshot: Snapshot, purpose: str) -> None:
+    if snapshot.state is not _S.BACKED_UP:
+        raise IllegalStateTransition(
+            f"cannot {purpose} from snapshot {snapshot.name} in state {snapshot.state} "
+            "(it must be BackedUp)"
+        )
+
+
+# -- where things are -----------------------------------------------------------------------
+def _secondary_holding(d: Decision, zone_id: UUID, object_id: UUID) -> SecondaryStorage | None:
+    for storage_id in d.cloud.load(Zone, zone_id).secondary_storage_ids:
+        storage = d.get(SecondaryStorage, storage_id)
+        if str(object_id) in storage.stored:
+            return storage
+    return None
+
+
+def _reserve_secondary(
+    d: Decision, job_id: UUID, zone_id: UUID, object_id: UUID, size_bytes: int
+) -> SecondaryStorage:
+    """Hold the bytes on a secondary storage of the zone with room (once per job)."""
+    held = _secondary_holding(d, zone_id, object_id)
+    if held is not None:
+        return held
+    for storage_id in d.cloud.load(Zone, zone_id).secondary_storage_ids:
+        storage = d.get(SecondaryStorage, storage_id)
+        if storage.used_bytes + size_bytes <= storage.capacity_bytes:
+            storage.store(object_id, size_bytes, f"{job_id}/secondary-reserve/{object_id}")
+            return storage
+    raise InsufficientCapacity(
+        f"no secondary storage in the zone has room for {size_bytes} bytes"
+        if d.cloud.load(Zone, zone_id).secondary_storage_ids
+        else "the zone has no secondary storage"
+    )
+
+
+def _host_for_secondary(d: Decision, snapshot: Snapshot) -> UUID:
+    """A host to work on a snapshot's backup through (CloudStack uses its secondary storage
+    VM): the volume's host if the volume still has a disk, else an up host of the zone serving
+    the snapshot's hypervisor."""
+    volume = d.find(Volume, snapshot.volume_id)
+    if volume is not None and volume.pool_id is not None and volume.state is not _V.EXPUNGED:
+        return _host_for_volume(d, volume, d.get(PrimaryStorage, volume.pool_id))
+    zone = d.cloud.load(Zone, snapshot.zone_id)
+    hosts = [
+        d.cloud.load(Host, h)
+        for c in zone.cluster_ids
+        if d.cloud.load(Cluster, c).hypervisor == snapshot.hypervisor
+        for h in d.cloud.load(Cluster, c).host_ids
+    ]
+    hosts.sort(key=lambda h: not h.can_take_deployments())
+    if not hosts:
+        raise InsufficientCapacity(
+            f"no {snapshot.hypervisor} host in the zone can reach snapshot {snapshot.name}"
+        )
+    return hosts[0].id
+
+
+def _volume_hypervisor(d: Decision, volume: Volume) -> str:
+    if volume.hypervisor is not None:
+        return volume.hypervisor
+    if volume.vm_id is not None:
+        vm = d.find(VirtualMachine, volume.vm_id)
+        if vm is not None:
+            return str(vm.hypervisor)
+    assert volume.pool_id is not None
+    return pool_hypervisor(d.cloud, d.get(PrimaryStorage, volume.pool_id)) or "Simulator"
+
+
+# -- take a snapshot ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SnapshotPlan:
+    snapshot_id: UUID
+    volume_id: UUID
+    pool_id: UUID
+    host_id: UUID
+    secondary_storage_id: UUID
+
+
+def begin_snapshot(
+    cloud: Cloud, request: VolumeOperationRequest, submitted_at: datetime
+) -> SnapshotPlan:
+    """Check the volume, allocate the snapshot, hold its bytes on secondary storage, and move
+    the volume to Snapshotting and the snapshot to Creating."""
+    job_id, snapshot_id = request.job_id, request.snapshot_id
+    if snapshot_id is None:
+        raise InvalidParameter(field="snapshot_id", message="a snapshot job needs its snapshot id")
+    cloud.decide(lambda d: open_job(d, request, submitted_at))
+
+    def decide(d: Decision) -> SnapshotPlan:
+        volume = d.get(Volume, request.volume_id)
+        job = d.get(Job, job_id)
+        began = job.has_applied(f"{job_id}/began")
+        if not began:
+            _check_snapshot(d, volume)
+        policy = d.find(SnapshotPolicy, request.policy_id) if request.policy_id else None
+        snapshot = d.find(Snapshot, snapshot_id)
+        if snapshot is None:
+            snapshot = d.add(
+                Snapshot.create_with_id(
+                    snapshot_id,
+                    volume_id=volume.id,
+                    name=request.name or f"{volume.name}_{snapshot_id.hex[:8]}",
+                    account_id=volume.account_id,
+                    zone_id=volume.zone_id,
+                    volume_type=volume.volume_type.value,
+                    size_bytes=volume.size_bytes,
+                    hypervisor=_volume_hypervisor(d, volume),
+                    job_id=job_id,
+                    interval_type=(
+                        policy.interval_type.value
+                        if policy is not None
+                        else SnapshotIntervalType.MANUAL.value
+                    ),
+                    policy_id=policy.id if policy is not None else None,
+                )
+            )
+        if snapshot.state is not _S.ALLOCATED and not began:
+            raise IllegalStateTransition(f"snapshot {snapshot.name} was already taken")
+        secondary = _reserve_secondary(d, job_id, volume.zone_id, snapshot.id, volume.size_bytes)
+        if volume.state is _V.READY:
+            volume.transition(VolumeEvent.SNAPSHOT_REQUESTED, f"{job_id}/snapshot-requested")
+        if snapshot.state is _S.ALLOCATED:
+            snapshot.transition(SnapshotEvent.CREATE_REQUESTED, f"{job_id}/create-requested")
+        if policy is not None:
+            policy.record_snapshot_taken(snapshot.id, f"{job_id}/policy-snapshot")
+        job.enter_step("taking the snapshot on primary storage", f"{job_id}/began")
+        assert volume.pool_id is not None
+        pool = d.get(PrimaryStorage, volume.pool_id)
+        return SnapshotPlan(
+            snapshot_id=snapshot.id,
+            volume_id=volume.id,
+            pool_id=pool.id,
+            host_id=_host_for_volume(d, volume, pool),
+            secondary_storage_id=secondary.id,
+        )
+
+    return cloud.decide(decide)
+
+
+def _check_snapshot(d: Decision, volume: Volume) -> None:
+    if volume.state is not _V.READY or volume.pool_id is None:
+        raise IllegalStateTransition(
+            f"cannot snapshot volume {volume.name} in state {volume.state} (it must be Ready: "
+            "on primary storage and not busy)"
+        )
+    if volume.vm_id is not None:
+        vm = d.get(VirtualMachine, volume.vm_id)
+        if vm.state not in VM_STATES_FOR_SNAPSHOT:
+            raise IllegalStateTransition(
+                f"cannot snapshot volume {volume.name}: its virtual machine {vm.name} is "
+                f"{vm.state} (it must be Running or Stopped)"
+            )
+
+
+def undo_snapshot(cloud: Cloud, job_id: UUID, volume_id: UUID, snapshot_id: UUID) -> None:
+    """The job failed before the backup was recorded: the volume is free again, the snapshot
+    ends in Error, its secondary bytes are given back (the copies are already deleted)."""
+
+    def decide(d: Decision) -> None:
+        volume = d.find(Volume, volume_id)
+        if volume is not None and volume.state is _V.SNAPSHOTTING:
+            volume.transition(VolumeEvent.OPERATION_FAILED, f"{job_id}/snapshot-undone")
+        snapshot = d.find(Snapshot, snapshot_id)
+        if snapshot is None:
+            return
+        if SNAPSHOT_STATE_MACHINE.allows(snapshot.state, SnapshotEvent.OPERATION_FAILED) and (
+            snapshot.state is not _S.DESTROYING
+        ):
+            snapshot.transition(
+                SnapshotEvent.OPERATION_FAILED, f"{job_id}/snapshot-failed", reason="undone"
+            )
+        snapshot.record_primary_copy_removed(f"{job_id}/primary-copy-undone")
+        if snapshot.state is _S.ERROR:
+            held = _secondary_holding(d, snapshot.zone_id, snapshot.id)
+            if held is not None:
+                held.remove(snapshot.id, f"{job_id}/secondary-release")
+
+    cloud.decide(decide)
+
+
+def record_on_primary(
+    cloud: Cloud, job_id: UUID, volume_id: UUID, snapshot_id: UUID, pool_id: UUID, path: str
+) -> None:
+    """The copy is on primary storage: the volume is free again (Ready) and the backup
+    begins (BackingUp)."""
+
+    def decide(d: Decision) -> None:
+        snapshot = d.get(Snapshot, snapshot_id)
+        if snapshot.state is _S.CREATING:
+            snapshot.record_on_primary(pool_id, path, f"{job_id}/on-primary")
+        if snapshot.state is _S.CREATED_ON_PRIMARY:
+            snapshot.transition(SnapshotEvent.BACKUP_TO_SECONDARY, f"{job_id}/backing-up")
+        volume = d.get(Volume, volume_id)
+        if volume.state is _V.SNAPSHOTTING:
+            volume.transition(VolumeEvent.OPERATION_SUCCEEDED, f"{job_id}/snapshotted")
+        _step(d, job_id, "backing up to secondary storage", "on-primary")
+
+    cloud.decide(decide)
+
+
+def record_backed_up(
+    cloud: Cloud,
+    job_id: UUID,
+    snapshot_id: UUID,
+    secondary_storage_id: UUID,
+    path: str,
+    physical_size_bytes: int,
+) -> dict[str, Any]:
+    """BackedUp: the job's point of no return (the snapshot exists for the user now)."""
+
+    def decide(d: Decision) -> dict[str, Any]:
+        snapshot = d.get(Snapshot, snapshot_id)
+        if snapshot.state is _S.BACKING_UP:
+            snapshot.record_backed_up(
+                secondary_storage_id, path, physical_size_bytes, f"{job_id}/backed-up"
+            )
+        _step(d, job_id, "removing the copy on primary storage", "backed-up")
+        return snapshot_result(snapshot)
+
+    return cloud.decide(decide)
+
+
+def record_primary_copy_removed(cloud: Cloud, job_id: UUID, snapshot_id: UUID) -> None:
+    cloud.decide(
+        lambda d: d.get(Snapshot, snapshot_id).record_primary_copy_removed(
+            f"{job_id}/primary-copy-removed"
+        )
+    )
+
+
+def complete_snapshot(
+    cloud: Cloud, job_id: UUID, snapshot_id: UUID, pruned: list[str]
+) -> dict[str, Any]:
+    def decide(d: Decision) -> dict[str, Any]:
+        snapshot = d.get(Snapshot, snapshot_id)
+        result = snapshot_result(snapshot, pruned=pruned)
+        return _finish_job(d, job_id, result)
+
+    return cloud.decide(decide)
+
+
+# -- prune a policy's oldest -------------------------------------------------------------------
+@dataclass(frozen=True)
+class SnapshotRemovalPlan:
+    """A snapshot's copies to delete, and through which host."""
+
+    snapshot_id: UUID
+    host_id: UUID
+    secondary_storage_id: UUID | None
+    primary_pool_id: UUID | None
+
+
+def _removal_plan(d: Decision, snapshot: Snapshot) -> SnapshotRemovalPlan:
+    return SnapshotRemovalPlan(
+        snapshot_id=snapshot.id,
+        host_id=_host_for_secondary(d, snapshot),
+        secondary_storage_id=snapshot.secondary_storage_id
+        if snapshot.backup_path is not None
+        else None,
+        primary_pool_id=snapshot.primary_pool_id if snapshot.primary_path is not None else None,
+    )
+
+
+def begin_pruning(cloud: Cloud, job_id: UUID, policy_id: UUID) -> list[SnapshotRemovalPlan]:
+    """After a policy's snapshot is backed up: its oldest backed-up snapshots beyond
+    `max_snaps` go Destroying (CloudStack deletes the oldest while the count exceeds it)."""
+
+    def decide(d: Decision) -> list[SnapshotRemovalPlan]:
+        policy = d.find(SnapshotPolicy, policy_id)
+        if policy is None:
+            return []
+        kept = [
+            s
+            for s in (d.find(Snapshot, sid) for sid in policy.snapshot_ids)
+            if s is not None and s.state in (_S.BACKED_UP, _S.DESTROYING)
+        ]
+        # Those this job already marked (a retried step) count as going.
+        going = [s for s in kept if s.has_applied(f"{job_id}/prune/{s.id}")]
+        alive = [s for s in kept if s not in going and s.state is _S.BACKED_UP]
+        excess = max(0, len(alive) - policy.max_snaps)
+        for snapshot in alive[:excess]:
+            snapshot.transition(
+                SnapshotEvent.DESTROY_REQUESTED,
+                f"{job_id}/prune/{snapshot.id}",
+                reason=f"policy keeps at most {policy.max_snaps}",
+            )
+            going.append(snapshot)
+        if going:
+            _step(d, job_id, f"pruning {len(going)} old snapshot(s) of the policy", "pruning")
+        return [_removal_plan(d, s) for s in going if s.state is _S.DESTROYING]
+
+    return cloud.decide(decide)
+
+
+# -- delete ----------------------------------------------------------------------------------
+def begin_delete_snapshot(
+    cloud: Cloud, request: VolumeOperationRequest, submitted_at: datetime
+) -> SnapshotRemovalPlan:
+    """BackedUp → Destroying (a failure goes back to BackedUp); one in Error is deleted from
+    Error, its copies removed first."""
+    job_id, snapshot_id = request.job_id, request.snapshot_id
+    if snapshot_id is None:
+        raise InvalidParameter(field="snapshot_id", message="a delete needs the snapshot")
+    cloud.decide(lambda d: open_job(d, request, submitted_at))
+
+    def decide(d: Decision) -> SnapshotRemovalPlan:
+        snapshot = d.get(Snapshot, snapshot_id)
+        job = d.get(Job, job_id)
+        if not job.has_applied(f"{job_id}/began") and snapshot.state not in (
+            _S.BACKED_UP,
+            _S.ERROR,
+            # A delete that failed past its point of no return: this one finishes it.
+            _S.DESTROYING,
+        ):
+            raise IllegalStateTransition(
+                f"cannot delete snapshot {snapshot.name} in state {snapshot.state} "
+                "(it must be BackedUp or Error)"
+            )
+        if snapshot.state is _S.BACKED_UP:
+            snapshot.transition(SnapshotEvent.DESTROY_REQUESTED, f"{job_id}/destroy-requested")
+        job.enter_step("deleting the snapshot's copies", f"{job_id}/began")
+        return _removal_plan(d, snapshot)
+
+    return cloud.decide(decide)
+
+
+def undo_delete_snapshot(cloud: Cloud, job_id: UUID, snapshot_id: UUID) -> None:
+    def decide(d: Decision) -> None:
+        snapshot = d.get(Snapshot, snapshot_id)
+        # Only what this job began: a snapshot an earlier delete left Destroying stays so.
+        if snapshot.state is _S.DESTROYING and snapshot.has_applied(f"{job_id}/destroy-requested"):
+            snapshot.transition(SnapshotEvent.OPERATION_FAILED, f"{job_id}/destroy-undone")
+
+    cloud.decide(decide)
+
+
+def finish_snapshot_removal(cloud: Cloud, job_id: UUID, snapshot_id: UUID) -> dict[str, Any]:
+    """The copies are gone: Destroyed, the secondary storage's bytes back. Named per snapshot
+    so a policy job removing several records each once."""
+    prefix = f"{job_id}/removed/{snapshot_id}"
+
+    def decide(d: Decision) -> dict[str, Any]:
+        snapshot = d.get(Snapshot, snapshot_id)
+        snapshot.record_primary_copy_removed(f"{prefix}/primary")
+        if snapshot.state is _S.DESTROYING:
+            snapshot.transition(SnapshotEvent.OPERATION_SUCCEEDED, f"{prefix}/destroyed")
+        elif snapshot.state is _S.ERROR:
+            snapshot.transition(SnapshotEvent.DESTROY_REQUESTED, f"{prefix}/destroyed")
+        held = _secondary_holding(d, snapshot.zone_id, snapshot.id)
+        if held is not None:
+            held.remove(snapshot.id, f"{prefix}/secondary-release")
+        return snapshot_result(snapshot)
+
+    return cloud.decide(decide)
+
+
+def complete_delete_snapshot(cloud: Cloud, job_id: UUID, snapshot_id: UUID) -> dict[str, Any]:
+    def decide(d: Decision) -> dict[str, Any]:
+        snapshot = d.get(Snapshot, snapshot_id)
+        result = snapshot_result(snapshot, **_queue_may_end(d, snapshot.volume_id))
+        return _finish_job(d, job_id, result)
+
+    return cloud.decide(decide)
+
+
+def keep_snapshot_after_failed_removal(
+    cloud: Cloud, job_id: UUID, snapshot_id: UUID, reason: str
+) -> None:
+    """A policy's pruning could not delete an old snapshot: it is BackedUp again (and the next
+    run tries again); the new snapshot stays taken."""
+
+    def decide(d: Decision) -> None:
+        snapshot = d.get(Snapshot, snapshot_id)
+        if snapshot.state is _S.DESTROYING:
+            snapshot.transition(
+                SnapshotEvent.OPERATION_FAILED,
+                f"{job_id}/prune-failed/{snapshot_id}",
+                reason=reason,
+            )
+
+    cloud.decide(decide)
+
+
+# -- revert ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RevertPlan:
+    pool_id: UUID
+    host_id: UUID
+    secondary_storage_id: UUID
+    snapshot_size_bytes: int
+
+
+def begin_revert(
+    cloud: Cloud, request: VolumeOperationRequest, submitted_at: datetime
+) -> RevertPlan:
+    job_id, snapshot_id = request.job_id, request.snapshot_id
+    if snapshot_id is None:
+        raise InvalidParameter(field="snapshot_id", message="a revert needs the snapshot")
+    cloud.decide(lambda d: open_job(d, request, submitted_at))
+
+    def decide(d: Decision) -> RevertPlan:
+        volume = d.get(Volume, request.volume_id)
+        snapshot = d.get(Snapshot, snapshot_id)
+        job = d.get(Job, job_id)
+        if not job.has_applied(f"{job_id}/began"):
+            _check_revert(d, volume, snapshot)
+        if volume.state is _V.READY:
+            volume.transition(VolumeEvent.REVERT_SNAPSHOT_REQUESTED, f"{job_id}/revert-requested")
+        job.enter_step(f"reverting to snapshot {snapshot.name}", f"{job_id}/began")
+        assert volume.pool_id is not None and snapshot.secondary_storage_id is not None
+        return RevertPlan(
+            pool_id=volume.pool_id,
+            host_id=_host_for_volume(d, volume, d.get(PrimaryStorage, volume.pool_id)),
+            secondary_storage_id=snapshot.secondary_storage_id,
+            snapshot_size_bytes=snapshot.size_bytes,
+        )
+
+    return cloud.decide(decide)
+
+
+def _check_revert(d: Decision, volume: Volume, snapshot: Snapshot) -> None:
+    if snapshot.volume_id != volume.id:
+        raise InvalidParameter(
+            field="snapshot_id",
+            message=f"snapshot {snapshot.name} was not taken of volume {volume.name}",
+        )
+    _check_backed_up(snapshot, "revert")
+    if volume.state is not _V.READY or volume.pool_id is None:
+        raise IllegalStateTransition(
+            f"cannot revert volume {volume.name} in state {volume.state} (it must be Ready)"
+        )
+    if volume.vm_id is not None:
+        vm = d.get(VirtualMachine, volume.vm_id)
+        if vm.state is not VmState.STOPPED:
+            raise IllegalStateTransition(
+                f"cannot revert volume {volume.name} while its virtual machine {vm.name} is "
+                f"{vm.state}: stop it first"
+            )
+
+
+def undo_revert(cloud: Cloud, job_id: UUID, volume_id: UUID) -> None:
+    def decide(d: Decision) -> None:
+        volume = d.get(Volume, volume_id)
+        if volume.state is _V.REVERT_SNAPSHOTTING:
+            volume.transition(VolumeEvent.OPERATION_FAILED, f"{job_id}/revert-undone")
+
+    cloud.decide(decide)
+
+
+def complete_revert(
+    cloud: Cloud, job_id: UUID, volume_id: UUID, snapshot_id: UUID, size_bytes: int
+) -> dict[str, Any]:
+    """The disk holds the snapshot: Ready again, at the snapshot's size (a volume grown since
+    the snapshot shrinks back with it, and its pool holds what the disk now is)."""
+
+    def decide(d: Decision) -> dict[str, Any]:
+        volume = d.get(Volume, volume_id)
+        if volume.state is _V.REVERT_SNAPSHOTTING:
+            if size_bytes != volume.size_bytes:
+                volume.record_resized(size_bytes, f"{job_id}/reverted")
+            else:
+                volume.transition(VolumeEvent.OPERATION_SUCCEEDED, f"{job_id}/reverted")
+        if volume.pool_id is not None:
+            pool = d.get(PrimaryStorage, volume.pool_id)
+            if pool.allocations.get(str(volume.id)) != volume.size_bytes:
+                pool.release(volume.id, f"{job_id}/pool-release-old")
+                pool.allocate(volume.id, volume.size_bytes, f"{job_id}/pool-allocate-reverted")
+        result = volume_result(volume, snapshot_id=str(snapshot_id))
+        return _finish_job(d, job_id, result)
+
+    return cloud.decide(decide)
+
+
+# -- a new volume from a snapshot ----------------------------------------------------------------
+@dataclass(frozen=True)
+class VolumeFromSnapshotPlan:
+    pool_id: UUID
+    host_id: UUID
+    secondary_storage_id: UUID
+    size_bytes: int
+    name: str
+
+
+def begin_volume_from_snapshot(
+    cloud: Cloud, request: VolumeOperationRequest, submitted_at: datetime
+) -> VolumeFromSnapshotPlan:
+    """Allocate the new data volume, take its bytes on a pool serving the snapshot's hypervisor
+    and move it to Creating."""
+    job_id, snapshot_id = request.job_id, request.snapshot_id
+    if snapshot_id is None:
+        raise InvalidParameter(field="snapshot_id", message="the volume needs its snapshot")
+    cloud.decide(lambda d: open_job(d, request, submitted_at))
+
+    def decide(d: Decision) -> VolumeFromSnapshotPlan:
+        snapshot = d.get(Snapshot, snapshot_id)
+        job = d.get(Job, job_id)
+        if not job.has_applied(f"{job_id}/began"):
+            _check_backed_up(snapshot, "create a volume")
+        volume = d.find(Volume, request.volume_id)
+        if volume is None:
+            volume = d.add(
+                Volume.create_with_id(
+                    request.volume_id,
+                    name=request.name or f"{snapshot.name}-volume",
+                    account_id=request.account_id,
+                    zone_id=snapshot.zone_id,
+                    volume_type=VolumeType.DATADISK.value,
+                    size_bytes=snapshot.size_bytes,
+                )
+            )
+        pool = _pool_for_snapshot_volume(d, volume, snapshot)
+        pool.allocate(volume.id, volume.size_bytes, f"{job_id}/pool-allocate")
+        if volume.state is _V.ALLOCATED:
+            volume.transition(VolumeEvent.CREATE_REQUESTED, f"{job_id}/create-requested")
+        job.enter_step(f"making volume {volume.name} from the snapshot", f"{job_id}/began")
+        assert snapshot.secondary_storage_id is not None
+        return VolumeFromSnapshotPlan(
+            pool_id=pool.id,
+            host_id=host_reaching(d.cloud, pool, snapshot.hypervisor).id,
+            secondary_storage_id=snapshot.secondary_storage_id,
+            size_bytes=volume.size_bytes,
+            name=volume.name,
+        )
+
+    return cloud.decide(decide)
+
+
+def _pool_for_snapshot_volume(d: Decision, volume: Volume, snapshot: Snapshot) -> PrimaryStorage:
+    """The pool already holding this volume's bytes (a retried step), else the snapshot's
+    source volume's pool, else any enabled pool of the zone serving the hypervisor with room."""
+    zone = d.cloud.load(Zone, snapshot.zone_id)
+    candidates: list[UUID] = []
+    source = d.find(Volume, snapshot.volume_id)
+    if source is not None and source.pool_id is not None:
+        candidates.append(source.pool_id)
+    candidates += [p for c in zone.cluster_ids for p in d.cloud.load(Cluster, c).storage_pool_ids]
+    candidates += list(zone.zone_storage_pool_ids)
+    for pool_id in candidates:
+        if str(volume.id) in d.get(PrimaryStorage, pool_id).allocations:
+            return d.get(PrimaryStorage, pool_id)
+    for pool_id in dict.fromkeys(candidates):
+        pool = d.get(PrimaryStorage, pool_id)
+        serves = pool_hypervisor(d.cloud, pool)
+        if pool.enabled and pool.fits(volume.size_bytes) and serves in (None, snapshot.hypervisor):
+            return pool
+    raise InsufficientCapacity(
+        f"no {snapshot.hypervisor} primary storage in the zone has room for "
+        f"{volume.size_bytes} bytes"
+    )
+
+
+def undo_volume_from_snapshot(cloud: Cloud, job_id: UUID, volume_id: UUID, pool_id: UUID) -> None:
+    """The new volume never came to be: its pool bytes back, the volume record ends Expunged
+    (CloudStack keeps removed rows) so nothing half-made is listed as usable."""
+
+    def decide(d: Decision) -> None:
+        volume = d.find(Volume, volume_id)
+        d.get(PrimaryStorage, pool_id).release(volume_id, f"{job_id}/pool-release")
+        if volume is None:
+            return
+        steps = (
+            (_V.CREATING, VolumeEvent.OPERATION_FAILED, "create-failed"),
+            (_V.ALLOCATED, VolumeEvent.DESTROY_REQUESTED, "destroy"),
+            (_V.DESTROY, VolumeEvent.EXPUNGING_REQUESTED, "expunging"),
+        )
+        for state, volume_event, name in steps:
+            if volume.state is state:
+                volume.transition(volume_event, f"{job_id}/{name}", reason="its job failed")
+        if volume.state is _V.EXPUNGING:
+            volume.record_expunged(f"{job_id}/expunged")
+
+    cloud.decide(decide)
+
+
+def complete_volume_from_snapshot(
+    cloud: Cloud,
+    job_id: UUID,
+    volume_id: UUID,
+    snapshot_id: UUID,
+    pool_id: UUID,
+    path: str,
+    size_bytes: int,
+) -> dict[str, Any]:
+    def decide(d: Decision) -> dict[str, Any]:
+        volume = d.get(Volume, volume_id)
+        snapshot = d.get(Snapshot, snapshot_id)
+        if volume.state is _V.CREATING:
+            volume.record_created(pool_id, path, size_bytes, f"{job_id}/created")
+            volume.record_hypervisor(snapshot.hypervisor, f"{job_id}/hypervisor")
+        pool = d.get(PrimaryStorage, pool_id)
+        if pool.allocations.get(str(volume.id)) != volume.size_bytes:
+            pool.release(volume.id, f"{job_id}/pool-release-planned")
+            pool.allocate(volume.id, volume.size_bytes, f"{job_id}/pool-allocate-made")
+        result = volume_result(volume, snapshot_id=str(snapshot_id))
+        return _finish_job(d, job_id, result)
+
+    return cloud.decide(decide)
+
+
+# -- a template from a snapshot ------------------------------------------------------------------
+@dataclass(frozen=True)
+class TemplateFromSnapshotPlan:
+    host_id: UUID
+    secondary_storage_id: UUID
+
+
+def begin_template_from_snapshot(
+    cloud: Cloud, request: VolumeOperationRequest, submitted_at: datetime
+) -> TemplateFromSnapshotPlan:
+    """Hold the template's bytes on the snapshot's secondary storage."""
+    job_id, snapshot_id, template_id = request.job_id, request.snapshot_id, request.template_id
+    if snapshot_id is None or template_id is None:
+        raise InvalidParameter(field="snapshot_id", message="a template needs its snapshot")
+    cloud.decide(lambda d: open_job(d, request, submitted_at))
+
+    def decide(d: Decision) -> TemplateFromSnapshotPlan:
+        snapshot = d.get(Snapshot, snapshot_id)
+        job = d.get(Job, job_id)
+        if not job.has_applied(f"{job_id}/began"):
+            _check_backed_up(snapshot, "make a template")
+            if d.find(Template, template_id) is not None:
+                raise IllegalStateTransition(f"template {template_id} already exists")
+        assert snapshot.secondary_storage_id is not None
+        storage = d.get(SecondaryStorage, snapshot.secondary_storage_id)
+        storage.store(template_id, snapshot.size_bytes, f"{job_id}/secondary-reserve")
+        job.enter_step("making the template on secondary storage", f"{job_id}/began")
+        return TemplateFromSnapshotPlan(
+            host_id=_host_for_secondary(d, snapshot), secondary_storage_id=storage.id
+        )
+
+    return cloud.decide(decide)
+
+
+def undo_template_from_snapshot(
+    cloud: Cloud, job_id: UUID, template_id: UUID, secondary_storage_id: UUID
+) -> None:
+    def decide(d: Decision) -> None:
+        if d.find(Template, template_id) is None:
+            d.get(SecondaryStorage, secondary_storage_id).remove(
+                template_id, f"{job_id}/secondary-release"
+            )
+
+    cloud.decide(decide)
+
+
+def complete_template_from_snapshot(
+    cloud: Cloud,
+    request: VolumeOperationRequest,
+    url: str,
+    image_format: str,
+    size_bytes: int,
+) -> dict[str, Any]:
+    """Register the template (private to the account, in the snapshot's zone)."""
+    job_id, template_id, snapshot_id = request.job_id, request.template_id, request.snapshot_id
+    assert template_id is not None and snapshot_id is not None
+
+    def decide(d: Decision) -> dict[str, Any]:
+        snapshot = d.get(Snapshot, snapshot_id)
+        template = d.find(Template, template_id)
+        if template is None:
+            template = d.add(
+                Template.create_with_id(
+                    template_id,
+                    name=request.name or f"{snapshot.name}-template",
+                    display_text=f"from snapshot {snapshot.name}",
+                    hypervisor=snapshot.hypervisor,
+                    format=image_format,
+                    os_type=request.os_type or _os_type_of(d, snapshot),
+                    url=url,
+                    size_bytes=max(size_bytes, snapshot.size_bytes),
+                    zone_id=snapshot.zone_id,
+                    account_id=request.account_id,
+                    public=False,
+                )
+            )
+        result = {
+            "template_id": str(template.id),
+            "snapshot_id": str(snapshot.id),
+            "name": template.name,
+            "url": template.url,
+            "size_bytes": template.size_bytes,
+            **_queue_may_end(d, snapshot.volume_id),
+        }
+        return _finish_job(d, job_id, result)
+
+    return cloud.decide(decide)
+
+
+def _os_type_of(d: Decision, snapshot: Snapshot) -> str:
+    """The OS of the VM the snapshot's volume belonged to, through its template."""
+    volume = d.find(Volume, snapshot.volume_id)
+    template_id = volume.template_id if volume is not None else None
+    if template_id is None and volume is not None and volume.vm_id is not None:
+        vm = d.find(VirtualMachine, volume.vm_id)
+        template_id = vm.template_id if vm is not None else None
+    template = d.find(Template, template_id) if template_id is not None else None
+    return template.os_type if template is not None else "Other Linux (64-bit)"

@@ -16,6 +16,7 @@ from typing import Any
 from uuid import UUID, uuid4, uuid5
 
 from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
 from temporalio.client import (
     WithStartWorkflowOperation,
     WorkflowExecutionDescription,
@@ -34,9 +35,11 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from api.auth import Caller
 from api.errors import ApiError
+from api.models import Listing, VmJobPublic
 from api.services import CloudServices
 from domain.errors import ErrorCode
 from domain.ids import STRATUS_NAMESPACE
+from domain.job import Job
 from domain.job_requests import (
     VM_QUEUE_WORKFLOW,
     JobAttribute,
@@ -175,9 +178,11 @@ async def submit_to_vm_queue(
     return accepted
 
 
-async def vm_queue(services: CloudServices, vm_id: UUID) -> list[VmQueueEntry]:
-    """The VM's running and queued jobs, as its queue workflow knows them (none if no queue)."""
-    handle = services.temporal.get_workflow_handle(vm_queue_id(vm_id))
+async def queued_jobs(services: CloudServices, queue_id: str) -> list[VmQueueEntry]:
+    """A queue's running and queued jobs (none if there is no queue). A job whose end is
+    already recorded is left out: its queue learns of the end a moment later, on its next
+    workflow task, and the listing must not contradict `GET /v1/jobs/{id}`."""
+    handle = services.temporal.get_workflow_handle(queue_id)
     try:
         entries: list[VmQueueEntry] = await handle.query("jobs", result_type=list[VmQueueEntry])
     except RPCError as error:
@@ -186,4 +191,29 @@ async def vm_queue(services: CloudServices, vm_id: UUID) -> list[VmQueueEntry]:
         raise
     except WorkflowQueryRejectedError:
         return []
-    return entries
+    ended = await run_in_threadpool(_recorded_ended, services, [e.job_id for e in entries])
+    return [entry for entry in entries if entry.job_id not in ended]
+
+
+def _recorded_ended(services: CloudServices, job_ids: list[UUID]) -> set[UUID]:
+    jobs = (services.cloud.find(Job, job_id) for job_id in job_ids)
+    return {job.id for job in jobs if job is not None and job.status.is_final}
+
+
+def queue_listing(entries: list[VmQueueEntry]) -> Listing[VmJobPublic]:
+    """The queue as the API shows it: position 0 is the running job, then 1, 2, ... in the
+    order the queued ones will run."""
+    first = 0 if entries and entries[0].status == "running" else 1
+    data = [
+        VmJobPublic(
+            job_id=entry.job_id,
+            job_type=entry.job_type,
+            status=entry.status,
+            position=position + first,
+            summary=entry.summary,
+            submitted_at=entry.submitted_at,
+            job_url=f"/v1/jobs/{entry.job_id}",
+        )
+        for position, entry in enumerate(entries)
+    ]
+    return Listing[VmJobPublic](data=data, count=len(data))

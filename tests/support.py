@@ -16,6 +16,7 @@ from typing import Any
 from uuid import UUID
 
 from temporalio import activity
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
@@ -116,20 +117,22 @@ def crash_after_first(step: str | None = None) -> Callable[[str, Callable[[], An
 
 
 class SlowStep:
-    """The named step (optionally only in jobs of one workflow type) waits before doing its
-    work, long enough for a test to cancel the job while it runs. The wait sends no heartbeat,
-    so the step never learns of the cancel (as a control step, which never heartbeats, does
-    not): its work is done after the cancel was asked for, and the job must unwind it."""
+    """The named step (optionally only in jobs of one workflow type) is held before doing its
+    work until the test releases it, once the job has seen the test's cancel. The hold sends
+    no heartbeat, so the step never learns of the cancel (as a control step, which never
+    heartbeats, does not): its work is done after the cancel, and the job must unwind it.
+    `seconds` only bounds the hold, so a test that fails early does not hang its worker."""
 
-    def __init__(self, step: str, seconds: float = 1.5, workflow_type: str | None = None) -> None:
+    def __init__(self, step: str, seconds: float = 60.0, workflow_type: str | None = None) -> None:
         self.step, self.seconds, self.workflow_type = step, seconds, workflow_type
         self.started = threading.Event()
+        self._released = threading.Event()
 
     def __call__(self, name: str, call: Callable[[], Any]) -> Any:
         ours = self.workflow_type in (None, activity.info().workflow_type)
         if name == self.step and ours and not self.started.is_set():
             self.started.set()
-            time.sleep(self.seconds)
+            self._released.wait(self.seconds)
         return call()
 
     async def wait_started(self, timeout: float = 30.0) -> None:
@@ -138,6 +141,24 @@ class SlowStep:
                 return
             await asyncio.sleep(0.05)
         raise AssertionError(f"{self.step} never ran")
+
+    def release(self) -> None:
+        self._released.set()
+
+
+async def cancel_seen(handle: WorkflowHandle[Any, Any], timeout: float = 30.0) -> None:
+    """Wait until the workflow has run a workflow task after the cancel request reached it,
+    so it has seen the cancel (Temporal's cancel call returns once the server has it)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        requested = False
+        async for event in handle.fetch_history_events():
+            if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED:
+                requested = True
+            elif requested and event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
+                return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{handle.id} did not see its cancel within {timeout}s")
 
 
 def run_twice(name: str, call: Callable[[], Any]) -> Any:
@@ -269,13 +290,21 @@ def event_names(cloud: Cloud, aggregate_id: UUID) -> list[str]:
     return [type(e).__qualname__ for e in cloud.events.get(aggregate_id)]
 
 
-async def queue_drained(client: Client, vm_id: UUID, timeout: float = 20.0) -> list[Any]:
-    """The VM queue's jobs once it has learned that every job ended. A job's end reaches its
-    queue on the queue's next workflow task, a moment after the job's own result."""
+async def queue_drained(client: Client, vm_id: UUID, timeout: float = 20.0) -> list[str]:
+    """The VM queue's job ids once it has learned that every job ended."""
+    return await queue_settled_to(client, vm_id, [], timeout)
+
+
+async def queue_settled_to(
+    client: Client, vm_id: UUID, expected: Sequence[UUID], timeout: float = 20.0
+) -> list[str]:
+    """The VM queue's job ids once they are `expected` (or at the deadline). A job's end
+    reaches its queue on the queue's next workflow task, a moment after the job's own result,
+    so a job that just ended may still be listed."""
     queue = client.get_workflow_handle(vm_queue_id(vm_id))
     deadline = time.monotonic() + timeout
     while True:
-        jobs: list[Any] = await queue.query("jobs")
-        if jobs == [] or time.monotonic() > deadline:
-            return jobs
+        ids = [str(job["job_id"]) for job in await queue.query("jobs")]
+        if ids == [str(job_id) for job_id in expected] or time.monotonic() > deadline:
+            return ids
         await asyncio.sleep(0.05)

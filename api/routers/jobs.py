@@ -24,7 +24,7 @@ from api.reads import consistent_read, scoped_account
 from api.services import CloudServices
 from domain.deployment import JOB_TYPE as DEPLOY_JOB_TYPE
 from domain.errors import ErrorCode
-from domain.job import JobStatus
+from domain.job import Job, JobStatus
 from domain.job_requests import JobAttribute
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -172,6 +172,10 @@ async def cancel_job(job_id: UUID, caller: CurrentCaller, services: Services) ->
         raise not_found(f"job {job_id}", ("path", "job_id"))
     if description.status is not WorkflowExecutionStatus.RUNNING:
         raise _not_cancellable(f"the job already ended ({_ended(description.status)})")
+    recorded = await run_in_threadpool(services.cloud.find, Job, job_id)
+    if recorded is not None and recorded.status.is_final:
+        # Its end is recorded; its workflow closes a moment later. A cancel now changes nothing.
+        raise _not_cancellable(f"the job already ended ({recorded.status.value})")
     handle = services.temporal.get_workflow_handle(str(job_id))
     reason = f"cancelled by {caller.name}"
     if description.workflow_type == DEPLOY_JOB_TYPE:

@@ -17,8 +17,9 @@ from api.job_submission import (
     fingerprint,
     idempotency_conflict,
     job_id_for,
+    queue_listing,
+    queued_jobs,
     submit_to_vm_queue,
-    vm_queue,
 )
 from api.models import (
     JobAccepted,
@@ -46,6 +47,7 @@ from domain.job_requests import (
     VirtualMachineOperationRequest,
     VmJobSubmission,
     VmOperation,
+    vm_queue_id,
 )
 from domain.virtual_machine import VirtualMachine
 from domain.vm_operations import (
@@ -689,17 +691,4 @@ async def list_virtual_machine_jobs(
     row = await run_in_threadpool(services.reads.get, TABLE, vm_id)
     if row is None or not caller.may_see(row["account_id"]):
         raise not_found(f"virtual machine {vm_id}", ("path", "vm_id"))
-    entries = await vm_queue(services, vm_id)
-    data = [
-        VmJobPublic(
-            job_id=entry.job_id,
-            job_type=entry.job_type,
-            status=entry.status,
-            position=position if entries[0].status == "running" else position + 1,
-            summary=entry.summary,
-            submitted_at=entry.submitted_at,
-            job_url=f"/v1/jobs/{entry.job_id}",
-        )
-        for position, entry in enumerate(entries)
-    ]
-    return Listing[VmJobPublic](data=data, count=len(data))
+    return queue_listing(await queued_jobs(services, vm_queue_id(vm_id)))

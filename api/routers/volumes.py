@@ -18,7 +18,6 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from temporalio.client import (
     WithStartWorkflowOperation,
-    WorkflowQueryRejectedError,
     WorkflowUpdateFailedError,
 )
 from temporalio.common import (
@@ -27,12 +26,18 @@ from temporalio.common import (
     TypedSearchAttributes,
     WorkflowIDConflictPolicy,
 )
-from temporalio.service import RPCError, RPCStatusCode
 
 from api.auth import Caller, CurrentCaller
 from api.dependencies import Consistent, Cursor, Limit, PageNumber, Services
 from api.errors import ApiError, not_found
-from api.job_submission import fingerprint, idempotency_conflict, job_id_for, submit_to_vm_queue
+from api.job_submission import (
+    fingerprint,
+    idempotency_conflict,
+    job_id_for,
+    queue_listing,
+    queued_jobs,
+    submit_to_vm_queue,
+)
 from api.models import (
     Listing,
     VmJobPublic,
@@ -53,7 +58,6 @@ from domain.job_requests import (
     JobAttribute,
     VmJobAccepted,
     VmJobSubmission,
-    VmQueueEntry,
     VmQueueState,
     VolumeCreation,
     VolumeOperation,
@@ -239,20 +243,7 @@ async def list_volume_jobs(
     volume_id: UUID, caller: CurrentCaller, services: Services
 ) -> Listing[VmJobPublic]:
     row = await _volume_row(services, caller, volume_id)
-    entries = await _queue_entries(services, _queue_id(row))
-    data = [
-        VmJobPublic(
-            job_id=entry.job_id,
-            job_type=entry.job_type,
-            status=entry.status,
-            position=position if entries[0].status == "running" else position + 1,
-            summary=entry.summary,
-            submitted_at=entry.submitted_at,
-            job_url=f"/v1/jobs/{entry.job_id}",
-        )
-        for position, entry in enumerate(entries)
-    ]
-    return Listing[VmJobPublic](data=data, count=len(data))
+    return queue_listing(await queued_jobs(services, _queue_id(row)))
 
 
 async def _volume_row(services: Services, caller: Caller, volume_id: UUID) -> dict[str, Any]:
@@ -405,19 +396,6 @@ async def _submit_to_volume_queue(
     if accepted.conflict:
         raise idempotency_conflict()
     return accepted
-
-
-async def _queue_entries(services: CloudServices, queue_id: str) -> list[VmQueueEntry]:
-    handle = services.temporal.get_workflow_handle(queue_id)
-    try:
-        entries: list[VmQueueEntry] = await handle.query("jobs", result_type=list[VmQueueEntry])
-    except RPCError as error:
-        if error.status == RPCStatusCode.NOT_FOUND:
-            return []
-        raise
-    except WorkflowQueryRejectedError:
-        return []
-    return entries
 
 
 def _accepted(

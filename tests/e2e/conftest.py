@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 import uvicorn
+from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import Client
 
 from activities.drivers.simulator import SimulatorDriver
@@ -66,14 +67,20 @@ async def stack(
         uvicorn.Config(create_app(services), host="127.0.0.1", port=port, log_level="warning")
     )
     serving = asyncio.create_task(server.serve())
+    deadline = asyncio.get_running_loop().time() + 30
     while not server.started:
+        if serving.done() or asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"the API did not start on port {port}: {serving}")
         await asyncio.sleep(0.05)
     async with worker:
         yield Stack(f"http://127.0.0.1:{port}", zone, driver, task_queue, cloud)
     server.should_exit = True
     await serving
-    projector.stop()
-    reads.close()
+    try:
+        projector.check()  # a projection that died would have left the reads stale, unseen
+    finally:
+        projector.stop()
+        reads.close()
 
 
 async def wait_for_job(http: httpx.AsyncClient, job_id: str, timeout: float = 60) -> dict:  # type: ignore[type-arg]
@@ -87,3 +94,16 @@ async def wait_for_job(http: httpx.AsyncClient, job_id: str, timeout: float = 60
             return job  # type: ignore[no-any-return]
         await asyncio.sleep(0.2)
     raise AssertionError(f"job {job_id} did not end within {timeout}s")
+
+
+async def step_reached(client: Client, job_id: str, step: str, timeout: float = 30) -> None:
+    """Wait until the job's workflow shows `step` in its current details (the Temporal UI's
+    "Current details"): the workflow itself has got there, not only its last activity."""
+    handle = client.get_workflow_handle(job_id)
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        metadata = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
+        if step in metadata.current_details:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"job {job_id} did not reach {step!r} within {timeout}s")

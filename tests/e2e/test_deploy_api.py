@@ -52,7 +52,9 @@ async def test_deploy_answers_202_and_the_vm_is_listed_running_with_ip_and_root_
         assert vm["host_id"] in {str(h) for h in stack.zone.host_ids}
         assert vm["ip_address"] == job["result"]["ip_address"]
 
-        volume = (await http.get(f"/v1/volumes/{vm['root_volume_id']}")).json()
+        volume = (
+            await http.get(f"/v1/volumes/{vm['root_volume_id']}", params={"consistent": "true"})
+        ).json()
         assert volume["state"] == "Ready" and volume["vm_id"] == vm["id"]
         assert volume["volume_type"] == "ROOT"
 

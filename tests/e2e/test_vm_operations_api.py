@@ -6,7 +6,9 @@ import asyncio
 import uuid
 from typing import Any
 
-from tests.e2e.conftest import Stack, wait_for_job
+from temporalio.client import Client
+
+from tests.e2e.conftest import Stack, step_reached, wait_for_job
 from tests.e2e.test_deploy_api import order
 
 
@@ -20,7 +22,7 @@ async def test_every_operation_through_http_and_bad_states_are_refused_4xx(stack
     async with stack.http() as http:
         accepted = (await http.post("/v1/virtual-machines", json=order(stack, name="ops"))).json()
         vm_id = accepted["virtual_machine_id"]
-        for _ in range(100):  # registered (the deployment's first step), not yet Running
+        for _ in range(1000):  # registered (the deployment's first step), not yet Running
             if (await http.get(f"/v1/virtual-machines/{vm_id}")).status_code == 200:
                 break
             await asyncio.sleep(0.02)
@@ -64,7 +66,9 @@ async def test_every_operation_through_http_and_bad_states_are_refused_4xx(stack
         assert vm_id in {v["id"] for v in everything["data"]}
 
 
-async def test_the_queue_is_visible_and_jobs_cancel_or_refuse_409(stack: Stack) -> None:
+async def test_the_queue_is_visible_and_jobs_cancel_or_refuse_409(
+    stack: Stack, temporal_client: Client
+) -> None:
     async with stack.http() as http:
         accepted = (await http.post("/v1/virtual-machines", json=order(stack, name="q"))).json()
         vm_id = accepted["virtual_machine_id"]
@@ -89,11 +93,9 @@ async def test_the_queue_is_visible_and_jobs_cancel_or_refuse_409(stack: Stack) 
             job = await wait_for_job(http, queued["job_id"])
             assert job["status"] == "cancelled" and job["jobstatus"] == 3
 
-            for _ in range(50):  # the reboot reaches the hypervisor: no return from there
-                refused = await http.post(f"/v1/jobs/{running['job_id']}/cancel")
-                if refused.status_code == 409:
-                    break
-                await asyncio.sleep(0.05)
+            # Once the reboot has reached the hypervisor there is no return from there.
+            await step_reached(temporal_client, running["job_id"], "rebooting")
+            refused = await http.post(f"/v1/jobs/{running['job_id']}/cancel")
             assert refused.status_code == 409, refused.text
             assert "point of no return" in refused.json()["detail"][0]["msg"]
             assert (await wait_for_job(http, running["job_id"]))["status"] == "succeeded"
@@ -138,6 +140,7 @@ async def test_migrate_over_http_moves_the_vm_within_its_cluster_and_bad_request
         # A stopped VM cannot be live-migrated: refused at once.
         stop = await http.post(f"/v1/virtual-machines/{vm_id}/stop")
         assert (await wait_for_job(http, stop.json()["job_id"]))["status"] == "succeeded"
+        assert (await vm_state(http, vm_id))["state"] == "Stopped"  # what the refusal reads
         refused = await http.post(f"/v1/virtual-machines/{vm_id}/migrate")
         assert refused.status_code == 409 and refused.json()["errorcode"] == 431
         assert "Running" in refused.json()["detail"][0]["msg"]

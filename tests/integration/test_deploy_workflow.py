@@ -18,6 +18,7 @@ from domain.virtual_machine import VmState
 from domain.volume import VolumeState
 from tests.support import (
     SlowStep,
+    cancel_seen,
     crash_after_first,
     event_names,
     fail_before,
@@ -109,6 +110,8 @@ async def test_a_deploy_cancelled_during_each_step_unwinds_without_leaks(
         job_id = uuid.UUID(handle.id)
         await slow.wait_started()
         await handle.cancel()
+        await cancel_seen(handle)
+        slow.release()
         if step == "deployment.complete":
             await handle.result()
             assert job_of(cloud, job_id).status is JobStatus.SUCCEEDED

@@ -9,7 +9,7 @@ from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowFailureError
 
 from domain.cloud import Cloud
 from projections.runner import PROJECTIONS, Projector
@@ -53,7 +53,8 @@ async def test_dropping_the_read_models_and_replaying_gives_the_same_rows(
         temporal_client, cloud, around=fail_before("deployment.complete")
     ) as h:
         failing = await h.deploy(zone, "lost")
-        await asyncio.gather(failing.result(), return_exceptions=True)
+        (lost,) = await asyncio.gather(failing.result(), return_exceptions=True)
+        assert isinstance(lost, WorkflowFailureError), lost
     reads = ReadStore(database_url)
     try:
         with Projector(cloud_env) as first:

@@ -437,7 +437,7 @@ async def test_a_deleted_policys_schedule_is_gone_and_its_snapshots_stay(
     schedule = schedule_of(running, volume_id, SnapshotIntervalType.DAILY)
     (at,) = await run_days(skipping_env, schedule, 1, expected_runs=1)
     policy_id = policy_id_for(volume_id, SnapshotIntervalType.DAILY)
-    await outcome(running.client, recurring_job_id(policy_id, at))
+    assert (await outcome(running.client, recurring_job_id(policy_id, at)))[0] == "succeeded"
 
     result = await change_policy(
         running, zone, volume_id, SnapshotIntervalType.DAILY, "", delete=True
@@ -448,9 +448,8 @@ async def test_a_deleted_policys_schedule_is_gone_and_its_snapshots_stay(
     policy = running.cloud.load(SnapshotPolicy, policy_id)
     assert not policy.active
     taken = snapshot_id_for(recurring_job_id(policy_id, at))
-    snapshot = running.cloud.find(Snapshot, taken)
-    if snapshot is not None:  # the snapshot the policy took is not deleted with it
-        assert snapshot.state is not SnapshotState.DESTROYED
+    # The snapshot the policy took is not deleted with it.
+    assert running.cloud.load(Snapshot, taken).state is SnapshotState.BACKED_UP
     # Deleting the schedule again (a retried job) is fine.
     again = await change_policy(
         running, zone, volume_id, SnapshotIntervalType.DAILY, "", delete=True

@@ -364,6 +364,7 @@ async def test_a_restore_cancelled_during_each_step_unwinds_after_the_step_ends(
         await slow.wait_started()
         handle = temporal_client.get_workflow_handle(str(restore.job_id))
         assert await handle.execute_update("cancel", "test") == "running"
+        slow.release()  # the job has the cancel: now the step ends
         assert (await outcome(temporal_client, restore.job_id))[0] == "ended"
         assert job_of(cloud, restore.job_id).status is JobStatus.CANCELLED
         after = vm(cloud, vm_id)

@@ -22,6 +22,7 @@ from tests.support import (
     crash_after_first,
     event_names,
     queue_drained,
+    queue_settled_to,
     run_twice,
     running_worker,
     seed_zone,
@@ -203,9 +204,10 @@ async def test_a_queued_job_cancelled_leaves_the_queue_and_a_running_start_unwin
         )
         start = await submit(temporal_client, harness.task_queue, zone, vm_id, S.START)
         queued = await submit(temporal_client, harness.task_queue, zone, vm_id, S.REBOOT)
-        queue = temporal_client.get_workflow_handle(vm_queue_id(vm_id))
-        jobs = await queue.query("jobs")
-        assert [str(j["job_id"]) for j in jobs] == [str(start.job_id), str(queued.job_id)]
+        expected = [start.job_id, queued.job_id]
+        assert await queue_settled_to(temporal_client, vm_id, expected) == [
+            str(j) for j in expected
+        ]
 
         # The queued job leaves the queue at once, without running.
         handle = temporal_client.get_workflow_handle(str(queued.job_id))
@@ -231,7 +233,7 @@ async def test_a_queued_job_cancelled_leaves_the_queue_and_a_running_start_unwin
         )
         reboot = await submit(temporal_client, harness.task_queue, zone, vm_id, S.REBOOT)
         rebooting = temporal_client.get_workflow_handle(str(reboot.job_id))
-        for _ in range(100):
+        for _ in range(400):
             if (await rebooting.query("current_step")).startswith("rebooting"):
                 break
             await asyncio.sleep(0.05)

@@ -57,7 +57,7 @@ async def test_terminated_queued_and_running_jobs_are_recorded_failed_and_the_ne
         assert (await outcome(temporal_client, deploy_job))[0] == "succeeded"
         # The reboot holds the queue at its hypervisor step while the others wait behind it.
         harness.faults.append(
-            {"operation": "reboot_vm", "action": "delay", "delay_seconds": 3, "host_id": None}
+            {"operation": "reboot_vm", "action": "delay", "delay_seconds": 10, "host_id": None}
         )
         reboot = await submit(temporal_client, harness.task_queue, zone, vm_id, VmOperation.REBOOT)
         destroy = await submit(

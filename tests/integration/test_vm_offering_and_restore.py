@@ -507,7 +507,7 @@ async def test_a_cancelled_restore_unwinds_until_the_old_root_volume_is_being_de
         assert problems_of(cloud, zone, harness, vm_id) == []
 
         harness.faults.append(
-            {"operation": "delete_volume", "action": "delay", "delay_seconds": 3, "host_id": None}
+            {"operation": "delete_volume", "action": "delay", "delay_seconds": 6, "host_id": None}
         )
         restore = await submit(temporal_client, harness.task_queue, zone, vm_id, S.RESTORE)
         handle = temporal_client.get_workflow_handle(str(restore.job_id))

@@ -293,7 +293,7 @@ async def test_volume_jobs_queue_join_cancel_and_refuse_cancel_past_no_return(
         vm_id = await running_vm(harness, zone, "cancels")
         volume_id = await create_volume(harness, zone)
         harness.faults.append(
-            {"operation": "attach_volume", "action": "delay", "delay_seconds": 3, "host_id": None}
+            {"operation": "attach_volume", "action": "delay", "delay_seconds": 30, "host_id": None}
         )
         # The running attach stops at its hypervisor step and unwinds: no disk, no device.
         attach = await submit_volume_job(harness, zone, volume_id, V.ATTACH, vm_id=vm_id)
@@ -310,7 +310,7 @@ async def test_volume_jobs_queue_join_cancel_and_refuse_cancel_past_no_return(
         attached = await run_volume_job(harness, zone, volume_id, V.ATTACH, vm_id=vm_id)
         assert attached[1] == "succeeded", attached[2]
         harness.faults.append(
-            {"operation": "resize_volume", "action": "delay", "delay_seconds": 2, "host_id": None}
+            {"operation": "resize_volume", "action": "delay", "delay_seconds": 6, "host_id": None}
         )
         # Attached: its jobs queue in its VM's queue; a repeat of the last one joins it.
         resize = await submit_volume_job(harness, zone, volume_id, V.RESIZE, size_bytes=9 * GIB)

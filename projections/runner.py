@@ -66,15 +66,20 @@ def retrying_ddl_races(create: Callable[[], T], attempts: int = 5) -> T:
         try:
             return create()
         except (IntegrityError, InternalError, OperationalError) as error:
-            if attempt == attempts or not _lost_a_ddl_race(error):
+            if attempt == attempts or not lost_a_race(error):
                 raise
             time.sleep(0.1 * attempt)
     raise AssertionError("unreachable")
 
 
-def _lost_a_ddl_race(error: Exception) -> bool:
-    """Only a deadlock among the operational errors is a race; a lost connection is not."""
-    return not isinstance(error, OperationalError) or isinstance(
+def lost_a_race(error: BaseException) -> bool:
+    """Whether another projector process got there first, and trying again will do: it wrote
+    the same tracking position (IntegrityError), changed the catalog at the same moment
+    (InternalError: "tuple concurrently updated"), or its DDL and our writes deadlocked
+    (PostgreSQL rolled our transaction back whole). A lost connection is not a race."""
+    if isinstance(error, IntegrityError | InternalError):
+        return True
+    return isinstance(error, OperationalError) and isinstance(
         error.__cause__, psycopg.errors.DeadlockDetected
     )
 
@@ -90,8 +95,9 @@ class Projector:
     Several projector processes may follow the same event store. Two that process the same
     event both write its rows and then its tracking position in one transaction; the second
     insert of the position fails (IntegrityError) and rolls back that whole transaction, so
-    the rows are written exactly once. The losing runner stops on that error, and `check`
-    starts it again from the position now recorded.
+    the rows are written exactly once. The losing runner stops on that error (or on a deadlock
+    between one projector's writes and another's start-up DDL, rolled back just as whole), and
+    `check` starts it again from the position now recorded.
     """
 
     def __init__(
@@ -135,7 +141,9 @@ class Projector:
                 continue
             try:
                 self._close(runner)
-            except IntegrityError:
+            except Exception as error:
+                if not lost_a_race(error):
+                    raise
                 self.restarts += 1
                 self._start(name)
 

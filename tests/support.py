@@ -121,19 +121,31 @@ class SlowStep:
     work until the test releases it, once the job has seen the test's cancel. The hold sends
     no heartbeat, so the step never learns of the cancel (as a control step, which never
     heartbeats, does not): its work is done after the cancel, and the job must unwind it.
+    With `after`, the step does its work first and is held before it answers: what it wrote
+    is there while its workflow still waits for it.
     `seconds` only bounds the hold, so a test that fails early does not hang its worker."""
 
-    def __init__(self, step: str, seconds: float = 60.0, workflow_type: str | None = None) -> None:
+    def __init__(
+        self,
+        step: str,
+        seconds: float = 60.0,
+        workflow_type: str | None = None,
+        *,
+        after: bool = False,
+    ) -> None:
         self.step, self.seconds, self.workflow_type = step, seconds, workflow_type
+        self.after = after
         self.started = threading.Event()
         self._released = threading.Event()
 
     def __call__(self, name: str, call: Callable[[], Any]) -> Any:
         ours = self.workflow_type in (None, activity.info().workflow_type)
-        if name == self.step and ours and not self.started.is_set():
-            self.started.set()
-            self._released.wait(self.seconds)
-        return call()
+        if name != self.step or not ours or self.started.is_set():
+            return call()
+        result = call() if self.after else None
+        self.started.set()
+        self._released.wait(self.seconds)
+        return result if self.after else call()
 
     async def wait_started(self, timeout: float = 30.0) -> None:
         for _ in range(int(timeout / 0.05)):

@@ -4,10 +4,13 @@ against the session's PostgreSQL and Temporal dev server."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import pytest
@@ -18,12 +21,14 @@ from temporalio.client import Client
 from activities.drivers.simulator import SimulatorDriver
 from activities.simulator_configuration import faults_from
 from api.app import create_app
+from api.reads import CONSISTENCY_HEADER
 from api.services import CloudServices
 from domain.cloud import Cloud
 from projections.runner import Projector
 from projections.store import ReadStore
-from tests.support import ADMIN_KEY, seed_zone
+from tests.support import ADMIN_KEY, seed_zone, wrap_activity
 from workers.demo_cloud import DemoCloud
+from workers.stack import supervise
 from workers.worker import build_worker, control_plane_activities
 
 
@@ -50,12 +55,28 @@ def free_port() -> int:
 async def stack(
     temporal_client: Client, cloud: Cloud, cloud_env: dict[str, str], database_url: str
 ) -> AsyncIterator[Stack]:
+    async with serving_stack(temporal_client, cloud, cloud_env, database_url) as served:
+        yield served
+
+
+@asynccontextmanager
+async def serving_stack(
+    temporal_client: Client,
+    cloud: Cloud,
+    cloud_env: dict[str, str],
+    database_url: str,
+    *,
+    around: Callable[[str, Callable[[], Any]], Any] | None = None,
+) -> AsyncIterator[Stack]:
+    """API, worker and projector on a zone and task queue of their own; `around` controls
+    the worker's activities as in the integration tests."""
     zone = seed_zone(cloud)
     task_queue = f"e2e-{uuid.uuid4().hex[:8]}"
     driver = SimulatorDriver(lambda: faults_from(cloud))
-    worker = build_worker(
-        temporal_client, task_queue, control_plane_activities(cloud, {driver.hypervisor: driver})
-    )
+    activities: Sequence[Any] = control_plane_activities(cloud, {driver.hypervisor: driver})
+    if around is not None:
+        activities = [wrap_activity(a, around) for a in activities]
+    worker = build_worker(temporal_client, task_queue, activities)
     projector = Projector(cloud_env)
     reads = ReadStore(database_url)
     reads.index_event_topics()
@@ -72,12 +93,18 @@ async def stack(
         if serving.done() or asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"the API did not start on port {port}: {serving}")
         await asyncio.sleep(0.05)
+    # As `stratus up` does: a projection that lost a race to another projector (the package's
+    # stack and a test's own run at once) restarts; one that failed fails the test at teardown.
+    supervisor = asyncio.create_task(supervise(projector, every=0.2))
     async with worker:
         yield Stack(f"http://127.0.0.1:{port}", zone, driver, task_queue, cloud)
     server.should_exit = True
     await serving
     try:
-        projector.check()  # a projection that died would have left the reads stale, unseen
+        supervisor.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await supervisor
+        projector.check()
     finally:
         projector.stop()
         reads.close()
@@ -89,6 +116,8 @@ async def wait_for_job(http: httpx.AsyncClient, job_id: str, timeout: float = 60
     while asyncio.get_running_loop().time() < deadline:
         response = await http.get(f"/v1/jobs/{job_id}", params={"consistent": "true"})
         assert response.status_code == 200, response.text
+        # A read that gave up waiting for the projection could show a stale (or no) row.
+        assert response.headers[CONSISTENCY_HEADER] == "true", "the jobs read model lagged"
         job = response.json()
         if job["jobstatus"] != 0:
             return job  # type: ignore[no-any-return]

@@ -116,10 +116,10 @@ async def wait_for_job(http: httpx.AsyncClient, job_id: str, timeout: float = 60
     while asyncio.get_running_loop().time() < deadline:
         response = await http.get(f"/v1/jobs/{job_id}", params={"consistent": "true"})
         assert response.status_code == 200, response.text
-        # A read that gave up waiting for the projection could show a stale (or no) row.
-        assert response.headers[CONSISTENCY_HEADER] == "true", "the jobs read model lagged"
         job = response.json()
-        if job["jobstatus"] != 0:
+        # Only a read that saw every write so far counts: one that gave up waiting for the
+        # projection (a busy machine) may show a stale row, or Temporal's view without one.
+        if job["jobstatus"] != 0 and response.headers[CONSISTENCY_HEADER] == "true":
             return job  # type: ignore[no-any-return]
         await asyncio.sleep(0.2)
     raise AssertionError(f"job {job_id} did not end within {timeout}s")

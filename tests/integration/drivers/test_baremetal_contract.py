@@ -90,6 +90,8 @@ class BmcProcess:
 
     def command(self, *words: object) -> None:
         assert self.process.stdin is not None
+        exited = self.process.poll()
+        assert exited is None, f"the BMC process exited ({exited}); its stderr says why"
         self.process.stdin.write(" ".join(str(w) for w in words) + "\n")
         self.process.stdin.flush()
         self.acks.get(timeout=10)

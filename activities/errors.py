@@ -3,7 +3,8 @@
 Every error becomes an `ApplicationError` whose `type` names it and whose first detail is the
 CloudStack code, so the workflow can decide (retry on another host, unwind, fail with 533/534/
 530) and the job reports the code. Whether Temporal retries the same activity is decided per
-error: a refused decision never changes on retry; a backend timeout might.
+error by its `retryable`, for domain and driver errors alike: a refused decision never changes
+on retry; a lost race or a backend timeout might.
 """
 
 from __future__ import annotations
@@ -19,31 +20,28 @@ from activities.drivers.hypervisor import (
     InsufficientHostCapacityError,
     ResourceUnavailableError,
 )
-from domain.errors import ConcurrentChangeConflict, DomainError
+from domain.errors import DomainError, InsufficientCapacity, ResourceUnavailable
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
-#: ApplicationError types that mean "this host or pool cannot do it; another one might".
-TRY_ELSEWHERE = frozenset(
-    {
-        "ResourceUnavailable",
-        "ResourceUnavailableError",
-        "InsufficientCapacity",
-        "InsufficientHostCapacityError",
-    }
+#: Errors that mean "this host or pool cannot do it; another one might": the workflow's to
+#: route elsewhere, never Temporal's to retry on the same one.
+_ELSEWHERE: tuple[type[Exception], ...] = (
+    ResourceUnavailable,
+    InsufficientCapacity,
+    ResourceUnavailableError,
+    InsufficientHostCapacityError,
 )
+#: The ApplicationError types of those, as a workflow sees them.
+TRY_ELSEWHERE = frozenset(kind.__name__ for kind in _ELSEWHERE)
 
 
 def as_application_error(error: DomainError | DriverError) -> ApplicationError:
-    if isinstance(error, ConcurrentChangeConflict):
-        # Lost races on busy aggregates: the same step will succeed a moment later.
-        return ApplicationError(error.message, int(error.code), type=error.kind)
-    if isinstance(error, DomainError):
-        return ApplicationError(error.message, int(error.code), type=error.kind, non_retryable=True)
-    # A host that cannot do it is the workflow's to route elsewhere, not Temporal's to retry;
-    # other backend errors say themselves whether the same call may succeed again.
-    elsewhere = isinstance(error, ResourceUnavailableError | InsufficientHostCapacityError)
+    """One rule for domain and driver errors: Temporal retries the activity only when the error
+    says the same call could turn out otherwise (`retryable`: a lost race on a busy aggregate,
+    a backend timeout) and it is not one the workflow routes to another host."""
+    elsewhere = isinstance(error, _ELSEWHERE)
     return ApplicationError(
         str(error),
         int(error.code),
@@ -55,18 +53,16 @@ def as_application_error(error: DomainError | DriverError) -> ApplicationError:
 def reports_cloud_errors(fn: Callable[P, T]) -> Callable[P, T]:
     """Translate domain and driver errors raised by an activity into ApplicationErrors.
 
-    A refused decision is refused again, so it is not retried; a driver error marked
-    retryable (a timeout whose outcome is unknown) is retried by Temporal, the activity being
-    idempotent by Stratus id.
+    A refused decision is refused again, so it is not retried; an error marked retryable (a
+    decision that lost a race, a timeout whose outcome is unknown) is retried by Temporal, the
+    activity being idempotent by command id and Stratus id.
     """
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
         try:
             return fn(*args, **kwargs)
-        except DomainError as error:
-            raise as_application_error(error) from error
-        except DriverError as error:
+        except (DomainError, DriverError) as error:
             raise as_application_error(error) from error
 
     return wrapper

@@ -28,7 +28,14 @@ class ErrorCode(IntEnum):
 
 
 class DomainError(Exception):
-    """A decision the domain refused. `retryable` says whether trying again could change it."""
+    """A decision the domain refused.
+
+    `retryable` says whether making the same decision again, a moment later, could turn out
+    otherwise: False for a refusal that follows from the request or the state (the same facts
+    give the same answer), True when it follows from something passing (a lost race, a
+    resource that is busy). activities/errors.py reads it, as it reads a driver error's, to
+    decide whether Temporal retries the activity.
+    """
 
     code: ErrorCode = ErrorCode.INTERNAL_ERROR
     retryable: bool = False
@@ -66,6 +73,9 @@ class InsufficientCapacity(DomainError):
 
 
 class ResourceUnavailable(DomainError):
+    """The host or pool cannot do it now. Retryable, but the workflow tries another one
+    rather than waiting for this one (activities.errors.TRY_ELSEWHERE)."""
+
     code = ErrorCode.RESOURCE_UNAVAILABLE
     retryable = True
 

@@ -16,9 +16,8 @@ from uuid import UUID
 
 from eventsourcing.domain import event
 
-from domain.aggregate import CloudAggregate
 from domain.ids import derived_id
-from domain.state_machine import StateMachine
+from domain.state_machine import StateMachine, StateMachineAggregate
 
 
 class SnapshotState(StrEnum):
@@ -53,6 +52,7 @@ class SnapshotIntervalType(StrEnum):
 _S, _E = SnapshotState, SnapshotEvent
 SNAPSHOT_STATE_MACHINE: StateMachine[SnapshotState, SnapshotEvent] = StateMachine(
     "snapshot",
+    SnapshotState,
     {
         (_S.ALLOCATED, _E.CREATE_REQUESTED): _S.CREATING,
         (_S.ALLOCATED, _E.OPERATION_FAILED): _S.ERROR,
@@ -79,7 +79,12 @@ def snapshot_id_for(job_id: UUID) -> UUID:
     return derived_id(job_id, "snapshot")
 
 
-class Snapshot(CloudAggregate):
+class Snapshot(StateMachineAggregate[SnapshotState, SnapshotEvent]):
+    state_machine = SNAPSHOT_STATE_MACHINE
+
+    class Event(StateMachineAggregate.Event):
+        """Declared, not made by eventsourcing: see StateMachineAggregate.Event."""
+
     @event("Allocated")
     def __init__(
         self,
@@ -115,6 +120,14 @@ class Snapshot(CloudAggregate):
         self.physical_size_bytes = 0
         self.last_reason: str | None = None
 
+    class Transitioned(Event, StateMachineAggregate.Transitioned):
+        EVENT_FIELD = "snapshot_event"
+        snapshot_event: str
+        old_state: str
+        new_state: str
+        reason: str | None
+        command_id: str
+
     @property
     def is_backed_up(self) -> bool:
         return self.state is SnapshotState.BACKED_UP
@@ -123,36 +136,11 @@ class Snapshot(CloudAggregate):
     def is_removed(self) -> bool:
         return self.state is SnapshotState.DESTROYED
 
-    def transition(
-        self, snapshot_event: SnapshotEvent, command_id: str, *, reason: str | None = None
-    ) -> bool:
-        """Apply a state-machine event; False when this command was already applied."""
-        if self.has_applied(command_id):
-            return False
-        new_state = SNAPSHOT_STATE_MACHINE.next_state(self.state, snapshot_event)
-        self._transitioned(
-            snapshot_event.value, self.state.value, new_state.value, reason, command_id
-        )
-        return True
-
-    @event("Transitioned")
-    def _transitioned(
-        self,
-        snapshot_event: str,
-        old_state: str,
-        new_state: str,
-        reason: str | None,
-        command_id: str,
-    ) -> None:
-        self.state = SnapshotState(new_state)
-        self.last_reason = reason
-        self._remember(command_id)
-
     def record_on_primary(self, pool_id: UUID, path: str, command_id: str) -> None:
         """Creating → CreatedOnPrimary: the point-in-time copy exists on the volume's pool."""
         if self.has_applied(command_id):
             return
-        new_state = SNAPSHOT_STATE_MACHINE.next_state(self.state, _E.OPERATION_SUCCEEDED)
+        new_state = self.state_after(_E.OPERATION_SUCCEEDED)
         self._created_on_primary(pool_id, path, new_state.value, command_id)
 
     @event("CreatedOnPrimary")
@@ -171,7 +159,7 @@ class Snapshot(CloudAggregate):
         with `physical_size_bytes` so SNAPSHOT usage opens on it."""
         if self.has_applied(command_id):
             return
-        new_state = SNAPSHOT_STATE_MACHINE.next_state(self.state, _E.OPERATION_SUCCEEDED)
+        new_state = self.state_after(_E.OPERATION_SUCCEEDED)
         self._backed_up(
             secondary_storage_id, path, physical_size_bytes, new_state.value, command_id
         )

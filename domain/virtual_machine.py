@@ -12,9 +12,8 @@ from uuid import UUID
 
 from eventsourcing.domain import event
 
-from domain.aggregate import CloudAggregate
 from domain.errors import IllegalStateTransition
-from domain.state_machine import StateMachine
+from domain.state_machine import StateMachine, StateMachineAggregate
 
 
 class VmState(StrEnum):
@@ -53,6 +52,7 @@ TRANSITIONAL_STATES = frozenset(
 _S, _E = VmState, VmEvent
 VM_STATE_MACHINE: StateMachine[VmState, VmEvent] = StateMachine(
     "virtual machine",
+    VmState,
     {
         (_S.STOPPED, _E.START_REQUESTED): _S.STARTING,
         (_S.STOPPED, _E.DESTROY_REQUESTED): _S.DESTROYED,
@@ -98,7 +98,12 @@ VM_STATE_MACHINE: StateMachine[VmState, VmEvent] = StateMachine(
 ON_HOST_STATES = frozenset({VmState.STARTING, VmState.RUNNING, VmState.STOPPING, VmState.MIGRATING})
 
 
-class VirtualMachine(CloudAggregate):
+class VirtualMachine(StateMachineAggregate[VmState, VmEvent]):
+    state_machine = VM_STATE_MACHINE
+
+    class Event(StateMachineAggregate.Event):
+        """Declared, not made by eventsourcing: see StateMachineAggregate.Event."""
+
     @event("Registered")
     def __init__(
         self,
@@ -152,6 +157,17 @@ class VirtualMachine(CloudAggregate):
         from `__dict__` so snapshots taken before this attribute existed still load."""
         return bool(self.__dict__.get("_removed", False))
 
+    class Transitioned(Event, StateMachineAggregate.Transitioned):
+        """Also says which host the VM is on from now (`host_id`, None: unchanged)."""
+
+        EVENT_FIELD = "vm_event"
+        vm_event: str
+        old_state: str
+        new_state: str
+        host_id: UUID | None
+        reason: str | None
+        command_id: str
+
     def transition(
         self,
         vm_event: VmEvent,
@@ -160,34 +176,20 @@ class VirtualMachine(CloudAggregate):
         host_id: UUID | None = None,
         reason: str | None = None,
     ) -> bool:
-        """Apply a state-machine event; False when this command was already applied."""
-        if self.has_applied(command_id):
-            return False
-        new_state = VM_STATE_MACHINE.next_state(self.state, vm_event)
-        self._transitioned(
-            vm_event.value, self.state.value, new_state.value, host_id, reason, command_id
-        )
-        return True
+        """Apply a state-machine event, on `host_id` when it names the VM's host from now;
+        False when this command was already applied."""
+        return self._transition(vm_event, command_id, reason=reason, host_id=host_id)
 
-    @event("Transitioned")
-    def _transitioned(
-        self,
-        vm_event: str,
-        old_state: str,
-        new_state: str,
-        host_id: UUID | None,
-        reason: str | None,
-        command_id: str,
-    ) -> None:
-        self.state = VmState(new_state)
-        if host_id is not None:
-            self.host_id = host_id
+    def _on_transitioned(self, event: StateMachineAggregate.Transitioned) -> None:
+        """A VM holds a host exactly while it is on one, and remembers the last it ran on."""
+        assert isinstance(event, VirtualMachine.Transitioned)
+        super()._on_transitioned(event)
+        if event.host_id is not None:
+            self.host_id = event.host_id
         if self.state is VmState.RUNNING and self.host_id is not None:
             self.last_host_id = self.host_id
         if self.state not in ON_HOST_STATES:
             self.host_id = None
-        self.last_reason = reason
-        self._remember(command_id)
 
     def attach_nic(
         self, network_id: UUID, ip_address: str, mac_address: str, command_id: str

@@ -16,7 +16,7 @@ from eventsourcing.domain import event
 
 from domain.aggregate import CloudAggregate
 from domain.ids import derived_id
-from domain.state_machine import StateMachine
+from domain.state_machine import StateMachine, StateMachineAggregate
 
 
 class VmSnapshotState(StrEnum):
@@ -40,6 +40,7 @@ class VmSnapshotEvent(StrEnum):
 _S, _E = VmSnapshotState, VmSnapshotEvent
 VM_SNAPSHOT_STATE_MACHINE: StateMachine[VmSnapshotState, VmSnapshotEvent] = StateMachine(
     "VM snapshot",
+    VmSnapshotState,
     {
         (_S.ALLOCATED, _E.CREATE_REQUESTED): _S.CREATING,
         (_S.CREATING, _E.OPERATION_SUCCEEDED): _S.READY,
@@ -64,7 +65,12 @@ def vm_snapshot_id_for(job_id: UUID) -> UUID:
     return derived_id(job_id, "vm-snapshot")
 
 
-class VmSnapshot(CloudAggregate):
+class VmSnapshot(StateMachineAggregate[VmSnapshotState, VmSnapshotEvent]):
+    state_machine = VM_SNAPSHOT_STATE_MACHINE
+
+    class Event(StateMachineAggregate.Event):
+        """Declared, not made by eventsourcing: see StateMachineAggregate.Event."""
+
     @event("Allocated")
     def __init__(
         self,
@@ -86,40 +92,23 @@ class VmSnapshot(CloudAggregate):
         self.state = VmSnapshotState.ALLOCATED
         self.last_reason: str | None = None
 
+    class Transitioned(Event, StateMachineAggregate.Transitioned):
+        EVENT_FIELD = "snapshot_event"
+        snapshot_event: str
+        old_state: str
+        new_state: str
+        reason: str | None
+        command_id: str
+
     @property
     def is_removed(self) -> bool:
         return self.state is VmSnapshotState.REMOVED
-
-    def transition(
-        self, snapshot_event: VmSnapshotEvent, command_id: str, *, reason: str | None = None
-    ) -> bool:
-        """Apply a state-machine event; False when this command was already applied."""
-        if self.has_applied(command_id):
-            return False
-        new_state = VM_SNAPSHOT_STATE_MACHINE.next_state(self.state, snapshot_event)
-        self._transitioned(
-            snapshot_event.value, self.state.value, new_state.value, reason, command_id
-        )
-        return True
-
-    @event("Transitioned")
-    def _transitioned(
-        self,
-        snapshot_event: str,
-        old_state: str,
-        new_state: str,
-        reason: str | None,
-        command_id: str,
-    ) -> None:
-        self.state = VmSnapshotState(new_state)
-        self.last_reason = reason
-        self._remember(command_id)
 
     def record_created(self, memory: bool, command_id: str) -> None:
         """The hypervisor made it: Creating -> Ready, with what it really captured."""
         if self.has_applied(command_id):
             return
-        new_state = VM_SNAPSHOT_STATE_MACHINE.next_state(self.state, _E.OPERATION_SUCCEEDED)
+        new_state = self.state_after(_E.OPERATION_SUCCEEDED)
         self._created(memory, self.state.value, new_state.value, command_id)
 
     @event("Created")

@@ -7,8 +7,7 @@ from uuid import UUID
 
 from eventsourcing.domain import event
 
-from domain.aggregate import CloudAggregate
-from domain.state_machine import StateMachine
+from domain.state_machine import StateMachine, StateMachineAggregate
 
 
 class VolumeState(StrEnum):
@@ -66,6 +65,7 @@ _BUSY_FROM_READY = {
 }
 VOLUME_STATE_MACHINE: StateMachine[VolumeState, VolumeEvent] = StateMachine(
     "volume",
+    VolumeState,
     {
         (_S.ALLOCATED, _E.CREATE_REQUESTED): _S.CREATING,
         (_S.ALLOCATED, _E.DESTROY_REQUESTED): _S.DESTROY,
@@ -83,7 +83,12 @@ VOLUME_STATE_MACHINE: StateMachine[VolumeState, VolumeEvent] = StateMachine(
 )
 
 
-class Volume(CloudAggregate):
+class Volume(StateMachineAggregate[VolumeState, VolumeEvent]):
+    state_machine = VOLUME_STATE_MACHINE
+
+    class Event(StateMachineAggregate.Event):
+        """Declared, not made by eventsourcing: see StateMachineAggregate.Event."""
+
     @event("Allocated")
     def __init__(
         self,
@@ -109,39 +114,25 @@ class Volume(CloudAggregate):
         self.state = VolumeState.ALLOCATED
         self.pool_id: UUID | None = None
         self.path: str | None = None
+        self.last_reason: str | None = None
+
+    class Transitioned(Event, StateMachineAggregate.Transitioned):
+        EVENT_FIELD = "volume_event"
+        volume_event: str
+        old_state: str
+        new_state: str
+        reason: str | None
+        command_id: str
 
     @property
     def is_transitional(self) -> bool:
         return self.state in TRANSITIONAL_STATES
 
-    def transition(
-        self, volume_event: VolumeEvent, command_id: str, *, reason: str | None = None
-    ) -> bool:
-        if self.has_applied(command_id):
-            return False
-        new_state = VOLUME_STATE_MACHINE.next_state(self.state, volume_event)
-        self._transitioned(
-            volume_event.value, self.state.value, new_state.value, reason, command_id
-        )
-        return True
-
-    @event("Transitioned")
-    def _transitioned(
-        self,
-        volume_event: str,
-        old_state: str,
-        new_state: str,
-        reason: str | None,
-        command_id: str,
-    ) -> None:
-        self.state = VolumeState(new_state)
-        self._remember(command_id)
-
     def record_created(self, pool_id: UUID, path: str, size_bytes: int, command_id: str) -> bool:
         """Creating → Ready, with where the disk now lives."""
         if self.has_applied(command_id):
             return False
-        new_state = VOLUME_STATE_MACHINE.next_state(self.state, VolumeEvent.OPERATION_SUCCEEDED)
+        new_state = self.state_after(VolumeEvent.OPERATION_SUCCEEDED)
         self._created(pool_id, path, size_bytes, new_state.value, command_id)
         return True
 
@@ -180,7 +171,7 @@ class Volume(CloudAggregate):
         """Attaching → Ready, plugged into `vm_id` at `device_id`."""
         if self.has_applied(command_id):
             return False
-        new_state = VOLUME_STATE_MACHINE.next_state(self.state, VolumeEvent.OPERATION_SUCCEEDED)
+        new_state = self.state_after(VolumeEvent.OPERATION_SUCCEEDED)
         self._attached(vm_id, device_id, new_state.value, command_id)
         return True
 
@@ -213,7 +204,7 @@ class Volume(CloudAggregate):
         new_state = (
             self.state
             if self.state is VolumeState.ALLOCATED
-            else VOLUME_STATE_MACHINE.next_state(self.state, VolumeEvent.OPERATION_SUCCEEDED)
+            else self.state_after(VolumeEvent.OPERATION_SUCCEEDED)
         )
         self._resized(self.size_bytes, new_size_bytes, new_state.value, command_id)
         return True
@@ -230,7 +221,7 @@ class Volume(CloudAggregate):
         """Migrating → Ready, the disk now on `pool_id`."""
         if self.has_applied(command_id):
             return False
-        new_state = VOLUME_STATE_MACHINE.next_state(self.state, VolumeEvent.OPERATION_SUCCEEDED)
+        new_state = self.state_after(VolumeEvent.OPERATION_SUCCEEDED)
         self._migrated(self.pool_id, pool_id, path, new_state.value, command_id)
         return True
 
@@ -253,7 +244,7 @@ class Volume(CloudAggregate):
         Named `Expunged` so VOLUME usage closes on it."""
         if self.has_applied(command_id):
             return False
-        new_state = VOLUME_STATE_MACHINE.next_state(self.state, VolumeEvent.OPERATION_SUCCEEDED)
+        new_state = self.state_after(VolumeEvent.OPERATION_SUCCEEDED)
         self._expunged(self.pool_id, new_state.value, command_id)
         return True
 

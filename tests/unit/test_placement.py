@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from uuid import UUID
 
 import pytest
@@ -18,6 +19,7 @@ from domain.placement import (
     FirstFitPlanner,
     HostSnapshot,
     PoolSnapshot,
+    cluster_passes_disable_threshold,
 )
 
 GIB = 1024**3
@@ -139,6 +141,107 @@ def test_a_pool_without_room_for_the_root_disk_is_not_used() -> None:
     with pytest.raises(InsufficientCapacity) as refused:
         planner.plan(request(disk=GIB), [small])
     assert refused.value.code == 533
+
+
+def test_the_last_host_comes_first_even_in_a_later_cluster() -> None:
+    a, b = cluster(hosts=1), cluster(hosts=1)
+    plan = planner.plan(request(last_host_id=b.hosts[0].host_id), [a, b])
+    assert (plan.host_id, plan.cluster_id) == (b.hosts[0].host_id, b.cluster_id)
+
+
+def test_an_avoided_last_host_is_not_tried_first() -> None:
+    c = cluster(hosts=2)
+    last = c.hosts[1].host_id
+    plan = planner.plan(request(last_host_id=last, avoid=AvoidSet().with_host(last)), [c])
+    assert plan.host_id == c.hosts[0].host_id
+
+
+def test_the_disable_threshold_is_cloudstacks_085_and_reaching_it_exactly_is_allowed() -> None:
+    cluster_id = uuid.uuid4()
+    c = ClusterSnapshot(
+        cluster_id,
+        "c",
+        uuid.uuid4(),
+        "Simulator",
+        (HostSnapshot(uuid.uuid4(), "h", cluster_id, 10000, 0, 10000, 7500),),
+        (PoolSnapshot(uuid.uuid4(), "p", 100 * GIB, 0),),
+    )
+    assert c.disable_threshold == 0.85
+    assert planner.plan(request(cpu=100, mem=1000), [c])  # memory (7500 + 1000) / 10000 = 0.85
+    with pytest.raises(InsufficientCapacity):
+        planner.plan(request(cpu=100, mem=1001), [c])
+    assert not cluster_passes_disable_threshold(c, request(cpu=8500, mem=1))
+    assert cluster_passes_disable_threshold(c, request(cpu=8501, mem=1))
+
+
+def test_hosts_that_are_down_do_not_count_towards_the_threshold() -> None:
+    cluster_id = uuid.uuid4()
+    up = HostSnapshot(uuid.uuid4(), "up", cluster_id, 8000, 0, 8192, 6000)
+    down = HostSnapshot(uuid.uuid4(), "down", cluster_id, 8000, 0, 8192, 0, available=False)
+    c = ClusterSnapshot(
+        cluster_id,
+        "c",
+        uuid.uuid4(),
+        "Simulator",
+        (up, down),
+        (PoolSnapshot(uuid.uuid4(), "p", GIB * 100, 0),),
+    )
+    # Counting the idle host that is down, memory would be (6000 + 1024) / 16384 = 0.43.
+    assert cluster_passes_disable_threshold(c, request(mem=1024))
+    only_down = replace(c, hosts=(down,))
+    assert cluster_passes_disable_threshold(only_down, request())
+
+
+def test_a_disabled_cluster_is_skipped() -> None:
+    off, on = cluster(hosts=1), cluster(hosts=1)
+    off = replace(off, enabled=False)
+    assert planner.plan(request(), [off, on]).cluster_id == on.cluster_id
+
+
+def test_a_host_must_carry_every_tag_the_offering_asks_for() -> None:
+    plain, tagged = cluster(hosts=1), cluster(hosts=1, tags=frozenset({"ssd", "gpu"}))
+    plan = planner.plan(request(host_tags=frozenset({"ssd"})), [plain, tagged])
+    assert plan.cluster_id == tagged.cluster_id
+    with pytest.raises(InsufficientCapacity):
+        planner.plan(request(host_tags=frozenset({"ssd", "nvme"})), [plain, tagged])
+
+
+def test_an_ha_host_is_not_the_last_host_of_an_ordinary_start() -> None:
+    ha, ordinary = cluster(hosts=1, tags=frozenset({HA_TAG})), cluster(hosts=1)
+    plan = planner.plan(request(last_host_id=ha.hosts[0].host_id), [ha, ordinary])
+    assert plan.cluster_id == ordinary.cluster_id
+
+
+def test_a_zone_wide_pool_serves_a_cluster_without_its_own() -> None:
+    c = replace(cluster(hosts=1), pools=())
+    zone_pool = PoolSnapshot(uuid.uuid4(), "zone", 100 * GIB, 0)
+    with pytest.raises(InsufficientCapacity):
+        planner.plan(request(), [c])
+    assert planner.plan(request(), [c], [zone_pool]).pool_id == zone_pool.pool_id
+
+
+def test_a_pool_counts_its_overprovisioning_and_a_disabled_pool_is_not_used() -> None:
+    thin = PoolSnapshot(uuid.uuid4(), "thin", 10 * GIB, 15 * GIB, overprovisioning=2.0)
+    assert thin.fits(5 * GIB) and not thin.fits(5 * GIB + 1)
+    off = PoolSnapshot(uuid.uuid4(), "off", 100 * GIB, 0, enabled=False)
+    assert not off.fits(1)
+
+
+def test_an_avoid_set_grows_without_changing_the_one_it_came_from() -> None:
+    host, cluster_id, pool = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    empty = AvoidSet()
+    grown = empty.with_host(host).with_cluster(cluster_id).with_pool(pool)
+    assert grown == AvoidSet(frozenset({host}), frozenset({cluster_id}), frozenset({pool}))
+    assert empty == AvoidSet()
+
+
+def test_a_refusal_says_what_was_asked_and_what_was_avoided() -> None:
+    c = cluster(hosts=1)
+    avoid = AvoidSet().with_host(c.hosts[0].host_id)
+    with pytest.raises(InsufficientCapacity) as refused:
+        planner.plan(request(cpu=1500, mem=2048, avoid=avoid), [c])
+    assert "1500 MHz / 2048 MiB" in refused.value.message
+    assert "avoiding 1 hosts" in refused.value.message
 
 
 @settings(max_examples=200, deadline=None)

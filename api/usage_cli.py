@@ -1,7 +1,8 @@
 """`stratus usage`: usage records from a terminal, exported to a file with a progress bar.
 
 The export streams the API's `/v1/usage-records/export` straight to the file, so its size is
-bounded by the disk, not memory. The bar counts records against the listing's `count`.
+bounded by the disk, not memory. The bar counts records against the listing's final records
+(`count` less `provisional_count`: an export holds final records only).
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ def export(
     params = {**_period(start, end), **_filters(account, usage_type)}
     target = output or Path(f"usage-{start:%Y%m%d}-{end:%Y%m%d}.{format}")
     with client() as http:
-        total = checked(http.get("/v1/usage-records", params={**params, "limit": 1}))["count"]
+        listed = checked(http.get("/v1/usage-records", params={**params, "limit": 1}))
+        total = listed["count"] - listed["provisional_count"]
         records = 0
         with (
             Progress(
@@ -90,12 +92,25 @@ def summary(
     end: datetime = typer.Option(..., "--to", help="period end, exclusive (ISO 8601)"),
     account: str | None = typer.Option(None, help="account id (admins)"),
 ) -> None:
-    """Quantity (and cost, with a tariff) per account and usage type."""
+    """Quantity (and cost, with a tariff) per account and usage type, provisional usage (the
+    open window so far) included and shown apart."""
     params = {**_period(start, end), **_filters(account, None)}
     with client() as http:
         found = checked(http.get("/v1/usage-records/summary", params=params))
     for entry in found:
         console.rule(f"{entry['account_name']} ({entry['account_id']})")
-        table(entry["usage"], ["usage_type_name", "records", "usage", "gib_hours", "cost"])
+        table(
+            entry["usage"],
+            [
+                "usage_type_name",
+                "records",
+                "usage",
+                "gib_hours",
+                "cost",
+                "provisional_raw_usage_ms",
+            ],
+        )
         if entry["total_cost"] is not None:
             console.print(f"total {entry['total_cost']} {entry['currency']}")
+        if entry["provisional"]:
+            console.print(f"usage after {entry['final_until']} is provisional (so far)")

@@ -8,8 +8,10 @@ What it keeps (tables, all rebuilt from the event store by replay):
   event's time, closed at a later event's time, or still open. Records are cut from these per
   aggregation window when read (`projections.usage_records`): an open interval counts up to
   each window's end and continues in the next one.
-- `usage_corrections`: the audit of late events (below).
-- `usage_clock`: the watermark, the latest event time the projection has applied.
+- `usage_corrections`: the changes made to windows already served as final (below).
+
+It creates and reads, but never writes, `usage_served` (`projections.usage_served`): how far
+usage has been served as final, which rebuilding keeps.
 
 Exactly once: every event is applied in one transaction that writes its rows *and* advances
 the tracking position (eventsourcing's single-row tracking refuses a position that is not
@@ -25,20 +27,26 @@ carries one), truncated to the millisecond, and never before the previous usage 
 same resource, so a clock skewed between workers cannot make a stop precede its start.
 
 Late events: notification order is commit order, which can differ from timestamp order across
-concurrent writers. Windows that end before the watermark's window are *closed* (usage for them
-has been reported as far as this projection knows). An event whose time falls in a closed
-window still changes the intervals (so records are right), and also writes a correction row
-per changed interval: which resource, usage type and variant, over which period, by how many
-milliseconds (signed), because of which event. Records of the affected windows show their
-number of corrections, and the corrections are listed by the API: visible, never silent, and
-never counted twice, since a record is always recomputed from the intervals, not added to.
+concurrent writers, and a worker may commit an event long after its time. A window is frozen
+once a reader has been served its final record (the served ledger, judged by event position,
+not by any clock). An event whose time falls before the served horizon still changes the
+intervals (so records are right), and also writes correction rows: one per served window and
+variant it changes, saying which resource, usage type and variant, over which part of the
+window, by how many milliseconds (signed), because of which event. So the record a reader was
+served plus its corrections is always the record now; records of corrected windows show their
+number of corrections, and the API lists the corrections: visible, never silent, never counted
+twice, since a record is always recomputed from the intervals, not added to. Every change an
+event makes is kept until its batch is written, and turned into corrections there, under the
+ledger's lock: a reader serving a window while the batch was being computed is still seen.
+A correction row per window keeps each one tied to one record; the price is that an event
+stamped many windows before the served horizon writes that many rows per changed variant.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, ClassVar
@@ -49,8 +57,10 @@ from eventsourcing.postgres import PostgresDatastore
 from eventsourcing.projection import Projection
 from eventsourcing.utils import get_topic
 from psycopg.rows import dict_row
+from psycopg.sql import SQL, Identifier, Literal
 
 from projections.read_model import ReadModelView, Row, Table, _adapt
+from projections.usage_served import SERVED_LOCK, USAGE_SERVED, ServedLedger
 from projections.usage_settings import UsageSettings
 from projections.usage_types import USAGE_CATALOG, Facts, UsageCatalog, UsageDeclaration
 from projections.usage_windows import AggregationWindow, to_ms_precision
@@ -58,7 +68,6 @@ from projections.usage_windows import AggregationWindow, to_ms_precision
 log = logging.getLogger("stratus.usage")
 
 USAGE_NAMESPACE = UUID("0b0e5f7a-5d7c-5a43-9c5e-7f2b3c1d4e60")
-CLOCK_ID = uuid5(USAGE_NAMESPACE, "watermark")
 #: The Cloud application's notification log, which the projection follows.
 EVENTS_TABLE = "cloud_events"
 
@@ -103,6 +112,7 @@ USAGE_CORRECTIONS = Table(
         "usage_type": "smallint NOT NULL",
         "account_id": "uuid NOT NULL",
         "zone_id": "uuid",
+        "resource_name": "text",
         "offering_id": "uuid",
         "template_id": "uuid",
         "size_bytes": "bigint",
@@ -117,27 +127,36 @@ USAGE_CORRECTIONS = Table(
     indexes=("resource_id, usage_type", "account_id, period_start", "notification_id"),
 )
 
-USAGE_CLOCK = Table(
-    "usage_clock",
-    {"id": "uuid PRIMARY KEY", "watermark": "timestamptz NOT NULL", "notification_id": "bigint"},
-)
-
 
 class UsageView(ReadModelView):
     """The usage tables, written together with the tracking position."""
 
     # The first table names the projection for read-your-writes (`projections.store`).
-    tables = (USAGE_INTERVALS, USAGE_RESOURCES, USAGE_CORRECTIONS, USAGE_CLOCK)
+    tables = (USAGE_INTERVALS, USAGE_RESOURCES, USAGE_CORRECTIONS, USAGE_SERVED)
 
     def __init__(self, datastore: PostgresDatastore, **kwargs: Any) -> None:
         super().__init__(datastore, **kwargs)
         schema = datastore.schema
+        # Tables made before corrections named their record's resource. Altered only then:
+        # ALTER TABLE waits for every reader of the table, even when it has nothing to do.
+        self.sql_create_statements.append(
+            SQL(
+                "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM information_schema.columns "
+                "WHERE table_schema = {0} AND table_name = {1} AND column_name = 'resource_name') "
+                "THEN ALTER TABLE {2}.{3} ADD COLUMN resource_name text; END IF; END $$"
+            ).format(
+                Literal(schema),
+                Literal(USAGE_CORRECTIONS.name),
+                Identifier(schema),
+                Identifier(USAGE_CORRECTIONS.name),
+            )
+        )
+        self.ledger = ServedLedger(schema)
         self._select_resource = f'SELECT kind, facts FROM "{schema}".usage_resources WHERE id = %s'
         self._select_intervals = (
             f'SELECT * FROM "{schema}".usage_intervals WHERE resource_id = %s '
             "ORDER BY usage_type, seq"
         )
-        self._select_clock = f'SELECT watermark FROM "{schema}".usage_clock WHERE id = %s'
         self._lock_position = (
             f'SELECT notification_id FROM "{schema}"."{self.tracking_table_name}" '
             "WHERE application_name = %s FOR UPDATE"
@@ -145,16 +164,23 @@ class UsageView(ReadModelView):
         self._select_head = f'SELECT max(notification_id) AS n FROM "{schema}".{EVENTS_TABLE}'
 
     def apply(
-        self, writes: Mapping[tuple[str, Any], Row], tracking: Tracking, base: int | None
+        self,
+        writes: Mapping[tuple[str, Any], Row],
+        tracking: Tracking,
+        base: int | None,
+        corrections: Callable[[ServedLedger], Iterable[Row]] | None = None,
     ) -> None:
-        """Write a batch's rows and its tracking position in one transaction.
+        """Write a batch's rows, its corrections and its tracking position in one transaction.
 
         The batch was computed from state as of position `base`; if another process has
         recorded a different position since, the state may be stale and nothing is written
-        (IntegrityError, like a lost tracking race). The commit is asynchronous (see module).
+        (IntegrityError, like a lost tracking race). Corrections are made here, from the
+        served ledger as it stands under the lock that readers serving final records share
+        (`projections.usage_served`). The commit is asynchronous (see module).
         """
         with self.datastore.transaction(commit=True) as curs:
             curs.execute("SET LOCAL synchronous_commit = off")
+            curs.execute("SELECT pg_advisory_xact_lock(%s)", (SERVED_LOCK,))
             curs.execute(self._lock_position, (tracking.application_name,))
             found = curs.fetchone()
             recorded = None if found is None else found["notification_id"]
@@ -165,6 +191,10 @@ class UsageView(ReadModelView):
             by_table: dict[str, list[Row]] = {}
             for (table, _), row in writes.items():
                 by_table.setdefault(table, []).append(_adapt(row))
+            if corrections is not None:
+                self.ledger.refresh(curs)
+                for row in corrections(self.ledger):
+                    by_table.setdefault(USAGE_CORRECTIONS.name, []).append(_adapt(row))
             for table, rows in by_table.items():
                 curs.executemany(self._upserts[table], rows)
             self._insert_tracking(curs, tracking)
@@ -188,12 +218,6 @@ class UsageView(ReadModelView):
         if found is None:
             return None, {}, intervals
         return found["kind"], dict(found["facts"]), intervals
-
-    def load_watermark(self) -> datetime | None:
-        with self.datastore.get_connection() as conn, conn.cursor(row_factory=dict_row) as curs:
-            curs.execute(self._select_clock, (CLOCK_ID,))
-            found = curs.fetchone()
-        return None if found is None else found["watermark"]
 
 
 @dataclass
@@ -276,6 +300,22 @@ def _typed(attributes: Mapping[str, Any]) -> Facts:
     }
 
 
+@dataclass(frozen=True)
+class UsageChange:
+    """Usage an event added (+1) to or took away (-1) from one variant of a resource's usage
+    type, from `at` on. If a reader had been served windows after `at` when the event was
+    applied, each of those windows gets a correction (`UsageProjection.corrections`)."""
+
+    notification_id: int
+    resource_id: UUID
+    usage_type: int
+    attributes: Facts
+    at: datetime
+    sign: int
+    reason: str
+    topic: str
+
+
 class UsageProjection(Projection[UsageView]):
     name = "usage_projection"
     #: Every event: events that meter nothing still advance the tracking position, so a
@@ -293,11 +333,11 @@ class UsageProjection(Projection[UsageView]):
         super().__init__(view)
         self.window: AggregationWindow = UsageSettings.from_env(self.cloud_env).aggregation
         self._cache: OrderedDict[UUID, ResourceState] = OrderedDict()
-        self._watermark: datetime | None = view.load_watermark()
         #: The position the in-memory state reflects; a batch commits only on top of it.
         self._base: int | None = view.position(self.APPLICATION_NAME)
         self._head = 0
         self._pending: dict[tuple[str, Any], Row] = {}
+        self._changes: list[UsageChange] = []
         self._pending_events = 0
 
     def process_event(self, domain_event: Any, tracking: Tracking) -> None:  # type: ignore[override]
@@ -305,17 +345,52 @@ class UsageProjection(Projection[UsageView]):
             self._process(domain_event, tracking)
             self._pending_events += 1
             if self._pending_events >= self.BATCH_SIZE or self._at_head(tracking):
-                self.view.apply(self._pending, tracking, self._base)
+                self.view.apply(self._pending, tracking, self._base, self.corrections)
                 self._base = tracking.notification_id
                 self._pending = {}
+                self._changes = []
                 self._pending_events = 0
         except BaseException:
             # In-memory state may be ahead of what was committed: forget it all. The runner
             # stops on the error; a new projection starts from the recorded position.
             self._cache.clear()
             self._pending = {}
-            self._watermark = None
+            self._changes = []
             raise
+
+    def corrections(self, ledger: ServedLedger) -> list[Row]:
+        """The correction rows of the pending batch: for each change made before the horizon
+        served ahead of its event, one row per served window it changes."""
+        rows: list[Row] = []
+        numbers: dict[int, int] = {}
+        for change in self._changes:
+            horizon = ledger.horizon_before(change.notification_id)
+            if horizon is None or change.at >= horizon:
+                continue
+            for window_start, window_end, ms in self.window.cut(
+                change.at, horizon, change.at, horizon
+            ):
+                number = numbers.get(change.notification_id, 0)
+                numbers[change.notification_id] = number + 1
+                rows.append(
+                    {
+                        "id": uuid5(
+                            USAGE_NAMESPACE, f"correction/{change.notification_id}/{number}"
+                        ),
+                        "notification_id": change.notification_id,
+                        "resource_id": change.resource_id,
+                        "usage_type": change.usage_type,
+                        **_typed({k: change.attributes.get(k) for k in _ATTRIBUTES}),
+                        "period_start": max(change.at, window_start),
+                        "period_end": min(window_end, horizon),
+                        "delta_ms": change.sign * ms,
+                        "reason": change.reason,
+                        "event_topic": change.topic,
+                        "event_time": change.at,
+                        "watermark": horizon,
+                    }
+                )
+        return rows
 
     def _at_head(self, tracking: Tracking) -> bool:
         if tracking.notification_id >= self._head:
@@ -359,31 +434,19 @@ class UsageProjection(Projection[UsageView]):
             )
 
         topic = get_topic(type(event))
-        horizon = self._horizon()
-        late = horizon is not None and when < horizon
-        corrections: list[Row] = []
 
-        def correct(interval: Interval, sign: int, reason: str) -> None:
-            assert horizon is not None
-            corrections.append(
-                {
-                    "id": uuid5(
-                        USAGE_NAMESPACE, f"correction/{tracking.notification_id}/{len(corrections)}"
-                    ),
-                    "notification_id": tracking.notification_id,
-                    "resource_id": resource_id,
-                    "usage_type": interval.usage_type,
-                    **_typed(
-                        {k: interval.attributes[k] for k in _ATTRIBUTES if k != "resource_name"}
-                    ),
-                    "period_start": when,
-                    "period_end": horizon,
-                    "delta_ms": sign * _ms_between(when, horizon),
-                    "reason": reason,
-                    "event_topic": topic,
-                    "event_time": when,
-                    "watermark": self._watermark,
-                }
+        def changed_usage(usage_type: int, attributes: Facts, sign: int, reason: str) -> None:
+            self._changes.append(
+                UsageChange(
+                    tracking.notification_id,
+                    resource_id,
+                    usage_type,
+                    dict(attributes),
+                    when,
+                    sign,
+                    reason,
+                    topic,
+                )
             )
 
         changed = False
@@ -395,14 +458,12 @@ class UsageProjection(Projection[UsageView]):
             if opens and current is None and declaration.meters(state.facts):
                 interval = self._open(state, declaration, resource_id, when, tracking)
                 writes.append((USAGE_INTERVALS.name, self._row(interval)))
-                if late:
-                    correct(interval, +1, "late start")
+                changed_usage(usage_type, interval.attributes, +1, "late start")
                 changed = True
             elif not opens and current is not None:
                 closed = self._close(state, current, when, tracking)
                 writes.append((USAGE_INTERVALS.name, self._row(closed)))
-                if late:
-                    correct(closed, -1, "late stop")
+                changed_usage(usage_type, closed.attributes, -1, "late stop")
                 changed = True
 
         if facts_changed:
@@ -413,6 +474,8 @@ class UsageProjection(Projection[UsageView]):
                 attributes = declaration.attributes(state.facts)
                 if attributes == current.attributes:
                     continue
+                changed_usage(usage_type, current.attributes, -1, "late change (before)")
+                changed_usage(usage_type, attributes, +1, "late change (after)")
                 if current.started_at == when:
                     current.attributes = attributes
                     writes.append((USAGE_INTERVALS.name, self._row(current)))
@@ -423,34 +486,12 @@ class UsageProjection(Projection[UsageView]):
                     (USAGE_INTERVALS.name, self._row(closed)),
                     (USAGE_INTERVALS.name, self._row(reopened)),
                 ]
-                if late:
-                    correct(closed, -1, "late change (before)")
-                    correct(reopened, +1, "late change (after)")
                 changed = True
 
         if changed:
             state.last_change = when
-        writes += [(USAGE_CORRECTIONS.name, row) for row in corrections]
-        if self._watermark is None or when > self._watermark:
-            self._watermark = when
-            writes.append(
-                (
-                    USAGE_CLOCK.name,
-                    {
-                        "id": CLOCK_ID,
-                        "watermark": when,
-                        "notification_id": tracking.notification_id,
-                    },
-                )
-            )
         for table, row in writes:
             self._pending[(table, row["id"])] = row
-
-    def _horizon(self) -> datetime | None:
-        """Windows ending at or before this instant are closed."""
-        if self._watermark is None:
-            return None
-        return self.window.floor(self._watermark)
 
     def _declaration(self, kind: str | None, usage_type: int) -> UsageDeclaration:
         for declaration in self.catalog.declarations_of(kind or ""):
@@ -500,11 +541,4 @@ class UsageProjection(Projection[UsageView]):
         self._cache[resource_id] = state
         if len(self._cache) > self.CACHE_SIZE:
             self._cache.popitem(last=False)
-        if self._watermark is None:
-            self._watermark = self.view.load_watermark()
         return state
-
-
-def _ms_between(start: datetime, end: datetime) -> int:
-    delta = end - start
-    return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000

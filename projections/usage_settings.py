@@ -6,14 +6,18 @@
 - STRATUS_USAGE_TARIFF: path to a JSON or TOML tariff (`projections.tariff`); unset, summaries
   report quantities without cost.
 - STRATUS_USAGE_MAX_SPAN_DAYS: the longest period one listing, summary or export may ask for.
+- STRATUS_USAGE_GRACE_SECONDS: how long after its end a window stays provisional (default 300):
+  an event a worker commits a little late still counts without a correction. Only final
+  records are exported; listings and summaries show provisional ones, marked.
 
-The projector and the API read the same variables, so corrections (which are judged against
-closed windows) and records are cut the same way.
+The projector and the API read the same variables, so corrections (cut per served window) and
+records are cut the same way.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -21,6 +25,8 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from projections.usage_windows import AggregationWindow, WindowSize
+
+DEFAULT_GRACE_SECONDS = 300
 
 
 class UsageSettings(BaseSettings):
@@ -30,6 +36,12 @@ class UsageSettings(BaseSettings):
     timezone: str = Field(default="UTC", description="IANA timezone of window boundaries")
     tariff: Path | None = Field(default=None, description="JSON or TOML tariff file")
     max_span_days: int = Field(default=366, ge=1, le=3660)
+    grace_seconds: int = Field(
+        default=DEFAULT_GRACE_SECONDS,
+        ge=0,
+        le=7 * 86_400,
+        description="how long after its end a window stays provisional",
+    )
 
     @field_validator("timezone")
     @classmethod
@@ -43,6 +55,10 @@ class UsageSettings(BaseSettings):
     @property
     def aggregation(self) -> AggregationWindow:
         return AggregationWindow(self.window, self.timezone)
+
+    @property
+    def grace(self) -> timedelta:
+        return timedelta(seconds=self.grace_seconds)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> UsageSettings:

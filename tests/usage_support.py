@@ -120,12 +120,13 @@ def records(
 
 
 def drop_usage_tables(database_url: str) -> None:
+    """Drop the usage read model for a rebuild; the served ledger (`usage_served`) stays, as
+    it must: it records what readers were given, which the events cannot tell."""
     with psycopg.connect(database_url, autocommit=True) as conn:
         for table in (
             "usage_intervals",
             "usage_resources",
             "usage_corrections",
-            "usage_clock",
             "usage_projection_tracking",
         ):
             conn.execute(f"DROP TABLE IF EXISTS {table}")

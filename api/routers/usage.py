@@ -3,13 +3,15 @@
 
 Records are cut from the usage projection's intervals per aggregation window
 (`STRATUS_USAGE_WINDOW`, `STRATUS_USAGE_TIMEZONE`); a user sees its own account's records, an
-admin anyone's. Exports stream from a server-side cursor, so their size is bounded by nothing
-but the period.
+admin anyone's. Listings and summaries include the open window's usage so far as provisional
+records (`provisional: true`); exports hold final records only, and stream from a server-side
+cursor, so their size is bounded by nothing but the period. A served final window changes only
+through a correction (`/v1/usage-corrections`), see `projections.usage_served`.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
@@ -18,7 +20,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from api.auth import CurrentCaller
-from api.dependencies import Consistent, Cursor, Limit, Services
+from api.dependencies import Consistent, Cursor, FirstPage, Limit, Services
 from api.errors import ApiError
 from api.reads import consistent_read, scoped_account
 from domain.errors import ErrorCode
@@ -49,6 +51,10 @@ TypeFilter = Annotated[
     str | None, Query(alias="type", description="usage type id or name (RUNNING_VM or 1)")
 ]
 ZoneFilter = Annotated[UUID | None, Query(alias="zone", description="zone id")]
+#: The periods usage can be asked for: no usage predates the epoch, and windows are computed a
+#: day beyond a period's end, which must stay within the calendar's range.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
 
 
 class UsageRecordPublic(BaseModel):
@@ -71,11 +77,20 @@ class UsageRecordPublic(BaseModel):
     template_id: UUID | None
     size_bytes: int | None
     corrections: int = Field(description="late events that changed this window's usage")
+    provisional: bool = Field(
+        description="the window is open or just closed: usage so far, not yet final, never "
+        "exported; it becomes final with the same id"
+    )
 
 
 class UsageRecordListing(BaseModel):
     data: list[UsageRecordPublic]
     count: int
+    provisional_count: int = Field(description="how many of the `count` records are provisional")
+    final_until: datetime | None = Field(
+        description="records of windows ending at or before this instant are final (null: "
+        "none, while the usage records are being rebuilt)"
+    )
     next_cursor: str | None = None
 
 
@@ -95,6 +110,9 @@ class UsageTypeSummary(BaseModel):
     usage: str
     gib_hours: float = Field(description="size × time, for size-metered types")
     cost: str | None = Field(description="decimal, in the tariff's currency; null: no tariff")
+    provisional_records: int = Field(description="records of the totals not final yet")
+    provisional_raw_usage_ms: int = Field(description="usage of the totals not final yet")
+    provisional_cost: str | None = Field(description="cost of the totals not final yet")
 
 
 class AccountUsageSummary(BaseModel):
@@ -103,14 +121,21 @@ class AccountUsageSummary(BaseModel):
     domain: str | None
     start: datetime
     end: datetime
+    final_until: datetime | None = Field(
+        description="usage of windows ending after this is provisional (null: all of it, while "
+        "the usage records are being rebuilt)"
+    )
+    provisional: bool = Field(description="whether the figures include provisional usage")
     currency: str | None
     total_cost: str | None
     usage: list[UsageTypeSummary]
 
 
 class UsageCorrectionPublic(BaseModel):
-    notification_id: int
+    notification_id: int = Field(description="the event (its position in the event log)")
+    record_id: UUID = Field(description="the record corrected: served usage + delta = now")
     resource_id: UUID
+    resource_name: str | None
     usage_type: int
     usage_type_name: str
     account_id: UUID
@@ -118,14 +143,18 @@ class UsageCorrectionPublic(BaseModel):
     offering_id: UUID | None
     template_id: UUID | None
     size_bytes: int | None
-    period_start: datetime
+    window_start: datetime
+    window_end: datetime
+    period_start: datetime = Field(description="the part of the window the event changed")
     period_end: datetime
     delta_ms: int
     delta_hours: float
     reason: str
     event_topic: str
     event_time: datetime
-    watermark: datetime
+    watermark: datetime = Field(
+        description="the end of the windows already served as final when the event arrived"
+    )
 
 
 class UsageCorrectionListing(BaseModel):
@@ -143,7 +172,8 @@ def usage_settings(request: Request) -> UsageSettings:
 
 
 def usage_records(request: Request, services: Any) -> UsageRecords:
-    return UsageRecords(services.reads.pool, usage_settings(request).aggregation)
+    settings = usage_settings(request)
+    return UsageRecords(services.reads.pool, settings.aggregation, grace=settings.grace)
 
 
 def tariff_of(request: Request) -> Tariff | None:
@@ -178,6 +208,10 @@ def record_query(
         start = start.replace(tzinfo=zone_info)
     if end.tzinfo is None:
         end = end.replace(tzinfo=zone_info)
+    if start < EARLIEST:
+        raise _bad("start", f"start must be on or after {EARLIEST.isoformat()}")
+    if end > LATEST:
+        raise _bad("end", f"end must be on or before {LATEST.isoformat()}")
     if end <= start:
         raise _bad("end", "end must be after start")
     if end - start > timedelta(days=settings.max_span_days):
@@ -228,15 +262,20 @@ def list_usage_records(
     return UsageRecordListing(
         data=[UsageRecordPublic(**row) for row in found.data],
         count=found.count,
+        provisional_count=found.provisional_count,
+        final_until=found.final_until,
         next_cursor=found.next_cursor,
     )
 
 
 @router.get(
     "/v1/usage-records/export",
-    summary="Export usage records (streamed)",
+    summary="Export final usage records (streamed; provisional windows are left out)",
     response_class=StreamingResponse,
-    responses={200: {"content": {media: {} for media in ExportFormat.MEDIA_TYPES.values()}}},
+    responses={
+        200: {"content": {media: {} for media in ExportFormat.MEDIA_TYPES.values()}},
+        503: {"description": "the usage records are being rebuilt (errorcode 534)"},
+    },
 )
 def export_usage_records(
     request: Request,
@@ -250,7 +289,11 @@ def export_usage_records(
     zone: ZoneFilter = None,
 ) -> StreamingResponse:
     query = record_query(request, caller, start, end, account, type, zone)
-    records = usage_records(request, services).stream(query)
+    usage = usage_records(request, services)
+    if usage.rebuilding():
+        message = "usage records are being rebuilt; nothing is final until they catch up"
+        raise ApiError(503, message, code=ErrorCode.RESOURCE_UNAVAILABLE)
+    records = usage.stream(query)
     filename = f"usage-{query.start:%Y%m%dT%H%M}-{query.end:%Y%m%dT%H%M}.{format}"
     return StreamingResponse(
         export_chunks(records, format),
@@ -282,7 +325,7 @@ def summarize_usage(
 @router.get(
     "/v1/usage-corrections",
     response_model=UsageCorrectionListing,
-    summary="Corrections made to closed windows by late events (audit)",
+    summary="Corrections of windows already served as final, made by late events (audit)",
 )
 def list_usage_corrections(
     request: Request,
@@ -293,7 +336,7 @@ def list_usage_corrections(
     account: AccountFilter = None,
     type: TypeFilter = None,
     limit: Limit = 100,
-    page: Annotated[int, Query(ge=1)] = 1,
+    page: FirstPage = 1,
 ) -> UsageCorrectionListing:
     query = record_query(request, caller, start, end, account, type, None)
     rows, count = usage_records(request, services).corrections(

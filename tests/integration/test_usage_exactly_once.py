@@ -1,6 +1,6 @@
 """The usage projection writes every record exactly once: across restarts at random points,
 crashes inside a transaction, two projector processes at once, and a rebuild from scratch, the
-export is byte for byte the same. Late events correct closed windows visibly."""
+export is byte for byte the same. Late events correct served windows visibly."""
 
 from __future__ import annotations
 
@@ -97,14 +97,14 @@ class CrashingView(UsageView):
     crash_probability = 0.0
     rng = random.Random(0)
 
-    def apply(self, writes: Any, tracking: Tracking, base: int | None) -> None:
+    def apply(self, writes: Any, tracking: Tracking, base: int | None, *more: Any) -> None:
         with self.datastore.transaction(commit=True) as curs:
             for (table, _), row in writes.items():
                 curs.execute(self._upserts[table], _adapt(row))
             if self.rng.random() < self.crash_probability:
                 raise SimulatedCrash(tracking.notification_id)
         # Not crashed: roll the rows into the real, checked transaction.
-        super().apply(writes, tracking, base)
+        super().apply(writes, tracking, base, *more)
 
 
 class SmallBatches(UsageProjection):
@@ -214,15 +214,15 @@ def test_two_projectors_at_once_write_each_record_once(store: tuple[str, Cloud])
     assert rebuilt_export(url, cloud) == together
 
 
-def test_a_late_stop_corrects_the_closed_window_and_says_so(store: tuple[str, Cloud]) -> None:
+def test_a_late_stop_corrects_the_served_window_and_says_so(store: tuple[str, Cloud]) -> None:
     url, cloud = store
     env = postgres_env(url)
     t = Timeline(cloud)
     t.account(utc("2024-05-01 09:00"))
     vm = t.deploy(utc("2024-05-01 10:00"))
     other = t.deploy(utc("2024-05-01 10:30"), name="other")
-    # The stop happens at 11:05 but a slow worker commits it only after the other VM's
-    # 12:30 stop has been recorded: the 11:00-12:00 window is already closed by then.
+    # The stop happens at 11:05 but a slow worker commits it only after the 11:00-12:00
+    # window has been served as final (read below).
     with clock(utc("2024-05-01 11:05")):
         vm.transition(VmEvent.STOP_REQUESTED, "late/1")
         vm.transition(VmEvent.OPERATION_SUCCEEDED, "late/2")

@@ -1,5 +1,6 @@
 """Aggregation windows and usage arithmetic: hours to the millisecond, CloudStack's "1.5 Hrs",
-DST and sub-hour timezones, daily windows."""
+windows across clock changes (at midnight, by 30 minutes, in half-hour zones) against
+hand-computed timelines, and windows tiling time in any zone."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from decimal import Decimal
 from uuid import uuid4
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from projections.tariff import Rate, Tariff
 from projections.usage_types import UsageType
@@ -18,6 +21,7 @@ from projections.usage_windows import (
     raw_hours,
     to_ms_precision,
 )
+from tests.usage_timezones import SCENARIOS, Scenario
 
 HOURLY_UTC = AggregationWindow(WindowSize.HOURLY, "UTC")
 
@@ -99,6 +103,115 @@ def test_a_running_day_in_a_dst_change_day_counts_its_real_hours() -> None:
     end = utc("2024-10-27 23:00")  # next local midnight, CET
     ((_, _, ms),) = paris.cut(start, end, start, end)
     assert ms == 25 * 3_600_000
+
+
+def _labelled(
+    window: AggregationWindow, pieces: list[tuple[datetime, datetime, int]]
+) -> list[tuple[str, str, int]]:
+    return [
+        (window.local(s).isoformat(), window.local(e).isoformat(), ms // 60_000)
+        for s, e, ms in pieces
+    ]
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.name)
+def test_windows_across_clock_changes_are_the_hand_computed_ones(scenario: Scenario) -> None:
+    """Every hourly and daily window a run overlaps, with its usage, as worked out by hand
+    (`tests.usage_timezones`): labels, lengths and minutes."""
+    hourly = AggregationWindow(WindowSize.HOURLY, scenario.zone)
+    daily = AggregationWindow(WindowSize.DAILY, scenario.zone)
+    for _, run in scenario.all_runs():
+        for window, expected in ((hourly, run.hourly_records()), (daily, run.daily_records())):
+            if not expected:
+                continue
+            pieces = list(window.cut(run.started, run.stopped, run.started, run.stopped))
+            assert _labelled(window, pieces) == expected
+
+
+@pytest.mark.parametrize(
+    ("zone", "day", "first_instant", "hours"),
+    [
+        ("America/Santiago", "2024-09-08", "2024-09-08T01:00:00-03:00", 23),
+        ("America/Santiago", "2024-04-06", "2024-04-06T00:00:00-03:00", 25),
+        ("America/Havana", "2024-03-10", "2024-03-10T01:00:00-04:00", 23),
+        ("America/Havana", "2024-11-03", "2024-11-03T00:00:00-04:00", 25),
+        ("Asia/Beirut", "2022-03-27", "2022-03-27T01:00:00+03:00", 23),
+        ("America/Asuncion", "2023-10-01", "2023-10-01T01:00:00-03:00", 23),
+        ("Australia/Lord_Howe", "2024-10-06", "2024-10-06T00:00:00+10:30", 23.5),
+        ("Australia/Lord_Howe", "2024-04-07", "2024-04-07T00:00:00+11:00", 24.5),
+    ],
+)
+def test_a_day_starts_at_its_first_instant_whatever_the_query_starts_with(
+    zone: str, day: str, first_instant: str, hours: float
+) -> None:
+    """The window holding any instant of the day is the same: from the day's first local
+    midnight (or first instant, when midnight is skipped) to the next day's."""
+    daily = AggregationWindow(WindowSize.DAILY, zone)
+    start = datetime.fromisoformat(first_instant)
+    length = timedelta(hours=hours)
+    for offset in (timedelta(0), timedelta(minutes=1), length / 2, length - timedelta(seconds=1)):
+        window_start = daily.floor(start + offset)
+        assert window_start == start
+        assert daily.next_start(window_start) - window_start == length
+        assert daily.local(window_start).date().isoformat() == day
+
+
+def test_a_date_the_zone_skipped_has_no_window() -> None:
+    """Samoa skipped 30 December 2011 (23:59:59-10:00 on the 29th, then 31 December 00:00+14:00):
+    the 29th's window ends where the 31st's begins."""
+    apia = AggregationWindow(WindowSize.DAILY, "Pacific/Apia")
+    windows = list(apia.windows(utc("2011-12-29 10:00"), utc("2011-12-31 10:00")))
+    assert [(apia.local(s).isoformat(), e - s) for s, e in windows] == [
+        ("2011-12-29T00:00:00-10:00", timedelta(hours=24)),
+        ("2011-12-31T00:00:00+14:00", timedelta(hours=24)),
+    ]
+
+
+def test_window_boundaries_do_not_depend_on_where_a_query_starts() -> None:
+    santiago = AggregationWindow(WindowSize.DAILY, "America/Santiago")
+    from_before = santiago.boundaries(utc("2024-09-06 12:00"), utc("2024-09-10 00:00"))
+    from_inside = santiago.boundaries(utc("2024-09-08 15:00"), utc("2024-09-10 00:00"))
+    assert from_inside == from_before[2:]
+    assert santiago.local(from_inside[0]).isoformat() == "2024-09-08T01:00:00-03:00"
+
+
+ZONES = [
+    "UTC",
+    "America/Santiago",
+    "America/Havana",
+    "Asia/Beirut",
+    "America/Asuncion",
+    "Australia/Lord_Howe",
+    "Australia/Adelaide",
+    "Asia/Kolkata",
+    "Asia/Kathmandu",
+    "Europe/Paris",
+    "Pacific/Apia",
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    zone=st.sampled_from(ZONES),
+    size=st.sampled_from(list(WindowSize)),
+    instant=st.datetimes(
+        min_value=datetime(2010, 1, 1), max_value=datetime(2026, 1, 1), timezones=st.just(UTC)
+    ),
+)
+def test_windows_tile_time_with_no_gap_and_no_overlap(
+    zone: str, size: WindowSize, instant: datetime
+) -> None:
+    """Any instant lies in exactly one window, whose neighbours touch it: the window before
+    ends where it starts, the window after starts where it ends."""
+    window = AggregationWindow(size, zone)
+    start = window.floor(instant)
+    end = window.next_start(start)
+    assert start <= instant < end
+    assert window.floor(end) == end and window.floor(start) == start
+    assert window.floor(end - timedelta(microseconds=1)) == start
+    assert window.next_start(window.floor(start - timedelta(microseconds=1))) == start
+    longest = timedelta(hours=1, minutes=30) if size is WindowSize.HOURLY else timedelta(hours=26)
+    assert end - start <= longest
 
 
 def test_usage_types_parse_by_id_or_name() -> None:

@@ -15,7 +15,9 @@ CONSISTENCY_HEADER = "Stratus-Read-Consistent"
 
 def consistent_read(services: CloudServices, table: str, wanted: bool, response: Response) -> None:
     """With `consistent=true`, wait for the read model to include every write made before the
-    request; the header says whether it did within the timeout."""
+    request; the header says whether it did within the timeout. A projection known to be stuck
+    (blocked on an event, or no projector running it) is not waited for: the answer comes at
+    once, with the header false, so a stuck read model slows no request."""
     if wanted:
         caught_up = services.reads.wait_until_current(table, services.consistency_timeout)
         response.headers[CONSISTENCY_HEADER] = "true" if caught_up else "false"

@@ -7,7 +7,8 @@ row computed from it. The aggregate's mutators stay the only place state is deri
 never disagree with the domain, and dropping the tables and replaying gives the same rows.
 
 Rows and the tracking position are written in one transaction (exactly once): an event is either
-reflected and tracked, or neither.
+reflected and tracked, or neither. Text PostgreSQL cannot store (NUL) is written as U+FFFD
+(`projections.storable_text`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from eventsourcing.utils import get_topic
 from psycopg.sql import SQL, Composed, Identifier
 
 from domain.cloud import Cloud
+from projections.storable_text import storable
 
 Row = dict[str, Any]
 
@@ -97,8 +99,11 @@ class ReadModelView(PostgresTrackingRecorder):
 
 
 def _adapt(row: Row) -> Row:
+    """A row as PostgreSQL takes it: JSON for dicts and lists, and only storable text (see
+    `projections.storable_text`), so no event's text can make a read model unwritable."""
     return {
-        k: json.dumps(v, default=str) if isinstance(v, dict | list) else v for k, v in row.items()
+        k: json.dumps(storable(v), default=str) if isinstance(v, dict | list) else storable(v)
+        for k, v in row.items()
     }
 
 

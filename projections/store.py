@@ -2,7 +2,8 @@
 
 Listings page by keyset (`cursor`, stable under concurrent inserts) or by `page` number, filter
 on indexed columns only, and return the total `count` as CloudStack's list responses do.
-A read can wait for the projections to reach a position in the event store (read-your-writes).
+A read can wait for the projections to reach a position in the event store (read-your-writes),
+except for a projection known to be stuck (`projections.status`): that read answers at once.
 """
 
 from __future__ import annotations
@@ -25,9 +26,10 @@ from projections.host_capacity import HOST_CAPACITY
 from projections.inventory import INVENTORY
 from projections.jobs import JOBS
 from projections.read_model import Table
-from projections.runner import PROJECTIONS
+from projections.runner import EVENT_TOPIC_INDEX, PROJECTIONS
 from projections.snapshot_policies import SNAPSHOT_POLICIES
 from projections.snapshots import SNAPSHOTS
+from projections.status import ProjectionHealth, create_tables, head_of, health_of, is_stuck
 from projections.usage import USAGE_INTERVALS
 from projections.virtual_machines import VIRTUAL_MACHINES
 from projections.vm_snapshots import VM_SNAPSHOTS
@@ -94,12 +96,10 @@ class ReadStore:
         self.pool.close()
 
     def index_event_topics(self) -> None:
-        """Index the event store by topic, so finding a projection's last event is cheap."""
+        """Index the event store by topic, so finding a projection's last event is cheap
+        (under the lock the projectors' start-up DDL takes too)."""
         with self.pool.connection() as conn:
-            conn.execute(
-                "CREATE INDEX IF NOT EXISTS cloud_events_topic_notification_idx "
-                "ON cloud_events (topic, notification_id)"
-            )
+            create_tables(conn, EVENT_TOPIC_INDEX)
 
     def get(self, table: str, row_id: UUID) -> dict[str, Any] | None:
         query = sql.SQL("SELECT * FROM {} WHERE id = %s").format(sql.Identifier(table))
@@ -165,10 +165,8 @@ class ReadStore:
         Projections subscribe to their own topics, so their tracking position only moves on
         those events: the store's overall last event may be one they never see.
         """
-        query = "SELECT max(notification_id) AS n FROM cloud_events WHERE topic = ANY(%s)"
         with self.pool.connection() as conn:
-            row = conn.execute(query, (TOPICS_OF_PROJECTION[projection],)).fetchone()
-        return int(row["n"] or 0) if row else 0
+            return head_of(conn, TOPICS_OF_PROJECTION[projection])
 
     def is_current(self, table: str) -> bool:
         projection = PROJECTION_OF_TABLE[table]
@@ -176,17 +174,28 @@ class ReadStore:
 
     def wait_until_current(self, table: str, timeout: float = 5.0) -> bool:
         """Read-your-writes: wait until the table's projection has processed every event of
-        its topics recorded before this call. False if it did not within `timeout`."""
+        its topics recorded before this call. False if it did not within `timeout`, and False
+        at once if its projection is known to be stuck (blocked on an event, or its projector
+        gone): waiting would only hold a worker thread for nothing."""
         projection = PROJECTION_OF_TABLE[table]
         target = self.target_position(projection)
         deadline = time.monotonic() + timeout
         delay = 0.005
         while self.position_of(projection) < target:
-            if time.monotonic() >= deadline:
+            if time.monotonic() >= deadline or self.is_stuck(projection):
                 return False
             time.sleep(delay)
             delay = min(delay * 2, 0.1)
         return True
+
+    def is_stuck(self, projection: str) -> bool:
+        with self.pool.connection() as conn:
+            return is_stuck(conn, projection)
+
+    def projection_health(self) -> list[ProjectionHealth]:
+        """Every projection's state and lag, from the projectors' heartbeat rows."""
+        with self.pool.connection() as conn:
+            return health_of(conn, list(TOPICS_OF_PROJECTION))
 
 
 def _where(table: Table, filters: Mapping[str, Any]) -> tuple[sql.Composable, list[Any]]:

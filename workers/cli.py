@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
 import time
 
 import typer
 
 from api.cli import inventory_app, job_app, vm_app
+from api.projections_cli import projections_app
 from api.usage_cli import usage_app
 from domain.cloud import Cloud, postgres_env
 from projections.runner import Projector
@@ -22,6 +24,15 @@ app.add_typer(vm_app, name="vm")
 app.add_typer(job_app, name="job")
 app.add_typer(inventory_app, name="inventory")
 app.add_typer(usage_app, name="usage")
+app.add_typer(projections_app, name="projections")
+
+
+def _log_warnings() -> None:
+    """Warnings and errors to stderr with time and source: a projection that cannot write an
+    event says so at every attempt (`projections.runner`)."""
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
 
 
 def _sigterm_stops_like_ctrl_c() -> None:
@@ -42,6 +53,7 @@ def up() -> None:
     stops it."""
     from workers.stack import up as run_up
 
+    _log_warnings()
     _sigterm_stops_like_ctrl_c()
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run_up(Settings()))
@@ -110,10 +122,12 @@ def agent(
 
 @app.command()
 def projector() -> None:
-    """Run the read-model projections against an external PostgreSQL."""
+    """Run the read-model projections against an external PostgreSQL. A projection blocked on
+    an event is retried with backoff and logged; `stratus projections status` shows it."""
     settings = Settings()
     database_url, _ = _external(settings)
 
+    _log_warnings()
     _sigterm_stops_like_ctrl_c()
     with Projector(postgres_env(database_url)) as running, contextlib.suppress(KeyboardInterrupt):
         while True:

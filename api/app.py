@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from api.errors import install_error_handlers
+from api import health, projection_admin
+from api.admission import RequestAdmission
+from api.errors import UnforeseenErrors, install_error_handlers
+from api.openapi_document import install_openapi_document
 from api.routers import (
     events,
     infrastructure,
@@ -18,6 +21,7 @@ from api.routers import (
     volumes,
 )
 from api.services import CloudServices
+from api.settings import ApiSettings
 
 DESCRIPTION = """
 Stratus is an IaaS control plane. Every operation is a job: a POST answers `202 Accepted` with
@@ -25,13 +29,25 @@ a `job_id` (the Temporal workflow id); follow it at `/v1/jobs/{job_id}` or in th
 UI. Authenticate with `X-API-Key: <key>` (or `Authorization: Bearer <key>`). Listings return
 `{data, count, next_cursor}` and take `limit` with `cursor` (or `page`); `consistent=true` waits
 until the read model includes every write made before the request.
+
+Every refusal has one shape, `{detail: [{loc, msg, type}], errorcode}`, with CloudStack's error
+code; a request body is at most `STRATUS_MAX_REQUEST_BODY_BYTES` (1 MiB) and the API key is
+checked before it is read.
 """
 
 
-def create_app(services: CloudServices) -> FastAPI:
+def create_app(services: CloudServices, settings: ApiSettings | None = None) -> FastAPI:
+    settings = settings or ApiSettings()
     app = FastAPI(title="Stratus", version="0.1.0", description=DESCRIPTION)
     app.state.services = services
     install_error_handlers(app)
+    # Added last, runs first: the net for the unforeseen wraps the admission, which wraps
+    # FastAPI.
+    app.add_middleware(
+        RequestAdmission, services=services, max_body_bytes=settings.max_request_body_bytes
+    )
+    app.add_middleware(UnforeseenErrors)
+    install_openapi_document(app)
     for module in (
         virtual_machines,
         jobs,
@@ -46,8 +62,7 @@ def create_app(services: CloudServices) -> FastAPI:
     ):
         app.include_router(module.router)
 
-    @app.get("/healthz", tags=["health"], summary="Liveness")
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
+    # /healthz (the read models are kept, 503 otherwise), /livez; projections for operators.
+    app.include_router(health.router)
+    app.include_router(projection_admin.router)
     return app

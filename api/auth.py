@@ -1,7 +1,8 @@
 """API keys: `X-API-Key: <key>` or `Authorization: Bearer <key>`.
 
 The key is looked up by its SHA-256 digest in the accounts read model; the key itself is never
-stored. An unknown or missing key is 401; an admin-only route asked by a user is 403.
+stored. An unknown or missing key is 401, answered by the request admission before the body is
+read (api/admission.py); an admin-only route asked by a user is 403.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ from uuid import UUID
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from starlette.datastructures import Headers
 
 from api.errors import ApiError, forbidden
+from api.services import CloudServices
 from domain.account import AccountState, AccountType, api_key_digest
 from domain.errors import ErrorCode
 
@@ -31,12 +34,23 @@ class Caller:
         return self.is_admin or str(account_id) == str(self.account_id)
 
 
-def authenticate(
-    request: Request,
-    api_key: Annotated[str | None, Depends(api_key_header)],
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-) -> Caller:
-    key = api_key or (credentials.credentials if credentials else None)
+#: Where the request admission leaves the caller it identified (before the body was read).
+CALLER_SCOPE_KEY = "stratus.caller"
+
+
+def key_of(headers: Headers) -> str | None:
+    """The API key of a request: `X-API-Key`, else a Bearer token."""
+    key = headers.get("x-api-key")
+    if key:
+        return key
+    scheme, _, token = headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return None
+
+
+def identify(services: CloudServices, key: str | None) -> Caller:
+    """The enabled account an API key belongs to; 401 otherwise."""
     if not key:
         raise ApiError(
             401,
@@ -44,7 +58,6 @@ def authenticate(
             code=ErrorCode.UNAUTHORIZED,
             kind="unauthorized",
         )
-    services = request.app.state.services
     row = services.reads.find_one(
         "inventory", {"kind": "account", "lookup_key": api_key_digest(key)}
     )
@@ -60,6 +73,20 @@ def authenticate(
         name=row["name"],
         is_admin=data.get("account_type") == AccountType.ADMIN.value,
     )
+
+
+def authenticate(
+    request: Request,
+    api_key: Annotated[str | None, Depends(api_key_header)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> Caller:
+    """The caller the request admission identified before the body was read (the security
+    schemes above document the headers in OpenAPI)."""
+    caller = request.scope.get(CALLER_SCOPE_KEY)
+    if isinstance(caller, Caller):
+        return caller
+    key = api_key or (credentials.credentials if credentials else None)
+    return identify(request.app.state.services, key)
 
 
 def require_admin(caller: Annotated[Caller, Depends(authenticate)]) -> Caller:

@@ -26,7 +26,11 @@ from domain.aggregate import CloudAggregate
 from domain.catalog import HypervisorType
 from domain.errors import InvalidParameter
 from domain.ids import derived_id
+from domain.locations import LocationUri, NetworkAddress, check_location
+from domain.text import Name
 
+#: The most BMCs one bare-metal cluster lists (a few racks of machines).
+MAX_BMC_ADDRESSES = 1024
 #: Keys that name a credential (or half of one). Matched against every key of a request body.
 CREDENTIAL_KEY = re.compile(
     r"(pass(word|wd|phrase)?|pwd|secret|token|credential|api_?key|private_?key|"
@@ -40,23 +44,23 @@ class ConnectionSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    libvirt_uri: str | None = Field(
+    libvirt_uri: LocationUri | None = Field(
         default=None,
-        max_length=500,
         description="KVM: libvirt URI template of the hosts, e.g. qemu+tls://{address}/system",
     )
-    vcenter_address: str | None = Field(
-        default=None, max_length=255, description="VMware: vCenter host name or address"
+    vcenter_address: NetworkAddress | None = Field(
+        default=None, description="VMware: vCenter host name or address (host[:port])"
     )
-    datacenter: str | None = Field(default=None, max_length=255, description="VMware: datacenter")
-    vcenter_cluster: str | None = Field(
-        default=None, max_length=255, description="VMware: the cluster's name in vCenter"
+    datacenter: Name | None = Field(default=None, description="VMware: datacenter")
+    vcenter_cluster: Name | None = Field(
+        default=None, description="VMware: the cluster's name in vCenter"
     )
-    pool_master_address: str | None = Field(
-        default=None, max_length=255, description="XenServer: the pool master's address"
+    pool_master_address: NetworkAddress | None = Field(
+        default=None, description="XenServer: the pool master's address (host[:port])"
     )
-    bmc_addresses: list[str] = Field(
+    bmc_addresses: list[NetworkAddress] = Field(
         default_factory=list,
+        max_length=MAX_BMC_ADDRESSES,
         description="BareMetal: the BMC addresses (host[:port]) of the cluster's machines; "
         "a host added to the cluster is one of them (its address is its BMC's)",
     )
@@ -104,25 +108,21 @@ def check_connection(hypervisor: str, settings: ConnectionSettings) -> None:
         )
     for key in sorted(REQUIRED[kind] - given):
         raise InvalidParameter(f"a {kind.value} cluster needs it", field=f"connection.{key}")
-    if settings.libvirt_uri:
-        parsed = urlparse(settings.libvirt_uri)
-        if not parsed.scheme:
-            raise InvalidParameter(
-                "must be a libvirt URI such as qemu+tls://{address}/system",
-                field="connection.libvirt_uri",
-            )
-        if ":" in parsed.netloc.rpartition("@")[0]:
-            raise InvalidParameter(
-                "must not carry a password: libvirt credentials belong to the agent's "
-                "configuration",
-                field="connection.libvirt_uri",
-            )
+    for key in ("libvirt_uri", "vcenter_address", "pool_master_address"):
+        value = getattr(settings, key)
+        if value:
+            check_location(value, f"connection.{key}")
+    if settings.libvirt_uri and not urlparse(settings.libvirt_uri).scheme:
+        raise InvalidParameter(
+            "must be a libvirt URI such as qemu+tls://{address}/system",
+            field="connection.libvirt_uri",
+        )
     for index, address in enumerate(settings.bmc_addresses):
-        if not address.strip() or "@" in address or "/" in address:
+        if not address.strip() or "/" in address:
             raise InvalidParameter(
-                "must be a bare host[:port] (no credentials)",
-                field=f"connection.bmc_addresses.{index}",
+                "must be a bare host[:port]", field=f"connection.bmc_addresses.{index}"
             )
+        check_location(address, f"connection.bmc_addresses.{index}")
 
 
 def connection_id_for(cluster_id: UUID) -> UUID:
@@ -147,4 +147,5 @@ class ClusterConnection(CloudAggregate):
 
     @property
     def connection(self) -> ConnectionSettings:
-        return ConnectionSettings(**self.settings)
+        # As recorded: checked by the rules in force when it was recorded, not re-judged now.
+        return ConnectionSettings.model_construct(**self.settings)

@@ -25,6 +25,38 @@ class FaultAction(StrEnum):
     DELAY = "delay"
 
 
+class SimulatorOperation(StrEnum):
+    """What the simulator can be told to fail or delay: its driver operations, or all."""
+
+    ALL = "*"
+    HOST_CAPACITY = "host_capacity"
+    LIST_VMS = "list_vms"
+    FIND_VM = "find_vm"
+    CREATE_VOLUME = "create_volume"
+    DELETE_VOLUME = "delete_volume"
+    COPY_VOLUME = "copy_volume"
+    DEFINE_VM = "define_vm"
+    START_VM = "start_vm"
+    STOP_VM = "stop_vm"
+    REBOOT_VM = "reboot_vm"
+    DESTROY_VM = "destroy_vm"
+    CREATE_SNAPSHOT = "create_snapshot"
+    REVERT_SNAPSHOT = "revert_snapshot"
+    DELETE_SNAPSHOT = "delete_snapshot"
+    ATTACH_VOLUME = "attach_volume"
+    DETACH_VOLUME = "detach_volume"
+    RESIZE_VOLUME = "resize_volume"
+    MIGRATE_VM = "migrate_vm"
+    SNAPSHOT_VOLUME = "snapshot_volume"
+    BACKUP_VOLUME_SNAPSHOT = "backup_volume_snapshot"
+    DELETE_VOLUME_SNAPSHOT = "delete_volume_snapshot"
+    DELETE_SNAPSHOT_BACKUP = "delete_snapshot_backup"
+    REVERT_VOLUME_TO_SNAPSHOT = "revert_volume_to_snapshot"
+    CREATE_VOLUME_FROM_SNAPSHOT = "create_volume_from_snapshot"
+    CREATE_TEMPLATE_FROM_SNAPSHOT = "create_template_from_snapshot"
+    DELETE_TEMPLATE = "delete_template"
+
+
 class SimulatorConfiguration(CloudAggregate):
     @event("Created")
     def __init__(self) -> None:

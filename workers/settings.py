@@ -11,9 +11,15 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+#: An admin key shorter than this is refused: it guards every account and the whole cloud.
+MIN_ADMIN_API_KEY_LENGTH = 32
+
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="STRATUS_", extra="ignore")
+    # A refused setting is reported without its value: the admin key is a secret.
+    model_config = SettingsConfigDict(
+        env_prefix="STRATUS_", extra="ignore", hide_input_in_errors=True
+    )
 
     database_url: str | None = Field(
         default=None,
@@ -34,7 +40,10 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8080
     admin_api_key: str | None = Field(
-        default=None, description="admin API key for a new cloud; unset: generated and saved"
+        default=None,
+        min_length=MIN_ADMIN_API_KEY_LENGTH,
+        description="admin API key for a new cloud, at least 32 characters; unset: generated "
+        "and saved in the state folder",
     )
     seed_demo_cloud: bool = Field(default=True, description="seed the demo cloud on `up`")
     activity_threads: int = Field(default=32, ge=1, le=512)

@@ -130,12 +130,36 @@ def temporal_server(settings: Settings) -> Iterator[str]:
         log_file.close()
 
 
-# -- the admin key ---------------------------------------------------------------------------
+# -- the state folder and the admin key -------------------------------------------------------
+#: Only the user running Stratus reads its state: the database, Temporal's jobs, the admin key.
+PRIVATE_UMASK = 0o077
+
+
+def make_state_private(state_dir: Path) -> None:
+    """The state folder 0700 and everything in it 0700 (folders) or 0600 (files), and a umask
+    so that whatever this process and its servers create later is private too (the Temporal
+    dev server once made temporal.db world-readable)."""
+    os.umask(PRIVATE_UMASK)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(state_dir, 0o700)
+    for root, folders, files in os.walk(state_dir):
+        for folder in folders:
+            os.chmod(Path(root) / folder, 0o700, follow_symlinks=False)
+        for name in files:
+            path = Path(root) / name
+            if not path.is_symlink():
+                os.chmod(path, 0o600)
+
+
+def key_file_of(settings: Settings) -> Path:
+    return settings.state_dir / "admin-api-key"
+
+
 def admin_api_key(settings: Settings) -> str:
     """The configured key, or the one generated for this state folder (kept there, 0600)."""
     if settings.admin_api_key:
         return settings.admin_api_key
-    key_file = settings.state_dir / "admin-api-key"
+    key_file = key_file_of(settings)
     if key_file.exists():
         return key_file.read_text().strip()
     settings.state_dir.mkdir(parents=True, exist_ok=True)
@@ -208,6 +232,8 @@ async def run_worker_until_cancelled(settings: Settings, cloud: Cloud, client: C
 
 
 async def up(settings: Settings) -> None:
+    make_state_private(settings.state_dir)
+    first_start = not settings.admin_api_key and not key_file_of(settings).exists()
     async with stack(settings) as running:
         key = admin_api_key(settings)
         demo = seed_demo_cloud(running.cloud, key) if settings.seed_demo_cloud else None
@@ -217,7 +243,7 @@ async def up(settings: Settings) -> None:
         )
         supervisor = asyncio.create_task(supervise(projector))
         try:
-            announce(settings, key, demo)
+            announce(settings, key, demo, first_start=first_start)
             await serve_api(settings, running.cloud, running.client, running.database_url)
         finally:
             supervisor.cancel()
@@ -228,33 +254,48 @@ async def up(settings: Settings) -> None:
             projector.stop()
 
 
-async def supervise(projector: Projector, every: float = 2.0) -> None:
-    """Restart a projection that stopped; report one that failed, rather than go stale."""
+async def supervise(projector: Projector, every: float = 1.0) -> None:
+    """Keep every projection going: `check` restarts one that lost a race to another
+    projector, retries one blocked on an event (logging each attempt with the event and the
+    error) and publishes the heartbeat `/healthz` reads. A projection's failure ends neither
+    this loop nor the stack: the others keep their read models current."""
     while True:
         await asyncio.sleep(every)
         try:
             await asyncio.to_thread(projector.check)
         except Exception as error:
-            console.print(f"[red]a projection stopped: {error!r}; its read model is stale[/red]")
-            raise
+            console.print(f"[red]the projector's check failed: {error!r}; trying again[/red]")
 
 
-def announce(settings: Settings, key: str, demo: DemoCloud | None) -> None:
+def announce(
+    settings: Settings, key: str, demo: DemoCloud | None, *, first_start: bool = False
+) -> None:
+    """What is up, and where. The admin key is shown once, when it is made: later starts say
+    where it is kept (a terminal's scrollback and a service's journal keep what is printed)."""
     api = f"http://{settings.api_host}:{settings.api_port}"
+    key_file = key_file_of(settings)
     console.rule("[bold]Stratus is up")
     console.print(f"API            {api}   (OpenAPI: {api}/docs)")
     console.print(f"Temporal UI    {settings.ui_url}")
-    console.print(
-        f"Admin API key  [bold]{key}[/bold]   (saved in {settings.state_dir}/admin-api-key)",
-        soft_wrap=True,
-    )
+    if settings.admin_api_key:
+        console.print("Admin API key  the one in STRATUS_ADMIN_API_KEY")
+        key_reference = "$STRATUS_ADMIN_API_KEY"
+    elif first_start:
+        console.print(
+            f"Admin API key  [bold]{key}[/bold]   (shown this once; kept in {key_file}, 0600)",
+            soft_wrap=True,
+        )
+        key_reference = f"$(cat {key_file})"
+    else:
+        console.print(f"Admin API key  kept in {key_file} (shown on the first start only)")
+        key_reference = f"$(cat {key_file})"
     if demo is not None:
         console.print(f"Demo zone      {demo.zone_id}")
         console.print(f"Small offering {demo.small_offering_id}")
         console.print(f"Template       {demo.template_id}")
         console.print(f"Guest network  {demo.network_id}")
         curl = (
-            f"curl -s -X POST {api}/v1/virtual-machines -H 'X-API-Key: {key}' "
+            f'curl -s -X POST {api}/v1/virtual-machines -H "X-API-Key: {key_reference}" '
             "-H 'Content-Type: application/json' "
             f'-d \'{{"zone_id": "{demo.zone_id}", "service_offering_id": '
             f'"{demo.small_offering_id}", "template_id": "{demo.template_id}", '

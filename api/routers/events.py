@@ -12,7 +12,15 @@ from uuid import UUID
 from fastapi import APIRouter, Query, Response
 
 from api.auth import CurrentCaller
-from api.dependencies import Consistent, Cursor, Limit, PageNumber, Services
+from api.dependencies import (
+    Consistent,
+    Cursor,
+    Filter,
+    IsoDateTime,
+    Limit,
+    PageNumber,
+    Services,
+)
 from api.errors import ApiError
 from api.models import EventPublic, Listing
 from api.reads import consistent_read, scoped_account
@@ -24,7 +32,7 @@ router = APIRouter(prefix="/v1/events", tags=["events"])
 TABLE = EVENT_LOG.name
 
 Instant = Annotated[
-    datetime | None,
+    IsoDateTime | None,
     Query(description="ISO 8601; without a UTC offset it is taken as UTC"),
 ]
 
@@ -36,9 +44,7 @@ def list_events(
     response: Response,
     start: Instant = None,
     end: Instant = None,
-    type: Annotated[
-        str | None, Query(min_length=1, max_length=100, description="e.g. VM.START")
-    ] = None,
+    type: Annotated[Filter, Query(description="e.g. VM.START")] = None,
     level: EventLevel | None = None,
     state: EventState | None = None,
     resource_id: UUID | None = None,

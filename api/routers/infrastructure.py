@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Any
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Header, Request, Response, status
+from fastapi import APIRouter, Depends, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 from temporalio.client import WorkflowFailureError
 from temporalio.common import (
@@ -32,7 +32,7 @@ from temporalio.common import (
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 
 from api.auth import AdminCaller, Caller
-from api.dependencies import Services
+from api.dependencies import IdempotencyKey, Services
 from api.errors import ApiError
 from api.job_submission import JobSubmission, fingerprint, job_id_for, submit
 from api.models import (
@@ -67,7 +67,6 @@ from domain.zone import Pod
 
 router = APIRouter(prefix="/v1", tags=["infrastructure"])
 
-IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key")]
 #: How long the API waits for a short inventory job (AddCluster, AddStoragePool).
 SHORT_JOB_TIMEOUT = timedelta(seconds=60)
 

@@ -1,5 +1,8 @@
 """Inventory listings: zones, networks, offerings and templates for everyone; pods,
-clusters, storage and accounts for administrators; hosts with their capacity (listHosts)."""
+clusters, storage and accounts for administrators; hosts with their capacity (listHosts).
+
+A user sees the public templates and its own account's private ones (CloudStack's
+listTemplates with templatefilter=executable); an administrator sees every template."""
 
 from __future__ import annotations
 
@@ -8,13 +11,15 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends, Response
 
-from api.auth import AdminCaller, authenticate, require_admin
+from api.auth import AdminCaller, Caller, CurrentCaller, authenticate, require_admin
 from api.dependencies import Consistent, Cursor, Limit, PageNumber, Services
 from api.errors import not_found
 from api.models import HostPublic, InventoryItemPublic, Listing
 from api.reads import consistent_read
+from projections.template_listing import page_templates, template_visible
 
 router = APIRouter(prefix="/v1", tags=["inventory"])
+TEMPLATE = "template"
 
 #: (path, kind, title, admin only)
 KINDS = (
@@ -43,10 +48,16 @@ def item_public(row: dict[str, Any]) -> InventoryItemPublic:
     )
 
 
+def _visibility(caller: Caller) -> UUID | None:
+    """Whose private templates the caller sees: all (None) for an administrator."""
+    return None if caller.is_admin else caller.account_id
+
+
 def _add_kind(path: str, kind: str, title: str, admin_only: bool) -> None:
     guard = [Depends(require_admin if admin_only else authenticate)]
 
     def list_items(
+        caller: CurrentCaller,
         services: Services,
         response: Response,
         zone_id: UUID | None = None,
@@ -56,18 +67,35 @@ def _add_kind(path: str, kind: str, title: str, admin_only: bool) -> None:
         consistent: Consistent = False,
     ) -> Listing[InventoryItemPublic]:
         consistent_read(services, "inventory", consistent, response)
-        found = services.reads.page(
-            "inventory", {"kind": kind, "zone_id": zone_id}, limit=limit, cursor=cursor, page=page
-        )
+        if kind == TEMPLATE:
+            found = page_templates(
+                services.reads.pool,
+                visible_to=_visibility(caller),
+                zone_id=zone_id,
+                limit=limit,
+                cursor=cursor,
+                page=page,
+            )
+        else:
+            found = services.reads.page(
+                "inventory",
+                {"kind": kind, "zone_id": zone_id},
+                limit=limit,
+                cursor=cursor,
+                page=page,
+            )
         return Listing[InventoryItemPublic](
             data=[item_public(r) for r in found.data],
             count=found.count,
             next_cursor=found.next_cursor,
         )
 
-    def get_item(item_id: UUID, services: Services) -> InventoryItemPublic:
+    def get_item(item_id: UUID, caller: CurrentCaller, services: Services) -> InventoryItemPublic:
         row = services.reads.get("inventory", item_id)
-        if row is None or row["kind"] != kind:
+        hidden = (
+            kind == TEMPLATE and row is not None and not template_visible(row, _visibility(caller))
+        )
+        if row is None or row["kind"] != kind or hidden:
             raise not_found(f"{title} {item_id}", ("path", "item_id"))
         return item_public(row)
 

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 
 from domain.inventory import add_account
+from domain.quantities import MAX_PAGE
 from tests.e2e.conftest import Stack, wait_for_job
 from tests.e2e.test_deploy_api import order
 
@@ -160,8 +161,11 @@ async def test_bad_event_queries_are_refused_422_naming_the_field(stack: Stack) 
             response = await http.get("/v1/events", params=params)
             assert response.status_code == 422, (params, response.text)
             assert response.json()["detail"][0]["loc"] == ["query", field], params
-        far = await http.get("/v1/events", params={"page": 10**17, "limit": 500})
+        far = await http.get("/v1/events", params={"page": MAX_PAGE, "limit": 500})
         assert far.status_code == 200 and far.json()["data"] == []
+        past_any = await http.get("/v1/events", params={"page": 10**17, "limit": 500})
+        assert past_any.status_code == 422
+        assert past_any.json()["detail"][0]["loc"] == ["query", "page"]
         naive = await http.get(
             "/v1/events", params={"start": "2026-01-01T00:00:00", "end": "2026-01-02T00:00:00"}
         )

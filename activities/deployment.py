@@ -22,22 +22,19 @@ from activities.deployment_models import (
     VolumeRemoval,
 )
 from activities.drivers.hypervisor import (
-    NicSpec,
     TemplateRef,
-    VirtualMachineSpec,
-    VolumeInfo,
     VolumeSpec,
 )
 from activities.errors import reports_cloud_errors
 from activities.refs import host_ref, pool_ref
+from activities.vm_launch import vm_launch
 from domain import deployment
 from domain.catalog import Template
 from domain.cloud import Cloud
 from domain.cluster import Cluster
-from domain.guest_network import GuestNetwork
 from domain.host import Host
+from domain.job_results import DeployedVm
 from domain.placement import AvoidSet
-from domain.virtual_machine import VirtualMachine
 from domain.volume import Volume
 
 
@@ -160,40 +157,11 @@ class DeploymentActivities:
     def prepare_launch(self, step: StepInput) -> VmLaunch:
         """Record that the VM is starting on this host, and hand over its full definition."""
         deployment.record_starting_on(self.cloud, step.job_id, step.host_id, step.attempt)
-        vm = self.cloud.load(VirtualMachine, deployment.virtual_machine_id_for(step.job_id))
-        volume = self.cloud.load(Volume, vm.root_volume_id)
-        nics: tuple[NicSpec, ...] = ()
-        if vm.ip_address and vm.mac_address:
-            network = self.cloud.load(GuestNetwork, vm.network_id)
-            nics = (
-                NicSpec(
-                    mac_address=vm.mac_address,
-                    ip_address=vm.ip_address,
-                    network_id=str(network.id),
-                    vlan=network.vlan,
-                ),
-            )
-        return VmLaunch(
-            host=host_ref(self.cloud, step.host_id),
-            spec=VirtualMachineSpec(
-                vm_id=str(vm.id),
-                name=vm.name,
-                cpu_count=vm.cpu_count,
-                cpu_speed_mhz=vm.cpu_speed_mhz,
-                memory_mib=vm.memory_mib,
-                root_volume=VolumeInfo(
-                    volume_id=str(volume.id),
-                    path=volume.path or "",
-                    size_bytes=volume.size_bytes,
-                    pool_id=str(volume.pool_id or step.pool_id),
-                ),
-                nics=nics,
-            ),
-        )
+        return vm_launch(self.cloud, deployment.virtual_machine_id_for(step.job_id), step.host_id)
 
     @activity.defn(name="deployment.complete")
     @reports_cloud_errors
-    def complete(self, step: StepInput) -> dict[str, str]:
+    def complete(self, step: StepInput) -> DeployedVm:
         return deployment.complete_deployment(self.cloud, step.job_id, step.host_id)
 
     @activity.defn(name="deployment.fail")

@@ -15,8 +15,11 @@ from activities.errors import reports_cloud_errors
 from activities.infrastructure_models import (
     AddHostFailure,
     AddHostStep,
+    ClusterAdded,
+    HostAdded,
     HostProbe,
     HostRecorded,
+    StoragePoolAdded,
 )
 from domain import infrastructure
 from domain.cloud import Cloud
@@ -29,13 +32,13 @@ class InfrastructureActivities:
 
     @activity.defn(name="infrastructure.add_cluster")
     @reports_cloud_errors
-    def add_cluster(self, request: AddClusterRequest) -> dict[str, Any]:
-        return infrastructure.add_cluster(self.cloud, request)
+    def add_cluster(self, request: AddClusterRequest) -> ClusterAdded:
+        return ClusterAdded.model_validate(infrastructure.add_cluster(self.cloud, request))
 
     @activity.defn(name="infrastructure.add_storage_pool")
     @reports_cloud_errors
-    def add_storage_pool(self, request: AddStoragePoolRequest) -> dict[str, Any]:
-        return infrastructure.add_storage_pool(self.cloud, request)
+    def add_storage_pool(self, request: AddStoragePoolRequest) -> StoragePoolAdded:
+        return StoragePoolAdded.model_validate(infrastructure.add_storage_pool(self.cloud, request))
 
     @activity.defn(name="infrastructure.begin_add_host")
     @reports_cloud_errors
@@ -59,15 +62,16 @@ class InfrastructureActivities:
 
     @activity.defn(name="infrastructure.record_host")
     @reports_cloud_errors
-    def record_host(self, recorded: HostRecorded) -> dict[str, Any]:
+    def record_host(self, recorded: HostRecorded) -> HostAdded:
         capacity = recorded.capacity
-        return infrastructure.record_host(
+        added = infrastructure.record_host(
             self.cloud,
             recorded.request,
             capacity.cpu_count,
             capacity.cpu_speed_mhz,
             capacity.memory_mib,
         )
+        return HostAdded.model_validate(added)
 
     @activity.defn(name="infrastructure.fail_add_host")
     @reports_cloud_errors

@@ -9,10 +9,59 @@ from __future__ import annotations
 from datetime import datetime
 from uuid import UUID
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, JsonValue
 
 from activities.drivers.hypervisor import HostRef
 from domain.infrastructure import AddHostRequest
+from domain.job_results import JobResult
+
+
+class ClusterAdded(JobResult):
+    """AddCluster's result: the cluster as recorded with its connection settings (never a
+    secret: those are the worker's), and the id of the power-state sync started for it."""
+
+    id: UUID
+    name: str
+    zone_id: UUID
+    pod_id: UUID
+    hypervisor: str
+    cpu_overprovisioning: float
+    memory_overprovisioning: float
+    disable_threshold: float
+    agent_task_queue: str | None = None
+    allocation_state: str
+    connection: dict[str, JsonValue] = Field(default_factory=dict)
+    #: Set by the job once it started the sync (the recording activity does not know it).
+    power_state_sync_workflow_id: str | None = Field(
+        default=None, exclude_if=lambda value: value is None
+    )
+
+
+class StoragePoolAdded(JobResult):
+    """AddStoragePool's result: the primary storage as recorded."""
+
+    id: UUID
+    name: str
+    zone_id: UUID
+    scope: str
+    cluster_id: UUID | None = None
+    pod_id: UUID | None = None
+    path: str
+    capacity_bytes: int
+    overprovisioning: float
+    tags: list[str] = Field(default_factory=list)
+
+
+class HostAdded(JobResult):
+    """AddHost's result: the host with the capacity its hypervisor reported (the numbers are
+    strings, as the job's record has always kept them)."""
+
+    host_id: UUID
+    name: str
+    cluster_id: UUID
+    cpu_count: str
+    cpu_speed_mhz: str
+    memory_mib: str
 
 
 class HostProbe(BaseModel):

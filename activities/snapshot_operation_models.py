@@ -17,7 +17,7 @@ from activities.drivers.hypervisor import (
     StoragePoolRef,
     VolumeSpec,
 )
-from domain.job_requests import VolumeOperationRequest
+from domain.volume_requests import TemplateFromSnapshotRequest
 
 
 class SnapshotWork(BaseModel):
@@ -47,7 +47,7 @@ class SnapshotStep(BaseModel):
     policy_id: UUID | None = None
     template_id: UUID | None = None
     reason: str = ""
-    pruned: list[str] = Field(default_factory=list)
+    pruned: list[UUID] = Field(default_factory=list)
 
 
 class SnapshotOrder(BaseModel):
@@ -88,7 +88,7 @@ class TemplateOrder(BaseModel):
 
 
 class TemplateRecord(BaseModel):
-    request: VolumeOperationRequest
+    request: TemplateFromSnapshotRequest
     url: str
     image_format: str
     size_bytes: int

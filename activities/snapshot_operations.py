@@ -4,7 +4,6 @@ turning the plans into what the hypervisor worker is told (host, pool, secondary
 
 from __future__ import annotations
 
-from typing import Any
 from uuid import UUID
 
 from temporalio import activity
@@ -28,8 +27,21 @@ from domain import snapshot_operations
 from domain.cloud import Cloud
 from domain.cluster import Cluster
 from domain.host import Host
+from domain.job_results import (
+    SnapshotJobResult,
+    SnapshotTaken,
+    TemplateFromSnapshot,
+    VolumeFromSnapshot,
+)
 from domain.snapshot import Snapshot
 from domain.snapshot_operations import SnapshotRemovalPlan
+from domain.volume_requests import (
+    DeleteSnapshotRequest,
+    RevertSnapshotRequest,
+    SnapshotVolumeRequest,
+    TemplateFromSnapshotRequest,
+    VolumeFromSnapshotRequest,
+)
 
 
 class SnapshotOperationActivities:
@@ -39,7 +51,7 @@ class SnapshotOperationActivities:
     # -- take ------------------------------------------------------------------------------
     @activity.defn(name="snapshot.begin")
     @reports_cloud_errors
-    def begin(self, given: VolumeJobInput) -> SnapshotOrder:
+    def begin(self, given: VolumeJobInput[SnapshotVolumeRequest]) -> SnapshotOrder:
         plan = snapshot_operations.begin_snapshot(self.cloud, given.request, given.submitted_at)
         return SnapshotOrder(
             work=SnapshotWork(
@@ -69,7 +81,7 @@ class SnapshotOperationActivities:
 
     @activity.defn(name="snapshot.record_backed_up")
     @reports_cloud_errors
-    def record_backed_up(self, step: SnapshotStep) -> dict[str, Any]:
+    def record_backed_up(self, step: SnapshotStep) -> SnapshotJobResult:
         assert step.secondary_storage_id is not None
         return snapshot_operations.record_backed_up(
             self.cloud,
@@ -87,7 +99,7 @@ class SnapshotOperationActivities:
 
     @activity.defn(name="snapshot.complete")
     @reports_cloud_errors
-    def complete(self, step: SnapshotStep) -> dict[str, Any]:
+    def complete(self, step: SnapshotStep) -> SnapshotTaken:
         return snapshot_operations.complete_snapshot(
             self.cloud, step.job_id, step.snapshot_id, step.pruned
         )
@@ -109,14 +121,14 @@ class SnapshotOperationActivities:
 
     @activity.defn(name="snapshot.finish_removal")
     @reports_cloud_errors
-    def finish_removal(self, step: SnapshotStep) -> dict[str, Any]:
+    def finish_removal(self, step: SnapshotStep) -> SnapshotJobResult:
         return snapshot_operations.finish_snapshot_removal(
             self.cloud, step.job_id, step.snapshot_id
         )
 
     @activity.defn(name="snapshot.begin_delete")
     @reports_cloud_errors
-    def begin_delete(self, given: VolumeJobInput) -> SnapshotRemovalOrder:
+    def begin_delete(self, given: VolumeJobInput[DeleteSnapshotRequest]) -> SnapshotRemovalOrder:
         plan = snapshot_operations.begin_delete_snapshot(
             self.cloud, given.request, given.submitted_at
         )
@@ -129,7 +141,7 @@ class SnapshotOperationActivities:
 
     @activity.defn(name="snapshot.complete_delete")
     @reports_cloud_errors
-    def complete_delete(self, step: SnapshotStep) -> dict[str, Any]:
+    def complete_delete(self, step: SnapshotStep) -> SnapshotJobResult:
         return snapshot_operations.complete_delete_snapshot(
             self.cloud, step.job_id, step.snapshot_id
         )
@@ -137,7 +149,7 @@ class SnapshotOperationActivities:
     # -- revert ----------------------------------------------------------------------------
     @activity.defn(name="snapshot.begin_revert")
     @reports_cloud_errors
-    def begin_revert(self, given: VolumeJobInput) -> RevertOrder:
+    def begin_revert(self, given: VolumeJobInput[RevertSnapshotRequest]) -> RevertOrder:
         request = given.request
         plan = snapshot_operations.begin_revert(self.cloud, request, given.submitted_at)
         return RevertOrder(
@@ -158,7 +170,7 @@ class SnapshotOperationActivities:
 
     @activity.defn(name="snapshot.complete_revert")
     @reports_cloud_errors
-    def complete_revert(self, step: SnapshotStep) -> dict[str, Any]:
+    def complete_revert(self, step: SnapshotStep) -> VolumeFromSnapshot:
         return snapshot_operations.complete_revert(
             self.cloud, step.job_id, step.volume_id, step.snapshot_id, step.size_bytes
         )
@@ -166,7 +178,9 @@ class SnapshotOperationActivities:
     # -- a volume from a snapshot ----------------------------------------------------------------
     @activity.defn(name="snapshot.begin_volume")
     @reports_cloud_errors
-    def begin_volume(self, given: VolumeJobInput) -> VolumeFromSnapshotOrder:
+    def begin_volume(
+        self, given: VolumeJobInput[VolumeFromSnapshotRequest]
+    ) -> VolumeFromSnapshotOrder:
         request = given.request
         plan = snapshot_operations.begin_volume_from_snapshot(
             self.cloud, request, given.submitted_at
@@ -199,7 +213,7 @@ class SnapshotOperationActivities:
 
     @activity.defn(name="snapshot.complete_volume")
     @reports_cloud_errors
-    def complete_volume(self, step: SnapshotStep) -> dict[str, Any]:
+    def complete_volume(self, step: SnapshotStep) -> VolumeFromSnapshot:
         assert step.pool_id is not None
         return snapshot_operations.complete_volume_from_snapshot(
             self.cloud,
@@ -214,12 +228,11 @@ class SnapshotOperationActivities:
     # -- a template from a snapshot --------------------------------------------------------------
     @activity.defn(name="snapshot.begin_template")
     @reports_cloud_errors
-    def begin_template(self, given: VolumeJobInput) -> TemplateOrder:
+    def begin_template(self, given: VolumeJobInput[TemplateFromSnapshotRequest]) -> TemplateOrder:
         request = given.request
         plan = snapshot_operations.begin_template_from_snapshot(
             self.cloud, request, given.submitted_at
         )
-        assert request.snapshot_id is not None
         snapshot = self.cloud.load(Snapshot, request.snapshot_id)
         return TemplateOrder(
             work=SnapshotWork(
@@ -243,7 +256,7 @@ class SnapshotOperationActivities:
 
     @activity.defn(name="snapshot.complete_template")
     @reports_cloud_errors
-    def complete_template(self, record: TemplateRecord) -> dict[str, Any]:
+    def complete_template(self, record: TemplateRecord) -> TemplateFromSnapshot:
         return snapshot_operations.complete_template_from_snapshot(
             self.cloud, record.request, record.url, record.image_format, record.size_bytes
         )
@@ -251,19 +264,19 @@ class SnapshotOperationActivities:
     # -- views for the hypervisor worker -----------------------------------------------------
     def _removal_order(self, plan: SnapshotRemovalPlan) -> SnapshotRemovalOrder:
         snapshot = self.cloud.load(Snapshot, plan.snapshot_id)
-        host = host_ref(self.cloud, plan.host_id)
-
-        def work(**where: Any) -> SnapshotWork:
-            return SnapshotWork(
-                host=host, volume_id=str(snapshot.volume_id), snapshot_id=str(snapshot.id), **where
-            )
-
+        work = SnapshotWork(
+            host=host_ref(self.cloud, plan.host_id),
+            volume_id=str(snapshot.volume_id),
+            snapshot_id=str(snapshot.id),
+        )
         return SnapshotRemovalOrder(
             snapshot_id=snapshot.id,
-            primary=work(pool=pool_ref(self.cloud, plan.primary_pool_id))
+            primary=work.model_copy(update={"pool": pool_ref(self.cloud, plan.primary_pool_id)})
             if plan.primary_pool_id is not None
             else None,
-            backup=work(secondary=secondary_ref(self.cloud, plan.secondary_storage_id))
+            backup=work.model_copy(
+                update={"secondary": secondary_ref(self.cloud, plan.secondary_storage_id)}
+            )
             if plan.secondary_storage_id is not None
             else None,
             task_queue=self._task_queue(plan.host_id),

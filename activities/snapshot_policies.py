@@ -10,7 +10,7 @@ the activity, which is the same thing for a worker built from `workers.worker`.
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from temporalio import activity
@@ -27,16 +27,12 @@ from temporalio.client import (
     ScheduleState,
     ScheduleUpdate,
     ScheduleUpdateInput,
-    WithStartWorkflowOperation,
-    WorkflowUpdateFailedError,
 )
 from temporalio.common import (
     SearchAttributeKey,
     SearchAttributePair,
     TypedSearchAttributes,
-    WorkflowIDConflictPolicy,
 )
-from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.errors import reports_cloud_errors
@@ -51,17 +47,11 @@ from activities.snapshot_policy_models import (
     ScheduleSync,
     ScheduleSynced,
 )
+from domain import job_submission
 from domain import snapshot_policy_operations as operations
 from domain.cloud import Cloud
-from domain.job_requests import (
-    VM_QUEUE_WORKFLOW,
-    VOLUME_RESOURCE,
-    JobAttribute,
-    VmJobAccepted,
-    VmQueueState,
-    vm_queue_id,
-    volume_queue_id,
-)
+from domain.job_requests import ENQUEUE_SIGNAL, VM_QUEUE_WORKFLOW, JobAttribute, JobQueue
+from domain.job_results import SnapshotPolicyView
 from domain.snapshot_policy import SnapshotPolicy, SnapshotSchedule
 from domain.snapshot_policy_operations import RECURRING_SNAPSHOT_WORKFLOW, schedule_id_for
 
@@ -138,7 +128,7 @@ class SnapshotPolicyActivities:
     # -- the policy jobs -------------------------------------------------------------------
     @activity.defn(name="snapshot_policy.record")
     @reports_cloud_errors
-    def record(self, step: PolicyStep) -> dict[str, Any]:
+    def record(self, step: PolicyStep) -> SnapshotPolicyView:
         operations.record_change(self.cloud, step.change, step.submitted_at)
         return operations.policy_view(self.cloud, step.change.policy_id)
 
@@ -202,74 +192,39 @@ class SnapshotPolicyActivities:
 
     @activity.defn(name="snapshot_policy.submit_run")
     async def submit_run(self, run: RunSubmission) -> RunSubmitted:
-        """Hand the job to the queue of the volume's VM (attached) or of the volume, starting
-        the queue if needed, by update-with-start as the API does. A job id the queue has
-        already seen joins it; one it has forgotten but Temporal still knows was submitted."""
+        """Hand the job to the queue of the volume's VM (attached) or of the volume, as the API
+        does: signal-with-start (starting the queue if none runs), then the job recorded
+        queued. The job id is the run's own, so a retried run submits the same job again,
+        which its queue recognises."""
         submission = run.submission
         assert submission.volume is not None
-        volume_id = submission.volume.volume_id
-        if run.queue_vm_id is not None:
-            queue_id, resource_type, resource_id = (
-                vm_queue_id(run.queue_vm_id),
-                "VirtualMachine",
-                run.queue_vm_id,
+        queue = (
+            JobQueue.of_vm(run.queue_vm_id, submission.account_id, submission.zone_id)
+            if run.queue_vm_id is not None
+            else JobQueue.of_volume(
+                submission.volume.volume_id, submission.account_id, submission.zone_id
             )
-        else:
-            queue_id, resource_type, resource_id = (
-                volume_queue_id(volume_id),
-                VOLUME_RESOURCE,
-                volume_id,
-            )
-        attributes = {
-            JobAttribute.JOB_TYPE: VM_QUEUE_WORKFLOW,
-            JobAttribute.ACCOUNT_ID: str(submission.account_id),
-            JobAttribute.RESOURCE_TYPE: resource_type,
-            JobAttribute.RESOURCE_ID: str(resource_id),
-        }
-        if submission.zone_id is not None:
-            attributes[JobAttribute.ZONE_ID] = str(submission.zone_id)
-        start: WithStartWorkflowOperation[Any, Any] = WithStartWorkflowOperation(
+        )
+        submission = submission.model_copy(update={"queue_id": queue.workflow_id})
+        await self.client.start_workflow(
             VM_QUEUE_WORKFLOW,
-            VmQueueState(
-                vm_id=resource_id,
-                account_id=submission.account_id,
-                zone_id=submission.zone_id,
-                resource_type=resource_type,
-            ),
-            id=queue_id,
+            queue.state,
+            id=queue.workflow_id,
             task_queue=run.task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             search_attributes=TypedSearchAttributes(
                 [
                     SearchAttributePair(SearchAttributeKey.for_keyword(a.value), v)
-                    for a, v in attributes.items()
+                    for a, v in queue.attributes().items()
                 ]
             ),
-            static_summary=f"Job queue of {resource_type} {resource_id}: its operations, "
-            "one at a time",
+            static_summary=queue.summary,
+            start_signal=ENQUEUE_SIGNAL,
+            start_signal_args=[submission],
         )
-        try:
-            accepted: VmJobAccepted = await self.client.execute_update_with_start_workflow(
-                "submit", submission, start_workflow_operation=start, result_type=VmJobAccepted
-            )
-        except WorkflowUpdateFailedError as error:
-            if await self._job_exists(str(submission.job_id)):
-                return RunSubmitted(job_id=submission.job_id, queue_id=queue_id, joined=True)
-            raise ApplicationError(
-                f"the queue {queue_id} refused the snapshot job: {error.cause}",
-                type="QueueRefused",
-                non_retryable=True,
-            ) from None
-        return RunSubmitted(job_id=accepted.job_id, queue_id=queue_id, joined=accepted.joined)
-
-    async def _job_exists(self, job_id: str) -> bool:
-        try:
-            await self.client.get_workflow_handle(job_id).describe()
-        except RPCError as error:
-            if error.status == RPCStatusCode.NOT_FOUND:
-                return False
-            raise
-        return True
+        await asyncio.to_thread(
+            job_submission.record_submitted, self.cloud, submission, datetime.now(UTC)
+        )
+        return RunSubmitted(job_id=submission.job_id, queue_id=queue.workflow_id)
 
 
 def snapshot_policy_activities(cloud: Cloud, client: Client | None = None) -> list[Any]:

@@ -11,6 +11,7 @@ from uuid import UUID
 from pydantic import BaseModel, Field
 
 from domain.job_requests import VmJobSubmission
+from domain.job_results import SnapshotPolicyJobResult
 from domain.snapshot_policy_operations import SnapshotPolicyChange
 
 
@@ -22,7 +23,7 @@ class PolicyStep(BaseModel):
 class PolicyOutcome(BaseModel):
     change: SnapshotPolicyChange
     submitted_at: datetime
-    result: dict[str, object] | None = None
+    result: SnapshotPolicyJobResult | None = None
     error_code: int | None = None
     error_text: str | None = None
 
@@ -70,4 +71,14 @@ class RunSubmission(BaseModel):
 class RunSubmitted(BaseModel):
     job_id: UUID
     queue_id: str
-    joined: bool = False
+
+
+class RecurringSnapshotRun(BaseModel):
+    """What one scheduled run did: the CreateSnapshot job it handed to the volume's queue, or
+    why it skipped (what does not apply is left out)."""
+
+    #: ISO 8601, as Python writes it.
+    scheduled_at: str
+    skipped: str | None = Field(default=None, exclude_if=lambda value: value is None)
+    job_id: UUID | None = Field(default=None, exclude_if=lambda value: value is None)
+    queue_id: str | None = Field(default=None, exclude_if=lambda value: value is None)

@@ -6,25 +6,29 @@ One model per activity input; fields added later get defaults so recorded histor
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Generic, TypeVar
 from uuid import UUID
 
 from pydantic import BaseModel, Field
 
 from activities.deployment_models import VmRemoval, VolumeOrder, VolumeRemoval
 from activities.drivers.hypervisor import HostRef
-from domain.job_requests import VirtualMachineOperationRequest
+from domain.job_results import DestroyedVm
+from domain.vm_requests import VmOperationRequest
+
+Q = TypeVar("Q", bound=VmOperationRequest)
 
 
-class OperationInput(BaseModel):
-    """The job's request and when it was submitted (the job record's creation time)."""
+class OperationInput(BaseModel, Generic[Q]):
+    """The job's request (of the operation the activity serves, or of any) and when it was
+    submitted (the job record's creation time)."""
 
-    request: VirtualMachineOperationRequest
+    request: Q
     submitted_at: datetime
 
 
 class OperationOutcome(BaseModel):
-    request: VirtualMachineOperationRequest
+    request: VmOperationRequest
     submitted_at: datetime
     error_code: int
     error_text: str
@@ -82,10 +86,10 @@ class ExpungeOrder(BaseModel):
     volume_task_queue: str | None = None
 
 
-class JobResult(BaseModel):
-    """A finished step's result; `result` None means the job goes on (destroy, then expunge)."""
+class DestroyRecorded(BaseModel):
+    """complete_destroy's answer: the job's result, or None when its expunge follows."""
 
-    result: dict[str, Any] | None = None
+    result: DestroyedVm | None = None
 
 
 class MigrationRequest(BaseModel):

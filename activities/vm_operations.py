@@ -6,7 +6,6 @@ aggregates into what the workflow and the hypervisor worker need next.
 
 from __future__ import annotations
 
-from typing import Any
 from uuid import UUID
 
 from temporalio import activity
@@ -19,21 +18,19 @@ from activities.deployment_models import (
     VolumeRemoval,
 )
 from activities.drivers.hypervisor import (
-    NicSpec,
     TemplateRef,
-    VirtualMachineSpec,
-    VolumeInfo,
     VolumeSpec,
 )
 from activities.errors import reports_cloud_errors
 from activities.refs import host_ref, pool_ref
+from activities.vm_launch import vm_launch
 from activities.vm_operation_models import (
     Begun,
+    DestroyRecorded,
     DestroyStep,
     ExpungeOrder,
     HostStep,
     HypervisorSnapshot,
-    JobResult,
     JobVm,
     MigrationPlan,
     MigrationRequest,
@@ -56,12 +53,20 @@ from domain.catalog import Template
 from domain.cloud import Cloud
 from domain.cluster import Cluster
 from domain.errors import IllegalStateTransition
-from domain.guest_network import GuestNetwork
 from domain.host import Host
+from domain.job_results import (
+    ExpungedVm,
+    MigratedVm,
+    ServiceOfferingChanged,
+    VmJobResult,
+    VmRestored,
+    VmSnapshotJobResult,
+    VmSnapshotTaken,
+)
 from domain.placement import AvoidSet
 from domain.virtual_machine import VirtualMachine
+from domain.vm_requests import SnapshotVmRequest, VmOperationRequest, stops_forcibly
 from domain.volume import Volume, VolumeState
-from domain.volume_attachments import VolumeAttachments, attachments_id_for
 
 
 class VmOperationActivities:
@@ -70,15 +75,15 @@ class VmOperationActivities:
 
     @activity.defn(name="vm.begin")
     @reports_cloud_errors
-    def begin(self, given: OperationInput) -> Begun:
-        found = vm_operations.begin(self.cloud, given.request, given.submitted_at)
-        host_id = found["host_id"]
+    def begin(self, given: OperationInput[VmOperationRequest]) -> Begun:
+        request = given.request
+        found = vm_operations.begin(self.cloud, request, given.submitted_at)
         on_host = (
-            self._on_host(host_id, given.request.vm_id, forced=given.request.forced)
-            if host_id is not None
+            self._on_host(found.host_id, request.vm_id, forced=stops_forcibly(request))
+            if found.host_id is not None
             else None
         )
-        return Begun(state=found["state"], on_host=on_host)
+        return Begun(state=found.state.value, on_host=on_host)
 
     @activity.defn(name="vm.record_queued_cancelled")
     @reports_cloud_errors
@@ -140,34 +145,34 @@ class VmOperationActivities:
         vm_operations.record_starting_on(
             self.cloud, step.job_id, step.vm_id, step.host_id, step.attempt
         )
-        return self._launch(step.vm_id, step.host_id)
+        return vm_launch(self.cloud, step.vm_id, step.host_id)
 
     @activity.defn(name="vm.launch_spec")
     @reports_cloud_errors
     def launch_spec(self, step: HostStep) -> VmLaunch:
         """The VM's full definition on a host, to define it there again (undo of a stop)."""
-        return self._launch(step.vm_id, step.host_id)
+        return vm_launch(self.cloud, step.vm_id, step.host_id)
 
     @activity.defn(name="vm.complete_start")
     @reports_cloud_errors
-    def complete_start(self, step: HostStep) -> dict[str, Any]:
+    def complete_start(self, step: HostStep) -> VmJobResult:
         return vm_operations.complete_start(self.cloud, step.job_id, step.vm_id, step.host_id)
 
     # -- stop, reboot, destroy, recover --------------------------------------------------------
     @activity.defn(name="vm.complete_stop")
     @reports_cloud_errors
-    def complete_stop(self, step: JobVm) -> dict[str, Any]:
+    def complete_stop(self, step: JobVm) -> VmJobResult:
         return vm_operations.complete_stop(self.cloud, step.job_id, step.vm_id)
 
     @activity.defn(name="vm.complete_reboot")
     @reports_cloud_errors
-    def complete_reboot(self, step: JobVm) -> dict[str, Any]:
+    def complete_reboot(self, step: JobVm) -> VmJobResult:
         return vm_operations.complete_reboot(self.cloud, step.job_id, step.vm_id)
 
     @activity.defn(name="vm.complete_destroy")
     @reports_cloud_errors
-    def complete_destroy(self, step: DestroyStep) -> JobResult:
-        return JobResult(
+    def complete_destroy(self, step: DestroyStep) -> DestroyRecorded:
+        return DestroyRecorded(
             result=vm_operations.complete_destroy(
                 self.cloud,
                 step.job_id,
@@ -179,7 +184,7 @@ class VmOperationActivities:
 
     @activity.defn(name="vm.recover")
     @reports_cloud_errors
-    def recover(self, step: JobVm) -> dict[str, Any]:
+    def recover(self, step: JobVm) -> VmJobResult:
         return vm_operations.recover(self.cloud, step.job_id, step.vm_id)
 
     # -- migrate -------------------------------------------------------------------------------
@@ -202,7 +207,7 @@ class VmOperationActivities:
 
     @activity.defn(name="vm.complete_migration")
     @reports_cloud_errors
-    def complete_migration(self, step: MigrationStep) -> dict[str, Any]:
+    def complete_migration(self, step: MigrationStep) -> MigratedVm:
         return vm_operations.complete_migration(
             self.cloud, step.job_id, step.vm_id, step.source_host_id, step.target_host_id
         )
@@ -210,13 +215,13 @@ class VmOperationActivities:
     # -- VM snapshots --------------------------------------------------------------------------
     @activity.defn(name="vm.begin_snapshot")
     @reports_cloud_errors
-    def begin_snapshot(self, given: OperationInput) -> SnapshotOrder:
+    def begin_snapshot(self, given: OperationInput[SnapshotVmRequest]) -> SnapshotOrder:
         place = vm_snapshot_operations.begin_create(self.cloud, given.request)
         return self._snapshot_order(given.request.vm_id, given.request.snapshot_id, place)
 
     @activity.defn(name="vm.complete_snapshot")
     @reports_cloud_errors
-    def complete_snapshot(self, step: SnapshotStep) -> dict[str, Any]:
+    def complete_snapshot(self, step: SnapshotStep) -> VmSnapshotTaken:
         return vm_snapshot_operations.complete_create(
             self.cloud, step.job_id, step.vm_id, step.snapshot_id, step.memory
         )
@@ -231,7 +236,7 @@ class VmOperationActivities:
 
     @activity.defn(name="vm.complete_revert")
     @reports_cloud_errors
-    def complete_revert(self, step: SnapshotStep) -> dict[str, Any]:
+    def complete_revert(self, step: SnapshotStep) -> VmSnapshotJobResult:
         return vm_snapshot_operations.complete_revert(
             self.cloud, step.job_id, step.vm_id, step.snapshot_id
         )
@@ -246,13 +251,13 @@ class VmOperationActivities:
 
     @activity.defn(name="vm.complete_delete_snapshot")
     @reports_cloud_errors
-    def complete_delete_snapshot(self, step: SnapshotStep) -> dict[str, Any]:
+    def complete_delete_snapshot(self, step: SnapshotStep) -> VmSnapshotJobResult:
         return vm_snapshot_operations.complete_delete(
             self.cloud, step.job_id, step.vm_id, step.snapshot_id
         )
 
     def _snapshot_order(
-        self, vm_id: UUID, snapshot_id: UUID | None, place: vm_snapshot_operations.SnapshotPlace
+        self, vm_id: UUID, snapshot_id: UUID, place: vm_snapshot_operations.SnapshotPlace
     ) -> SnapshotOrder:
         on_host = self._on_host(place.host_id, vm_id)
         return SnapshotOrder(
@@ -286,13 +291,13 @@ class VmOperationActivities:
 
     @activity.defn(name="vm.finish_expunge")
     @reports_cloud_errors
-    def finish_expunge(self, step: JobVm) -> dict[str, Any]:
+    def finish_expunge(self, step: JobVm) -> ExpungedVm:
         return vm_operations.finish_expunge(self.cloud, step.job_id, step.vm_id)
 
     # -- change the service offering ----------------------------------------------------------
     @activity.defn(name="vm.change_service_offering")
     @reports_cloud_errors
-    def change_service_offering(self, change: OfferingChange) -> dict[str, Any]:
+    def change_service_offering(self, change: OfferingChange) -> ServiceOfferingChanged:
         return vm_operations.change_service_offering(
             self.cloud, change.job_id, change.vm_id, change.service_offering_id
         )
@@ -388,7 +393,7 @@ class VmOperationActivities:
 
     @activity.defn(name="vm.finish_restore")
     @reports_cloud_errors
-    def finish_restore(self, step: RestoreStep) -> dict[str, Any]:
+    def finish_restore(self, step: RestoreStep) -> VmRestored:
         return vm_operations.finish_restore(self.cloud, step.job_id, step.vm_id, step.volume_id)
 
     def _cleanup(self, volume_id: UUID, pool_id: UUID | None, vm: VirtualMachine) -> VolumeCleanup:
@@ -416,54 +421,3 @@ class VmOperationActivities:
     def _task_queue(self, host_id: UUID) -> str | None:
         host = self.cloud.load(Host, host_id)
         return self.cloud.load(Cluster, host.cluster_id).agent_task_queue
-
-    def _launch(self, vm_id: UUID, host_id: UUID) -> VmLaunch:
-        vm = self.cloud.load(VirtualMachine, vm_id)
-        volume = self.cloud.load(Volume, vm.root_volume_id)
-        nics: tuple[NicSpec, ...] = ()
-        if vm.ip_address and vm.mac_address:
-            network = self.cloud.load(GuestNetwork, vm.network_id)
-            nics = (
-                NicSpec(
-                    mac_address=vm.mac_address,
-                    ip_address=vm.ip_address,
-                    network_id=str(network.id),
-                    vlan=network.vlan,
-                ),
-            )
-        return VmLaunch(
-            host=host_ref(self.cloud, host_id),
-            spec=VirtualMachineSpec(
-                vm_id=str(vm.id),
-                name=vm.name,
-                cpu_count=vm.cpu_count,
-                cpu_speed_mhz=vm.cpu_speed_mhz,
-                memory_mib=vm.memory_mib,
-                root_volume=VolumeInfo(
-                    volume_id=str(volume.id),
-                    path=volume.path or "",
-                    size_bytes=volume.size_bytes,
-                    pool_id=str(volume.pool_id or ""),
-                ),
-                nics=nics,
-                data_volumes=self._data_volumes(vm),
-            ),
-        )
-
-    def _data_volumes(self, vm: VirtualMachine) -> tuple[VolumeInfo, ...]:
-        """The data disks attached to the VM, in device order, so a VM started again comes
-        back with them (a stopped VM is defined on no hypervisor)."""
-        attachments = self.cloud.find(VolumeAttachments, attachments_id_for(vm.id))
-        if attachments is None:
-            return ()
-        disks = (self.cloud.load(Volume, volume_id) for volume_id in attachments.volume_ids)
-        return tuple(
-            VolumeInfo(
-                volume_id=str(disk.id),
-                path=disk.path,
-                size_bytes=disk.size_bytes,
-                pool_id=str(disk.pool_id or ""),
-            )
-            for disk in disks
-            if disk.path  # made on storage; one never created has nothing to plug in
-        )

@@ -7,19 +7,23 @@ Hypervisor-facing values reuse the driver contract's types and the deployment's 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Generic, TypeVar
 from uuid import UUID
 
 from pydantic import BaseModel
 
 from activities.deployment_models import VolumeOrder, VolumeRemoval
 from activities.drivers.hypervisor import HostRef, StoragePoolRef, VolumeInfo
-from domain.job_requests import VolumeOperationRequest
+from domain.volume_requests import VolumeOperationRequest
+
+Q = TypeVar("Q", bound=VolumeOperationRequest)
 
 
-class VolumeJobInput(BaseModel):
-    """The job's request and when it was submitted (the job record's creation time)."""
+class VolumeJobInput(BaseModel, Generic[Q]):
+    """The job's request (of the operation the activity serves) and when it was submitted
+    (the job record's creation time)."""
 
-    request: VolumeOperationRequest
+    request: Q
     submitted_at: datetime
 
 

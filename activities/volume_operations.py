@@ -4,7 +4,6 @@ translating the aggregates into what the workflow and the hypervisor worker need
 
 from __future__ import annotations
 
-from typing import Any
 from uuid import UUID
 
 from temporalio import activity
@@ -33,8 +32,17 @@ from domain import volume_operations
 from domain.cloud import Cloud
 from domain.cluster import Cluster
 from domain.host import Host
+from domain.job_results import DeletedVolume, VolumeJobResult
 from domain.virtual_machine import VirtualMachine
 from domain.volume import Volume
+from domain.volume_requests import (
+    AttachVolumeRequest,
+    CreateVolumeRequest,
+    DeleteVolumeRequest,
+    DetachVolumeRequest,
+    MigrateVolumeRequest,
+    ResizeVolumeRequest,
+)
 
 
 class VolumeOperationActivities:
@@ -63,19 +71,19 @@ class VolumeOperationActivities:
 
     @activity.defn(name="volume.succeed")
     @reports_cloud_errors
-    def succeed(self, step: VolumeStep) -> dict[str, Any]:
+    def succeed(self, step: VolumeStep) -> VolumeJobResult:
         return volume_operations.succeed(self.cloud, step.job_id, step.volume_id)
 
     # -- create ----------------------------------------------------------------------------
     @activity.defn(name="volume.create")
     @reports_cloud_errors
-    def create(self, given: VolumeJobInput) -> dict[str, Any]:
+    def create(self, given: VolumeJobInput[CreateVolumeRequest]) -> VolumeJobResult:
         return volume_operations.create(self.cloud, given.request, given.submitted_at)
 
     # -- attach ----------------------------------------------------------------------------
     @activity.defn(name="volume.begin_attach")
     @reports_cloud_errors
-    def begin_attach(self, given: VolumeJobInput) -> AttachOrder:
+    def begin_attach(self, given: VolumeJobInput[AttachVolumeRequest]) -> AttachOrder:
         plan = volume_operations.begin_attach(self.cloud, given.request, given.submitted_at)
         volume = self.cloud.load(Volume, given.request.volume_id)
         vm = self.cloud.load(VirtualMachine, plan.vm_id)
@@ -110,7 +118,7 @@ class VolumeOperationActivities:
 
     @activity.defn(name="volume.complete_attach")
     @reports_cloud_errors
-    def complete_attach(self, step: AttachStep) -> dict[str, Any]:
+    def complete_attach(self, step: AttachStep) -> VolumeJobResult:
         created = (
             (step.pool_id, step.created.path, step.created.size_bytes, step.hypervisor)
             if step.created is not None
@@ -123,7 +131,7 @@ class VolumeOperationActivities:
     # -- detach ----------------------------------------------------------------------------
     @activity.defn(name="volume.begin_detach")
     @reports_cloud_errors
-    def begin_detach(self, given: VolumeJobInput) -> DetachOrder:
+    def begin_detach(self, given: VolumeJobInput[DetachVolumeRequest]) -> DetachOrder:
         plan = volume_operations.begin_detach(self.cloud, given.request, given.submitted_at)
         volume = self.cloud.load(Volume, given.request.volume_id)
         if plan.vm_host_id is None or volume.pool_id is None:
@@ -140,7 +148,7 @@ class VolumeOperationActivities:
 
     @activity.defn(name="volume.complete_detach")
     @reports_cloud_errors
-    def complete_detach(self, step: VolumeStep) -> dict[str, Any]:
+    def complete_detach(self, step: VolumeStep) -> VolumeJobResult:
         return volume_operations.complete_detach(self.cloud, step.job_id, step.volume_id)
 
     @activity.defn(name="volume.detach_from_removed_vm")
@@ -153,7 +161,7 @@ class VolumeOperationActivities:
     # -- resize ----------------------------------------------------------------------------
     @activity.defn(name="volume.begin_resize")
     @reports_cloud_errors
-    def begin_resize(self, given: VolumeJobInput) -> ResizeOrder:
+    def begin_resize(self, given: VolumeJobInput[ResizeVolumeRequest]) -> ResizeOrder:
         plan = volume_operations.begin_resize(self.cloud, given.request, given.submitted_at)
         if plan.pool_id is None or plan.host_id is None:
             return ResizeOrder(new_size_bytes=plan.new_size_bytes)
@@ -173,7 +181,7 @@ class VolumeOperationActivities:
 
     @activity.defn(name="volume.complete_resize")
     @reports_cloud_errors
-    def complete_resize(self, step: ResizeStep) -> dict[str, Any]:
+    def complete_resize(self, step: ResizeStep) -> VolumeJobResult:
         return volume_operations.complete_resize(
             self.cloud, step.job_id, step.volume_id, step.new_size_bytes
         )
@@ -181,7 +189,7 @@ class VolumeOperationActivities:
     # -- migrate ---------------------------------------------------------------------------
     @activity.defn(name="volume.begin_migrate")
     @reports_cloud_errors
-    def begin_migrate(self, given: VolumeJobInput) -> MigrateOrder:
+    def begin_migrate(self, given: VolumeJobInput[MigrateVolumeRequest]) -> MigrateOrder:
         plan = volume_operations.begin_migrate(self.cloud, given.request, given.submitted_at)
         host = host_ref(self.cloud, plan.host_id)
         source = pool_ref(self.cloud, plan.source_pool_id)
@@ -211,7 +219,7 @@ class VolumeOperationActivities:
     # -- delete ----------------------------------------------------------------------------
     @activity.defn(name="volume.begin_delete")
     @reports_cloud_errors
-    def begin_delete(self, given: VolumeJobInput) -> DeleteOrder:
+    def begin_delete(self, given: VolumeJobInput[DeleteVolumeRequest]) -> DeleteOrder:
         plan = volume_operations.begin_delete(self.cloud, given.request, given.submitted_at)
         if plan.pool_id is None or plan.host_id is None:
             return DeleteOrder()
@@ -226,7 +234,7 @@ class VolumeOperationActivities:
 
     @activity.defn(name="volume.finish_delete")
     @reports_cloud_errors
-    def finish_delete(self, step: VolumeStep) -> dict[str, Any]:
+    def finish_delete(self, step: VolumeStep) -> DeletedVolume:
         return volume_operations.finish_delete(self.cloud, step.job_id, step.volume_id)
 
     # -- views of the aggregates for the hypervisor worker ---------------------------------

@@ -12,17 +12,12 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from datetime import UTC, datetime
 from uuid import UUID, uuid4, uuid5
 
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
-from temporalio.client import (
-    WithStartWorkflowOperation,
-    WorkflowExecutionDescription,
-    WorkflowQueryRejectedError,
-    WorkflowUpdateFailedError,
-)
+from temporalio.client import Client, WorkflowExecutionDescription, WorkflowQueryRejectedError
 from temporalio.common import (
     SearchAttributeKey,
     SearchAttributePair,
@@ -37,18 +32,19 @@ from api.auth import Caller
 from api.errors import ApiError
 from api.models import Listing, VmJobPublic
 from api.services import CloudServices
+from domain.cloud import Cloud
 from domain.errors import ErrorCode
 from domain.ids import STRATUS_NAMESPACE
 from domain.job import Job
 from domain.job_requests import (
+    ENQUEUE_SIGNAL,
     VM_QUEUE_WORKFLOW,
     JobAttribute,
-    VmJobAccepted,
+    JobQueue,
     VmJobSubmission,
     VmQueueEntry,
-    VmQueueState,
-    vm_queue_id,
 )
+from domain.job_submission import record_submitted
 
 MAX_IDEMPOTENCY_KEY = 255
 
@@ -83,11 +79,17 @@ class JobSubmission:
     fingerprint: str
 
 
+def keyword_attributes(values: Mapping[JobAttribute, str]) -> TypedSearchAttributes:
+    return TypedSearchAttributes(
+        [
+            SearchAttributePair(SearchAttributeKey.for_keyword(attribute.value), value)
+            for attribute, value in values.items()
+        ]
+    )
+
+
 async def submit(services: CloudServices, job: JobSubmission, *, idempotent: bool) -> None:
-    pairs = [
-        SearchAttributePair(SearchAttributeKey.for_keyword(attribute.value), value)
-        for attribute, value in job.attributes.items()
-    ]
+    """Start a job that waits in no queue (inventory, policies, simulator faults)."""
     try:
         handle = await services.temporal.start_workflow(
             job.workflow,
@@ -96,7 +98,7 @@ async def submit(services: CloudServices, job: JobSubmission, *, idempotent: boo
             task_queue=services.task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-            search_attributes=TypedSearchAttributes(pairs),
+            search_attributes=keyword_attributes(job.attributes),
             static_summary=job.summary,
             static_details=job.details,
             memo={"request_fingerprint": job.fingerprint},
@@ -121,61 +123,69 @@ def idempotency_conflict() -> ApiError:
 
 
 async def describe(services: CloudServices, job_id: UUID) -> WorkflowExecutionDescription | None:
+    return await _describe(services.temporal, job_id)
+
+
+async def _describe(temporal: Client, job_id: UUID) -> WorkflowExecutionDescription | None:
     try:
-        return await services.temporal.get_workflow_handle(str(job_id)).describe()
+        return await temporal.get_workflow_handle(str(job_id)).describe()
     except RPCError as error:
         if error.status == RPCStatusCode.NOT_FOUND:
             return None
         raise
 
 
-async def submit_to_vm_queue(
-    services: CloudServices, vm_id: UUID, submission: VmJobSubmission
-) -> VmJobAccepted:
-    """Hand a job to its VM's queue (`vm/<vm_id>`), starting the queue if it is not running.
-
-    The queue starts the job's workflow (id = job id) before it answers, so the job can be
-    followed and cancelled as soon as this returns. It answers the job id that will do the
-    work: this one, or the identical pending job it joined.
-    """
-    start: WithStartWorkflowOperation[Any, Any] = WithStartWorkflowOperation(
-        VM_QUEUE_WORKFLOW,
-        VmQueueState(vm_id=vm_id, account_id=submission.account_id, zone_id=submission.zone_id),
-        id=vm_queue_id(vm_id),
-        task_queue=services.task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        search_attributes=TypedSearchAttributes(
-            [
-                SearchAttributePair(SearchAttributeKey.for_keyword(attribute.value), value)
-                for attribute, value in {
-                    JobAttribute.JOB_TYPE: VM_QUEUE_WORKFLOW,
-                    JobAttribute.ACCOUNT_ID: str(submission.account_id),
-                    JobAttribute.RESOURCE_TYPE: "VirtualMachine",
-                    JobAttribute.RESOURCE_ID: str(vm_id),
-                    **(
-                        {JobAttribute.ZONE_ID: str(submission.zone_id)}
-                        if submission.zone_id
-                        else {}
-                    ),
-                }.items()
-            ]
-        ),
-        static_summary=f"Job queue of VM {vm_id}: its operations, one at a time",
+async def submit_to_queue(
+    services: CloudServices, queue: JobQueue, submission: VmJobSubmission
+) -> UUID:
+    return await enqueue_job(
+        services.temporal, services.task_queue, services.cloud, queue, submission
     )
-    try:
-        accepted: VmJobAccepted = await services.temporal.execute_update_with_start_workflow(
-            "submit", submission, start_workflow_operation=start, result_type=VmJobAccepted
-        )
-    except WorkflowUpdateFailedError as error:
-        raise ApiError(
-            409,
-            f"the VM's queue refused the job: {error.cause}",
-            code=ErrorCode.PARAM_ERROR,
-            kind="refused",
-        ) from None
-    if accepted.conflict:
+
+
+async def enqueue_job(
+    temporal: Client, task_queue: str, cloud: Cloud, queue: JobQueue, submission: VmJobSubmission
+) -> UUID:
+    """Hand a job to its queue, and answer as soon as it is durably recorded: never after a
+    worker's round trip (ARCHITECTURE rule 12).
+
+    The queue's `enqueue` signal goes with signal-with-start, which the Temporal server records
+    (and starts the queue if none runs) without any worker; then the job is recorded queued in
+    the event store, so `GET /v1/jobs/{id}` shows it at once. The queue gives the job its place
+    (or joins it to the identical job it repeats) when its worker next runs. An Idempotency-Key
+    repeat finds the job already recorded and is answered with it, or refused with 409 when the
+    key came with another request.
+    """
+    submission = submission.model_copy(update={"queue_id": queue.workflow_id})
+    recorded = await run_in_threadpool(cloud.find, Job, submission.job_id)
+    if recorded is not None:
+        await _check_same_request(temporal, recorded, submission)
+        return submission.job_id
+    await temporal.start_workflow(
+        VM_QUEUE_WORKFLOW,
+        queue.state,
+        id=queue.workflow_id,
+        task_queue=task_queue,
+        search_attributes=keyword_attributes(queue.attributes()),
+        static_summary=queue.summary,
+        start_signal=ENQUEUE_SIGNAL,
+        start_signal_args=[submission],
+    )
+    recorded = await run_in_threadpool(record_submitted, cloud, submission, datetime.now(UTC))
+    await _check_same_request(temporal, recorded, submission)
+    return submission.job_id
+
+
+async def _check_same_request(temporal: Client, recorded: Job, submission: VmJobSubmission) -> None:
+    """A job id already recorded (an Idempotency-Key seen before) must come with the same
+    request. Jobs recorded before submissions carried their fingerprint keep it in their
+    workflow's memo."""
+    known = recorded.fingerprint
+    if not known:
+        description = await _describe(temporal, submission.job_id)
+        known = (await description.memo()).get("request_fingerprint", "") if description else ""
+    if known and known != submission.fingerprint:
         raise idempotency_conflict()
-    return accepted
 
 
 async def queued_jobs(services: CloudServices, queue_id: str) -> list[VmQueueEntry]:

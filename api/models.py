@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from domain.catalog import HypervisorType
 from domain.cluster_connection import ConnectionSettings
+from domain.locations import NetworkAddress, StoragePath
+from domain.quantities import (
+    DAY_SECONDS,
+    CapacityFraction,
+    DiskGib,
+    OverprovisioningFactor,
+    StorageBytes,
+)
+from domain.simulator_fault import SimulatorOperation
+from domain.text import Label, Message, Name
 
 T = TypeVar("T")
 
@@ -36,8 +47,8 @@ class VirtualMachineCreate(BaseModel):
         max_length=63,
         description="host name (RFC 1123 label); default: derived from the job id",
     )
-    display_name: str | None = Field(default=None, min_length=1, max_length=255)
-    root_disk_size_gib: int | None = Field(default=None, ge=1, le=65536)
+    display_name: Name | None = None
+    root_disk_size_gib: DiskGib | None = None
     account_id: UUID | None = Field(
         default=None, description="admins only: deploy on behalf of this account"
     )
@@ -53,14 +64,14 @@ class JobAccepted(BaseModel):
 
 
 class VirtualMachinePublic(BaseModel):
+    """A VM as its owner sees it: where it runs (hosts) is for administrators."""
+
     id: UUID
     name: str
     display_name: str
     account_id: UUID
     zone_id: UUID
     state: str
-    host_id: UUID | None
-    last_host_id: UUID | None
     service_offering_id: UUID
     template_id: UUID
     network_id: UUID
@@ -79,7 +90,16 @@ class VirtualMachinePublic(BaseModel):
     removed: datetime | None = Field(default=None, description="when it was expunged")
 
 
+class VirtualMachineAdminPublic(VirtualMachinePublic):
+    """A VM as an administrator sees it: with its host."""
+
+    host_id: UUID | None
+    last_host_id: UUID | None
+
+
 class VolumePublic(BaseModel):
+    """A volume as its owner sees it: where it lies (pools, paths) is for administrators."""
+
     id: UUID
     name: str
     account_id: UUID
@@ -88,13 +108,18 @@ class VolumePublic(BaseModel):
     volume_type: str
     state: str
     size_bytes: int
-    pool_id: UUID | None
-    path: str | None
     template_id: UUID | None
     disk_offering_id: UUID | None
     device_id: int | None
     created: datetime
     updated: datetime
+
+
+class VolumeAdminPublic(VolumePublic):
+    """A volume as an administrator sees it: with its pool and path."""
+
+    pool_id: UUID | None
+    path: str | None
 
 
 class JobPublic(BaseModel):
@@ -153,12 +178,12 @@ class InventoryItemPublic(BaseModel):
 class SimulatorFaultCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    operation: str = Field(description="driver operation to affect, or * for all")
-    action: str = Field(pattern="^(fail|delay)$")
+    operation: SimulatorOperation = Field(description="driver operation to affect, or * for all")
+    action: Literal["fail", "delay"]
     host_id: UUID | None = Field(default=None, description="only this host; default: every host")
-    delay_seconds: float = Field(default=0.0, ge=0, le=3600)
-    error_code: int = Field(default=534, description="534 (try another host) or 530")
-    message: str = Field(default="", max_length=500)
+    delay_seconds: float = Field(default=0.0, ge=0, le=3600, allow_inf_nan=False)
+    error_code: Literal[530, 534] = Field(default=534, description="534 (try another host) or 530")
+    message: Message = ""
 
 
 class SimulatorFaultPublic(BaseModel):
@@ -189,7 +214,7 @@ class VirtualMachineMigrate(BaseModel):
 class VmSnapshotCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(default=None, min_length=1, max_length=255)
+    name: Name | None = None
     memory: bool = Field(
         default=False, description="also capture the running VM's memory (revert: Running)"
     )
@@ -219,6 +244,22 @@ class VirtualMachineDestroy(BaseModel):
     forced: bool = Field(default=False, description="if it runs: power off without asking")
 
 
+class VirtualMachineChangeServiceOffering(BaseModel):
+    """changeServiceForVirtualMachine / scaleVirtualMachine of a stopped VM."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    service_offering_id: UUID
+
+
+class VirtualMachineRestore(BaseModel):
+    """restoreVirtualMachine: the template of the new root volume (default: the VM's own)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    template_id: UUID | None = None
+
+
 class VmJobPublic(BaseModel):
     """A job in a VM's queue: the running one first, then the queued ones in order."""
 
@@ -239,21 +280,24 @@ class JobCancelled(BaseModel):
 
 # -- infrastructure (admin): clusters, hosts and primary storage for real hypervisors ---------
 HOST_NAME_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,252})$"
+#: A Temporal task queue name as Stratus makes them (hypervisor-<cluster id>, stratus-control).
+TASK_QUEUE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$"
 
 
 class ClusterCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     pod_id: UUID
-    name: str = Field(min_length=1, max_length=255)
-    hypervisor: str = Field(description="Simulator, KVM, VMware, XenServer or BareMetal")
-    cpu_overprovisioning: float = Field(default=1.0, ge=1.0, le=100.0)
-    memory_overprovisioning: float = Field(default=1.0, ge=1.0, le=100.0)
-    disable_threshold: float = Field(default=0.85, gt=0.0, le=1.0)
+    name: Name
+    hypervisor: HypervisorType = Field(description="Simulator, KVM, VMware, XenServer or BareMetal")
+    cpu_overprovisioning: OverprovisioningFactor = 1.0
+    memory_overprovisioning: OverprovisioningFactor = 1.0
+    disable_threshold: CapacityFraction = 0.85
     agent_task_queue: str | None = Field(
         default=None,
         min_length=1,
         max_length=200,
+        pattern=TASK_QUEUE_PATTERN,
         description="task queue of the agent serving the cluster; default hypervisor-<cluster "
         "id> for real hypervisors, the control plane's for the simulator",
     )
@@ -261,8 +305,12 @@ class ClusterCreate(BaseModel):
         default_factory=ConnectionSettings,
         description="addresses only: credentials belong to the agent's configuration",
     )
-    power_sync_interval_seconds: float = Field(default=60.0, ge=1.0, le=86400.0)
-    transitional_grace_seconds: float = Field(default=600.0, ge=0.0, le=86400.0)
+    power_sync_interval_seconds: float = Field(
+        default=60.0, ge=1.0, le=DAY_SECONDS, allow_inf_nan=False
+    )
+    transitional_grace_seconds: float = Field(
+        default=600.0, ge=0.0, le=DAY_SECONDS, allow_inf_nan=False
+    )
 
 
 class ClusterPublic(BaseModel):
@@ -285,12 +333,11 @@ class HostCreate(BaseModel):
 
     cluster_id: UUID
     name: str = Field(min_length=1, max_length=253, pattern=HOST_NAME_PATTERN)
-    address: str = Field(
-        min_length=1,
-        max_length=255,
-        description="how the agent reaches the host (for bare metal: its BMC, host[:port])",
+    address: NetworkAddress = Field(
+        description="how the agent reaches the host, host[:port] (for bare metal: its BMC's); "
+        "no credentials: they belong in the agent's configuration",
     )
-    tags: list[str] = Field(default_factory=list, max_length=32)
+    tags: list[Label] = Field(default_factory=list, max_length=32)
 
 
 class HostJobAccepted(BaseModel):
@@ -303,16 +350,17 @@ class HostJobAccepted(BaseModel):
 class StoragePoolCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=255)
-    scope: str = Field(default="CLUSTER", pattern="^(CLUSTER|ZONE)$")
+    name: Name
+    scope: Literal["CLUSTER", "ZONE"] = "CLUSTER"
     cluster_id: UUID | None = Field(default=None, description="for a CLUSTER-scoped pool")
     zone_id: UUID | None = Field(default=None, description="for a ZONE-scoped pool")
-    path: str = Field(
-        min_length=1, max_length=1000, description="libvirt pool path, datastore or SR name"
+    path: StoragePath = Field(
+        description="libvirt pool path, datastore or SR name; no credentials: they belong in "
+        "the agent's configuration"
     )
-    capacity_bytes: int = Field(gt=0)
-    overprovisioning: float = Field(default=2.0, ge=1.0, le=100.0)
-    tags: list[str] = Field(default_factory=list, max_length=32)
+    capacity_bytes: StorageBytes = Field(description="bytes, at most 2^53 (8 PiB)")
+    overprovisioning: OverprovisioningFactor = 2.0
+    tags: list[Label] = Field(default_factory=list, max_length=32)
 
 
 class StoragePoolPublic(BaseModel):
@@ -362,9 +410,9 @@ class VolumeCreate(BaseModel):
 
     zone_id: UUID
     disk_offering_id: UUID
-    name: str = Field(min_length=1, max_length=255)
-    size_gib: int | None = Field(
-        default=None, ge=1, le=65536, description="only for a customized disk offering"
+    name: Name
+    size_gib: DiskGib | None = Field(
+        default=None, description="only for a customized disk offering"
     )
 
 
@@ -377,7 +425,7 @@ class VolumeAttach(BaseModel):
 class VolumeResize(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    size_gib: int = Field(ge=1, le=65536)
+    size_gib: DiskGib
     shrink_ok: bool = Field(default=False, description="allow a smaller size (data may be lost)")
 
 
@@ -421,7 +469,7 @@ class SnapshotPublic(BaseModel):
 class SnapshotCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(default=None, min_length=1, max_length=255)
+    name: Name | None = None
 
 
 class SnapshotJobAccepted(BaseModel):
@@ -434,16 +482,14 @@ class SnapshotJobAccepted(BaseModel):
 class VolumeFromSnapshotCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=255)
+    name: Name
 
 
 class TemplateFromSnapshotCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=255)
-    os_type: str | None = Field(
-        default=None, min_length=1, max_length=255, description="default: the source VM's"
-    )
+    name: Name
+    os_type: Name | None = Field(default=None, description="default: the source VM's")
 
 
 class TemplateJobAccepted(BaseModel):
@@ -455,19 +501,37 @@ class TemplateJobAccepted(BaseModel):
 
 
 # -- snapshot policies (createSnapshotPolicy, listSnapshotPolicies, deleteSnapshotPolicies) ---
+#: HOURLY, DAILY, WEEKLY or MONTHLY, in any case (CloudStack's intervaltype).
+PolicyInterval = Annotated[
+    str,
+    Field(
+        pattern=r"^(?:[Hh][Oo][Uu][Rr][Ll][Yy]|[Dd][Aa][Ii][Ll][Yy]|[Ww][Ee][Ee][Kk][Ll][Yy]"
+        r"|[Mm][Oo][Nn][Tt][Hh][Ll][Yy])$"
+    ),
+]
+#: MM[:HH[:D]]: a minute 0-59, an hour 0-23, a day 1-28 (which parts: the interval says).
+SCHEDULE_PATTERN = r"^[0-5]?[0-9](?::(?:[01]?[0-9]|2[0-3])(?::(?:0?[1-9]|1[0-9]|2[0-8]))?)?$"
+#: An IANA time zone name's characters (whether it names a zone: the domain says).
+TimezoneName = Annotated[
+    str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_+\-]+(?:/[A-Za-z0-9_+\-]+)*$")
+]
+
+
 class SnapshotPolicyCreate(BaseModel):
     """createSnapshotPolicy: one policy per volume and interval; creating again updates it."""
 
     model_config = ConfigDict(extra="forbid")
 
     volume_id: UUID
-    interval_type: str = Field(description="HOURLY, DAILY, WEEKLY or MONTHLY")
+    interval_type: PolicyInterval = Field(description="HOURLY, DAILY, WEEKLY or MONTHLY")
     schedule: str = Field(
+        max_length=8,
+        pattern=SCHEDULE_PATTERN,
         description='HOURLY "MM", DAILY "MM:HH", WEEKLY "MM:HH:D" (D 1-7, Sunday 1), '
-        'MONTHLY "MM:HH:DD" (DD 1-28)'
+        'MONTHLY "MM:HH:DD" (DD 1-28): the number of parts follows the interval',
     )
-    timezone: str = Field(default="UTC", description="IANA time zone of the schedule")
-    max_snaps: int = Field(description="how many of the policy's snapshots to keep (1-8)")
+    timezone: TimezoneName = Field(default="UTC", description="IANA time zone of the schedule")
+    max_snaps: int = Field(ge=1, le=8, description="how many of the policy's snapshots to keep")
 
 
 class SnapshotPolicyJobAccepted(BaseModel):

@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import TypeVar
 from uuid import UUID
 
+from domain import job_records
 from domain.account import Account
 from domain.aggregate import CloudAggregate
 from domain.catalog import GIB, ServiceOffering, Template
@@ -24,7 +25,9 @@ from domain.guest_network import GuestNetwork
 from domain.host import Host
 from domain.ids import derived_id, mac_address_for
 from domain.job import Job
+from domain.job_records import JobTicket
 from domain.job_requests import DeploymentOrder
+from domain.job_results import DeployedVm, succeed_with
 from domain.placement import (
     AvoidSet,
     ClusterSnapshot,
@@ -133,25 +136,26 @@ def validate_deployment(cloud: Cloud, order: DeploymentOrder) -> ValidatedDeploy
     )
 
 
+def job_ticket(
+    job_id: UUID, order: DeploymentOrder, submitted_at: datetime, summary: str
+) -> JobTicket:
+    return JobTicket(
+        job_id=job_id,
+        job_type=JOB_TYPE,
+        account_id=order.account_id,
+        resource_type="VirtualMachine",
+        resource_id=virtual_machine_id_for(job_id),
+        zone_id=order.zone_id,
+        summary=summary,
+        submitted_at=submitted_at,
+    )
+
+
 def open_job(
     d: Decision, job_id: UUID, order: DeploymentOrder, submitted_at: datetime, summary: str
 ) -> Job:
     """The deployment's job, recorded if it is not yet."""
-    job = d.find(Job, job_id)
-    if job is None:
-        job = d.add(
-            Job.create_with_id(
-                job_id,
-                job_type=JOB_TYPE,
-                account_id=order.account_id,
-                resource_type="VirtualMachine",
-                resource_id=virtual_machine_id_for(job_id),
-                zone_id=order.zone_id,
-                summary=summary,
-                submitted_at=submitted_at,
-            )
-        )
-    return job
+    return job_records.open_job(d, job_ticket(job_id, order, submitted_at, summary))
 
 
 def register_deployment(
@@ -436,25 +440,22 @@ def record_starting_on(cloud: Cloud, job_id: UUID, host_id: UUID, attempt: int) 
     cloud.decide(decide)
 
 
-def complete_deployment(cloud: Cloud, job_id: UUID, host_id: UUID) -> dict[str, str]:
+def complete_deployment(cloud: Cloud, job_id: UUID, host_id: UUID) -> DeployedVm:
     """The VM runs: Starting -> Running on the host, and the job succeeds, in one write."""
     vm_id = virtual_machine_id_for(job_id)
 
-    def decide(d: Decision) -> dict[str, str]:
+    def decide(d: Decision) -> DeployedVm:
         vm = d.get(VirtualMachine, vm_id)
         if vm.state is not VmState.RUNNING:
             vm.transition(VmEvent.OPERATION_SUCCEEDED, f"{job_id}/running", host_id=host_id)
-        result = {
-            "virtual_machine_id": str(vm.id),
-            "state": vm.state.value,
-            "host_id": str(host_id),
-            "ip_address": vm.ip_address or "",
-            "root_volume_id": str(vm.root_volume_id),
-        }
-        job = d.get(Job, job_id)
-        job.enter_step("completed", f"{job_id}/completed-step")
-        job.succeed(result, f"{job_id}/succeeded")
-        return result
+        result = DeployedVm(
+            virtual_machine_id=vm.id,
+            state=vm.state.value,
+            host_id=host_id,
+            ip_address=vm.ip_address or "",
+            root_volume_id=vm.root_volume_id,
+        )
+        return succeed_with(d, job_id, result)
 
     return cloud.decide(decide)
 
@@ -492,12 +493,13 @@ def fail_deployment(
             volume.transition(VolumeEvent.DESTROY_REQUESTED, f"{job_id}/volume-destroy")
             volume.transition(VolumeEvent.EXPUNGING_REQUESTED, f"{job_id}/volume-expunging")
             volume.transition(VolumeEvent.OPERATION_SUCCEEDED, f"{job_id}/volume-expunged")
-        job = open_job(d, job_id, order, submitted_at, summary)
-        if not job.status.is_final:
-            if cancelled:
-                job.cancel(error_text, f"{job_id}/cancelled")
-            else:
-                job.fail(error_code, error_text, f"{job_id}/failed")
+        job_records.end_unsuccessfully(
+            d,
+            job_ticket(job_id, order, submitted_at, summary),
+            error_code,
+            error_text,
+            cancelled=cancelled,
+        )
 
     cloud.decide(decide)
 

@@ -15,7 +15,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, Field
 
-from domain import inventory
+from domain import inventory, job_records
 from domain.catalog import HypervisorType
 from domain.cloud import Cloud, Decision
 from domain.cluster import DEFAULT_DISABLE_THRESHOLD, Cluster, check_overprovisioning
@@ -29,7 +29,11 @@ from domain.errors import InvalidParameter, NotFound
 from domain.host import Host
 from domain.ids import derived_id
 from domain.job import Job
+from domain.job_records import JobTicket
+from domain.locations import check_location
+from domain.quantities import MAX_STORAGE_BYTES
 from domain.storage import PrimaryStorage, StorageScope
+from domain.text import check_storable
 from domain.zone import Pod, Zone
 
 ADD_HOST_JOB = "AddHost"
@@ -97,6 +101,7 @@ def pool_id_for(job_id: UUID) -> UUID:
 # -- clusters ---------------------------------------------------------------------------------
 def validate_cluster(cloud: Cloud, request: AddClusterRequest) -> Pod:
     """Refuse, before any job runs, a cluster that can never be added (naming the field)."""
+    check_storable(request.name, "name")
     pod = cloud.find(Pod, request.pod_id)
     if pod is None:
         raise NotFound(f"no pod with id {request.pod_id}", field="pod_id")
@@ -175,6 +180,8 @@ def cluster_view(cloud: Cloud, cluster_id: UUID) -> dict[str, Any]:
 
 # -- hosts ------------------------------------------------------------------------------------
 def validate_host(cloud: Cloud, cluster_id: UUID, name: str, address: str) -> Cluster:
+    check_location(address, "address")
+    check_storable(name, "name")
     cluster = cloud.find(Cluster, cluster_id)
     if cluster is None:
         raise NotFound(f"no cluster with id {cluster_id}", field="cluster_id")
@@ -203,21 +210,20 @@ def open_add_host_job(cloud: Cloud, request: AddHostRequest, submitted_at: datet
     """Record the AddHost job (the first step), before anything can fail."""
 
     def decide(d: Decision) -> None:
-        job = d.find(Job, request.job_id)
-        if job is None:
-            cluster = d.cloud.find(Cluster, request.cluster_id)
-            job = d.add(
-                Job.create_with_id(
-                    request.job_id,
-                    job_type=ADD_HOST_JOB,
-                    account_id=request.account_id,
-                    resource_type="Host",
-                    resource_id=request.host_id,
-                    zone_id=cluster.zone_id if cluster is not None else None,
-                    summary=request.summary,
-                    submitted_at=submitted_at,
-                )
-            )
+        cluster = d.cloud.find(Cluster, request.cluster_id)
+        job = job_records.open_job(
+            d,
+            JobTicket(
+                job_id=request.job_id,
+                job_type=ADD_HOST_JOB,
+                account_id=request.account_id,
+                resource_type="Host",
+                resource_id=request.host_id,
+                zone_id=cluster.zone_id if cluster is not None else None,
+                summary=request.summary,
+                submitted_at=submitted_at,
+            ),
+        )
         job.enter_step("asking the hypervisor for the host's capacity", f"{request.job_id}/ask")
 
     cloud.decide(decide)
@@ -282,6 +288,8 @@ def fail_add_host(
 
 # -- primary storage --------------------------------------------------------------------------
 def validate_storage_pool(cloud: Cloud, request: AddStoragePoolRequest) -> None:
+    check_storable(request.name, "name")
+    check_location(request.path, "path")
     try:
         scope = StorageScope(request.scope)
     except ValueError:
@@ -298,10 +306,12 @@ def validate_storage_pool(cloud: Cloud, request: AddStoragePoolRequest) -> None:
             raise InvalidParameter("a zone-scoped pool needs zone_id", field="zone_id")
         if cloud.find(Zone, request.zone_id) is None:
             raise NotFound(f"no zone with id {request.zone_id}", field="zone_id")
-    if request.capacity_bytes <= 0:
-        raise InvalidParameter("must be positive", field="capacity_bytes")
-    if request.overprovisioning < 1.0:
-        raise InvalidParameter("must be at least 1.0", field="overprovisioning")
+    if not 0 < request.capacity_bytes <= MAX_STORAGE_BYTES:
+        raise InvalidParameter(
+            f"must be positive and at most {MAX_STORAGE_BYTES} (8 PiB)", field="capacity_bytes"
+        )
+    if not 1.0 <= request.overprovisioning <= 100.0:
+        raise InvalidParameter("must be from 1.0 to 100.0", field="overprovisioning")
 
 
 def add_storage_pool(cloud: Cloud, request: AddStoragePoolRequest) -> dict[str, Any]:

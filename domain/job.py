@@ -7,7 +7,7 @@ workflow's own activities so it is exactly as durable as the rest of the domain.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import IntEnum, StrEnum
 from typing import Any
 from uuid import UUID
@@ -46,6 +46,11 @@ _FINAL = {"SUCCEEDED", "FAILED", "CANCELLED"}
 
 
 class Job(CloudAggregate):
+    #: For jobs recorded (and snapshotted) before submissions carried these.
+    fingerprint: str = ""
+    queue_id: str = ""
+    started_at: datetime | None = None
+
     @event("Started")
     def __init__(
         self,
@@ -56,6 +61,9 @@ class Job(CloudAggregate):
         zone_id: UUID | None,
         summary: str,
         submitted_at: datetime,
+        queued: bool = False,
+        fingerprint: str = "",
+        queue_id: str = "",
     ) -> None:
         self.job_type = job_type
         self.account_id = account_id
@@ -64,7 +72,15 @@ class Job(CloudAggregate):
         self.zone_id = zone_id
         self.summary = summary
         self.submitted_at = submitted_at
-        self.status = JobStatus.RUNNING
+        #: Recorded at submission (by the API, before any worker ran it), the job waits in its
+        #: resource's queue; recorded by the job itself when its turn came, it runs.
+        self.status = JobStatus.QUEUED if queued else JobStatus.RUNNING
+        #: When its turn came (a job recorded by itself started when it was recorded).
+        self.started_at: datetime | None = None if queued else submitted_at
+        #: The request's fingerprint: the same Idempotency-Key for another request is refused.
+        self.fingerprint = fingerprint
+        #: The queue (workflow id) the job waits in, for a job recorded at submission.
+        self.queue_id = queue_id
         self.step: str | None = None
         self.result: dict[str, Any] | None = None
         self.error_code: int | None = None
@@ -73,12 +89,25 @@ class Job(CloudAggregate):
     def enter_step(self, step: str, command_id: str) -> None:
         if self.has_applied(command_id) or self.status.is_final:
             return
+        if self.status is JobStatus.QUEUED:
+            # The first step of a job recorded at submission: it has left its queue.
+            self._began(datetime.now(UTC))
         self._step_entered(step, command_id)
+
+    @event("Began")
+    def _began(self, started_at: datetime) -> None:
+        self.status = JobStatus.RUNNING
+        self.started_at = started_at
 
     @event("StepEntered")
     def _step_entered(self, step: str, command_id: str) -> None:
         self.step = step
         self._remember(command_id)
+
+    @property
+    def began_at(self) -> datetime:
+        """When the job's turn came (for jobs recorded before this was, when it was recorded)."""
+        return self.started_at or self.submitted_at
 
     def succeed(self, result: dict[str, Any], command_id: str) -> None:
         if self.has_applied(command_id):

@@ -21,16 +21,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TypedDict
 from uuid import UUID
 
+from domain import job_records
 from domain.catalog import Template
 from domain.cloud import Cloud, Decision
 from domain.cluster import Cluster
 from domain.errors import IllegalStateTransition, InsufficientCapacity, InvalidParameter
 from domain.host import Host
 from domain.job import Job
-from domain.job_requests import VolumeOperationRequest
+from domain.job_results import (
+    SnapshotJobResult,
+    SnapshotTaken,
+    TemplateFromSnapshot,
+    VolumeFromSnapshot,
+    succeed_with,
+)
 from domain.snapshot import (
     SNAPSHOT_STATE_MACHINE,
     Snapshot,
@@ -47,7 +54,14 @@ from domain.volume_operations import (
     host_reaching,
     open_job,
     pool_hypervisor,
-    volume_result,
+    volume_facts,
+)
+from domain.volume_requests import (
+    DeleteSnapshotRequest,
+    RevertSnapshotRequest,
+    SnapshotVolumeRequest,
+    TemplateFromSnapshotRequest,
+    VolumeFromSnapshotRequest,
 )
 from domain.zone import Zone
 
@@ -56,35 +70,39 @@ _V, _S = VolumeState, SnapshotState
 VM_STATES_FOR_SNAPSHOT = frozenset({VmState.RUNNING, VmState.STOPPED})
 
 
-def snapshot_result(snapshot: Snapshot, **extra: Any) -> dict[str, Any]:
-    return {
-        "snapshot_id": str(snapshot.id),
-        "volume_id": str(snapshot.volume_id),
-        "state": snapshot.state.value,
-        "size_bytes": snapshot.size_bytes,
-        "physical_size_bytes": snapshot.physical_size_bytes,
-        **extra,
-    }
+class SnapshotFacts(TypedDict):
+    """What every snapshot job's result says of the snapshot (`SnapshotJobResult`'s fields)."""
+
+    snapshot_id: UUID
+    volume_id: UUID
+    state: str
+    size_bytes: int
+    physical_size_bytes: int
 
 
-def _finish_job(d: Decision, job_id: UUID, result: dict[str, Any]) -> dict[str, Any]:
-    job = d.get(Job, job_id)
-    job.enter_step("completed", f"{job_id}/completed-step")
-    job.succeed(result, f"{job_id}/succeeded")
-    return result
+def snapshot_facts(snapshot: Snapshot) -> SnapshotFacts:
+    return SnapshotFacts(
+        snapshot_id=snapshot.id,
+        volume_id=snapshot.volume_id,
+        state=snapshot.state.value,
+        size_bytes=snapshot.size_bytes,
+        physical_size_bytes=snapshot.physical_size_bytes,
+    )
+
+
+def snapshot_result(snapshot: Snapshot) -> SnapshotJobResult:
+    return SnapshotJobResult(**snapshot_facts(snapshot))
 
 
 def _step(d: Decision, job_id: UUID, step: str, name: str) -> None:
-    d.get(Job, job_id).enter_step(step, f"{job_id}/{name}-step")
+    job_records.enter_step(d, job_id, step, f"{name}-step")
 
 
-def _queue_may_end(d: Decision, volume_id: UUID) -> dict[str, Any]:
+def _queue_may_end(d: Decision, volume_id: UUID) -> bool:
     """A job on a deleted volume's queue (a snapshot outlives its volume) lets that queue end
     again afterwards, as the volume's delete did."""
     volume = d.find(Volume, volume_id)
-    if volume is not None and volume.state is _V.EXPUNGED and volume.vm_id is None:
-        return {"removed": True}
-    return {}
+    return volume is not None and volume.state is _V.EXPUNGED and volume.vm_id is None
 
 
 # -- checks at submission (from the read models) ---------------------------------------------
@@ -210,13 +228,11 @@ class SnapshotPlan:
 
 
 def begin_snapshot(
-    cloud: Cloud, request: VolumeOperationRequest, submitted_at: datetime
+    cloud: Cloud, request: SnapshotVolumeRequest, submitted_at: datetime
 ) -> SnapshotPlan:
     """Check the volume, allocate the snapshot, hold its bytes on secondary storage, and move
     the volume to Snapshotting and the snapshot to Creating."""
     job_id, snapshot_id = request.job_id, request.snapshot_id
-    if snapshot_id is None:
-        raise InvalidParameter(field="snapshot_id", message="a snapshot job needs its snapshot id")
     cloud.decide(lambda d: open_job(d, request, submitted_at))
 
     def decide(d: Decision) -> SnapshotPlan:
@@ -338,10 +354,10 @@ def record_backed_up(
     secondary_storage_id: UUID,
     path: str,
     physical_size_bytes: int,
-) -> dict[str, Any]:
+) -> SnapshotJobResult:
     """BackedUp: the job's point of no return (the snapshot exists for the user now)."""
 
-    def decide(d: Decision) -> dict[str, Any]:
+    def decide(d: Decision) -> SnapshotJobResult:
         snapshot = d.get(Snapshot, snapshot_id)
         if snapshot.state is _S.BACKING_UP:
             snapshot.record_backed_up(
@@ -362,12 +378,11 @@ def record_primary_copy_removed(cloud: Cloud, job_id: UUID, snapshot_id: UUID) -
 
 
 def complete_snapshot(
-    cloud: Cloud, job_id: UUID, snapshot_id: UUID, pruned: list[str]
-) -> dict[str, Any]:
-    def decide(d: Decision) -> dict[str, Any]:
+    cloud: Cloud, job_id: UUID, snapshot_id: UUID, pruned: list[UUID]
+) -> SnapshotTaken:
+    def decide(d: Decision) -> SnapshotTaken:
         snapshot = d.get(Snapshot, snapshot_id)
-        result = snapshot_result(snapshot, pruned=pruned)
-        return _finish_job(d, job_id, result)
+        return succeed_with(d, job_id, SnapshotTaken(**snapshot_facts(snapshot), pruned=pruned))
 
     return cloud.decide(decide)
 
@@ -427,13 +442,11 @@ def begin_pruning(cloud: Cloud, job_id: UUID, policy_id: UUID) -> list[SnapshotR
 
 # -- delete ----------------------------------------------------------------------------------
 def begin_delete_snapshot(
-    cloud: Cloud, request: VolumeOperationRequest, submitted_at: datetime
+    cloud: Cloud, request: DeleteSnapshotRequest, submitted_at: datetime
 ) -> SnapshotRemovalPlan:
     """BackedUp → Destroying (a failure goes back to BackedUp); one in Error is deleted from
     Error, its copies removed first."""
     job_id, snapshot_id = request.job_id, request.snapshot_id
-    if snapshot_id is None:
-        raise InvalidParameter(field="snapshot_id", message="a delete needs the snapshot")
     cloud.decide(lambda d: open_job(d, request, submitted_at))
 
     def decide(d: Decision) -> SnapshotRemovalPlan:
@@ -467,12 +480,12 @@ def undo_delete_snapshot(cloud: Cloud, job_id: UUID, snapshot_id: UUID) -> None:
     cloud.decide(decide)
 
 
-def finish_snapshot_removal(cloud: Cloud, job_id: UUID, snapshot_id: UUID) -> dict[str, Any]:
+def finish_snapshot_removal(cloud: Cloud, job_id: UUID, snapshot_id: UUID) -> SnapshotJobResult:
     """The copies are gone: Destroyed, the secondary storage's bytes back. Named per snapshot
     so a policy job removing several records each once."""
     prefix = f"{job_id}/removed/{snapshot_id}"
 
-    def decide(d: Decision) -> dict[str, Any]:
+    def decide(d: Decision) -> SnapshotJobResult:
         snapshot = d.get(Snapshot, snapshot_id)
         snapshot.record_primary_copy_removed(f"{prefix}/primary")
         if snapshot.state is _S.DESTROYING:
@@ -487,11 +500,13 @@ def finish_snapshot_removal(cloud: Cloud, job_id: UUID, snapshot_id: UUID) -> di
     return cloud.decide(decide)
 
 
-def complete_delete_snapshot(cloud: Cloud, job_id: UUID, snapshot_id: UUID) -> dict[str, Any]:
-    def decide(d: Decision) -> dict[str, Any]:
+def complete_delete_snapshot(cloud: Cloud, job_id: UUID, snapshot_id: UUID) -> SnapshotJobResult:
+    def decide(d: Decision) -> SnapshotJobResult:
         snapshot = d.get(Snapshot, snapshot_id)
-        result = snapshot_result(snapshot, **_queue_may_end(d, snapshot.volume_id))
-        return _finish_job(d, job_id, result)
+        removed = _queue_may_end(d, snapshot.volume_id)
+        return succeed_with(
+            d, job_id, SnapshotJobResult(**snapshot_facts(snapshot), removed=removed)
+        )
 
     return cloud.decide(decide)
 
@@ -524,11 +539,9 @@ class RevertPlan:
 
 
 def begin_revert(
-    cloud: Cloud, request: VolumeOperationRequest, submitted_at: datetime
+    cloud: Cloud, request: RevertSnapshotRequest, submitted_at: datetime
 ) -> RevertPlan:
     job_id, snapshot_id = request.job_id, request.snapshot_id
-    if snapshot_id is None:
-        raise InvalidParameter(field="snapshot_id", message="a revert needs the snapshot")
     cloud.decide(lambda d: open_job(d, request, submitted_at))
 
     def decide(d: Decision) -> RevertPlan:
@@ -582,11 +595,11 @@ def undo_revert(cloud: Cloud, job_id: UUID, volume_id: UUID) -> None:
 
 def complete_revert(
     cloud: Cloud, job_id: UUID, volume_id: UUID, snapshot_id: UUID, size_bytes: int
-) -> dict[str, Any]:
+) -> VolumeFromSnapshot:
     """The disk holds the snapshot: Ready again, at the snapshot's size (a volume grown since
     the snapshot shrinks back with it, and its pool holds what the disk now is)."""
 
-    def decide(d: Decision) -> dict[str, Any]:
+    def decide(d: Decision) -> VolumeFromSnapshot:
         volume = d.get(Volume, volume_id)
         if volume.state is _V.REVERT_SNAPSHOTTING:
             if size_bytes != volume.size_bytes:
@@ -598,8 +611,8 @@ def complete_revert(
             if pool.allocations.get(str(volume.id)) != volume.size_bytes:
                 pool.release(volume.id, f"{job_id}/pool-release-old")
                 pool.allocate(volume.id, volume.size_bytes, f"{job_id}/pool-allocate-reverted")
-        result = volume_result(volume, snapshot_id=str(snapshot_id))
-        return _finish_job(d, job_id, result)
+        result = VolumeFromSnapshot(**volume_facts(volume), snapshot_id=snapshot_id)
+        return succeed_with(d, job_id, result)
 
     return cloud.decide(decide)
 
@@ -615,13 +628,11 @@ class VolumeFromSnapshotPlan:
 
 
 def begin_volume_from_snapshot(
-    cloud: Cloud, request: VolumeOperationRequest, submitted_at: datetime
+    cloud: Cloud, request: VolumeFromSnapshotRequest, submitted_at: datetime
 ) -> VolumeFromSnapshotPlan:
     """Allocate the new data volume, take its bytes on a pool serving the snapshot's hypervisor
     and move it to Creating."""
     job_id, snapshot_id = request.job_id, request.snapshot_id
-    if snapshot_id is None:
-        raise InvalidParameter(field="snapshot_id", message="the volume needs its snapshot")
     cloud.decide(lambda d: open_job(d, request, submitted_at))
 
     def decide(d: Decision) -> VolumeFromSnapshotPlan:
@@ -713,8 +724,8 @@ def complete_volume_from_snapshot(
     pool_id: UUID,
     path: str,
     size_bytes: int,
-) -> dict[str, Any]:
-    def decide(d: Decision) -> dict[str, Any]:
+) -> VolumeFromSnapshot:
+    def decide(d: Decision) -> VolumeFromSnapshot:
         volume = d.get(Volume, volume_id)
         snapshot = d.get(Snapshot, snapshot_id)
         if volume.state is _V.CREATING:
@@ -724,8 +735,8 @@ def complete_volume_from_snapshot(
         if pool.allocations.get(str(volume.id)) != volume.size_bytes:
             pool.release(volume.id, f"{job_id}/pool-release-planned")
             pool.allocate(volume.id, volume.size_bytes, f"{job_id}/pool-allocate-made")
-        result = volume_result(volume, snapshot_id=str(snapshot_id))
-        return _finish_job(d, job_id, result)
+        result = VolumeFromSnapshot(**volume_facts(volume), snapshot_id=snapshot_id)
+        return succeed_with(d, job_id, result)
 
     return cloud.decide(decide)
 
@@ -738,12 +749,10 @@ class TemplateFromSnapshotPlan:
 
 
 def begin_template_from_snapshot(
-    cloud: Cloud, request: VolumeOperationRequest, submitted_at: datetime
+    cloud: Cloud, request: TemplateFromSnapshotRequest, submitted_at: datetime
 ) -> TemplateFromSnapshotPlan:
     """Hold the template's bytes on the snapshot's secondary storage."""
     job_id, snapshot_id, template_id = request.job_id, request.snapshot_id, request.template_id
-    if snapshot_id is None or template_id is None:
-        raise InvalidParameter(field="snapshot_id", message="a template needs its snapshot")
     cloud.decide(lambda d: open_job(d, request, submitted_at))
 
     def decide(d: Decision) -> TemplateFromSnapshotPlan:
@@ -778,16 +787,15 @@ def undo_template_from_snapshot(
 
 def complete_template_from_snapshot(
     cloud: Cloud,
-    request: VolumeOperationRequest,
+    request: TemplateFromSnapshotRequest,
     url: str,
     image_format: str,
     size_bytes: int,
-) -> dict[str, Any]:
+) -> TemplateFromSnapshot:
     """Register the template (private to the account, in the snapshot's zone)."""
     job_id, template_id, snapshot_id = request.job_id, request.template_id, request.snapshot_id
-    assert template_id is not None and snapshot_id is not None
 
-    def decide(d: Decision) -> dict[str, Any]:
+    def decide(d: Decision) -> TemplateFromSnapshot:
         snapshot = d.get(Snapshot, snapshot_id)
         template = d.find(Template, template_id)
         if template is None:
@@ -806,15 +814,15 @@ def complete_template_from_snapshot(
                     public=False,
                 )
             )
-        result = {
-            "template_id": str(template.id),
-            "snapshot_id": str(snapshot.id),
-            "name": template.name,
-            "url": template.url,
-            "size_bytes": template.size_bytes,
-            **_queue_may_end(d, snapshot.volume_id),
-        }
-        return _finish_job(d, job_id, result)
+        result = TemplateFromSnapshot(
+            template_id=template.id,
+            snapshot_id=snapshot.id,
+            name=template.name,
+            url=template.url,
+            size_bytes=template.size_bytes,
+            removed=_queue_may_end(d, snapshot.volume_id),
+        )
+        return succeed_with(d, job_id, result)
 
     return cloud.decide(decide)
 

@@ -17,15 +17,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 from uuid import UUID
 
 from pydantic import BaseModel
 
+from domain import job_records
 from domain.cloud import Cloud, Decision
 from domain.errors import IllegalStateTransition, NotFound
 from domain.job import Job
-from domain.job_requests import VmJobSubmission, VolumeOperation, VolumeOperationRequest
+from domain.job_records import JobTicket
+from domain.job_requests import VmJobSubmission
+from domain.job_results import SnapshotPolicyJobResult, SnapshotPolicyView
 from domain.snapshot import SnapshotIntervalType, snapshot_id_for
 from domain.snapshot_policy import (
     SnapshotPolicy,
@@ -37,6 +39,7 @@ from domain.snapshot_policy import (
     recurring_snapshot_name,
 )
 from domain.volume import Volume, VolumeState
+from domain.volume_requests import SnapshotVolumeRequest, VolumeOperation
 
 CREATE_POLICY_JOB = "CreateSnapshotPolicy"
 DELETE_POLICY_JOB = "DeleteSnapshotPolicies"
@@ -96,9 +99,10 @@ def volume_refusal(name: str, state: str) -> IllegalStateTransition | None:
 def _job(
     d: Decision, change: SnapshotPolicyChange, submitted_at: datetime, zone: UUID | None
 ) -> Job:
-    return d.find(Job, change.job_id) or d.add(
-        Job.create_with_id(
-            change.job_id,
+    return job_records.open_job(
+        d,
+        JobTicket(
+            job_id=change.job_id,
             job_type=change.job_type,
             account_id=change.account_id,
             resource_type=POLICY_RESOURCE,
@@ -106,7 +110,7 @@ def _job(
             zone_id=zone,
             summary=change.summary,
             submitted_at=submitted_at,
-        )
+        ),
     )
 
 
@@ -168,7 +172,7 @@ def finish_job(
     cloud: Cloud,
     change: SnapshotPolicyChange,
     submitted_at: datetime,
-    result: dict[str, Any] | None,
+    result: SnapshotPolicyJobResult | None,
     error: tuple[int, str] | None = None,
 ) -> None:
     """The job succeeded with `result`, or failed with `error` (code, text)."""
@@ -179,25 +183,25 @@ def finish_job(
         if job.status.is_final:
             return
         if error is None:
-            job.succeed(result or {}, f"{change.job_id}/succeeded")
+            job.succeed(result.recorded() if result else {}, f"{change.job_id}/succeeded")
         else:
             job.fail(error[0], error[1], f"{change.job_id}/failed")
 
     cloud.decide(decide)
 
 
-def policy_view(cloud: Cloud, policy_id: UUID) -> dict[str, Any]:
+def policy_view(cloud: Cloud, policy_id: UUID) -> SnapshotPolicyView:
     policy = cloud.load(SnapshotPolicy, policy_id)
-    return {
-        "snapshot_policy_id": str(policy.id),
-        "volume_id": str(policy.volume_id),
-        "interval_type": policy.interval_type.value,
-        "schedule": policy.schedule,
-        "timezone": policy.timezone,
-        "max_snaps": policy.max_snaps,
-        "active": policy.active,
-        "version": policy.version,
-    }
+    return SnapshotPolicyView(
+        snapshot_policy_id=policy.id,
+        volume_id=policy.volume_id,
+        interval_type=policy.interval_type.value,
+        schedule=policy.schedule,
+        timezone=policy.timezone,
+        max_snaps=policy.max_snaps,
+        active=policy.active,
+        version=policy.version,
+    )
 
 
 # -- the scheduled runs ----------------------------------------------------------------------
@@ -225,10 +229,9 @@ def plan_recurring_snapshot(cloud: Cloud, policy_id: UUID, scheduled_at: datetim
     job_id = recurring_job_id(policy_id, scheduled_at)
     name = recurring_snapshot_name(volume.name, policy.interval_type, scheduled_at)
     summary = f"Snapshot volume {volume.name} ({policy.interval_type.value.lower()} policy)"
-    request = VolumeOperationRequest(
+    request = SnapshotVolumeRequest(
         job_id=job_id,
         volume_id=volume.id,
-        operation=VolumeOperation.SNAPSHOT,
         account_id=policy.account_id,
         summary=summary,
         snapshot_id=snapshot_id_for(job_id),

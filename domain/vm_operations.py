@@ -16,13 +16,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 from uuid import UUID
 
+from domain import job_records, vm_snapshot_operations
 from domain.account import Account
 from domain.catalog import ServiceOffering, Template
 from domain.cloud import Cloud, Decision
 from domain.cluster import Cluster
+from domain.deployment import plan_placement, zone_snapshot
 from domain.errors import (
     IllegalStateTransition,
     InsufficientCapacity,
@@ -33,10 +34,27 @@ from domain.guest_network import GuestNetwork
 from domain.host import Host
 from domain.ids import derived_id
 from domain.job import Job
-from domain.job_requests import VirtualMachineOperationRequest, VmOperation
+from domain.job_records import JobTicket
+from domain.job_results import (
+    DestroyedVm,
+    ExpungedVm,
+    MigratedVm,
+    ServiceOfferingChanged,
+    VmJobResult,
+    VmRestored,
+    succeed_with,
+)
 from domain.placement import AvoidSet, DeploymentPlan
 from domain.storage import PrimaryStorage
 from domain.virtual_machine import VirtualMachine, VmEvent, VmState
+from domain.vm_lifecycle import record_stopped, succeed_with_vm, vm_facts
+from domain.vm_requests import (
+    ChangeServiceOfferingRequest,
+    RestoreVmRequest,
+    VmOperation,
+    VmRequest,
+    VmSnapshotJobRequest,
+)
 from domain.volume import VOLUME_STATE_MACHINE, Volume, VolumeEvent, VolumeState, VolumeType
 
 _S = VmState
@@ -91,41 +109,46 @@ def refusal_at_submission(
 
 
 # -- the job ---------------------------------------------------------------------------------
-def _open_job(d: Decision, request: VirtualMachineOperationRequest, submitted_at: datetime) -> Job:
-    job = d.find(Job, request.job_id)
-    if job is None:
-        vm = d.cloud.find(VirtualMachine, request.vm_id)
-        job = d.add(
-            Job.create_with_id(
-                request.job_id,
-                job_type=request.operation.job_type,
-                account_id=request.account_id,
-                resource_type=RESOURCE_TYPE,
-                resource_id=request.vm_id,
-                zone_id=vm.zone_id if vm is not None else None,
-                summary=request.summary,
-                submitted_at=submitted_at,
-            )
-        )
-    return job
+def job_ticket(d: Decision, request: VmRequest, submitted_at: datetime) -> JobTicket:
+    vm = d.cloud.find(VirtualMachine, request.vm_id)
+    return JobTicket(
+        job_id=request.job_id,
+        job_type=request.operation.job_type,
+        account_id=request.account_id,
+        resource_type=RESOURCE_TYPE,
+        resource_id=request.vm_id,
+        zone_id=vm.zone_id if vm is not None else None,
+        summary=request.summary,
+        submitted_at=submitted_at,
+    )
 
 
-def begin(
-    cloud: Cloud, request: VirtualMachineOperationRequest, submitted_at: datetime
-) -> dict[str, Any]:
+def _open_job(d: Decision, request: VmRequest, submitted_at: datetime) -> Job:
+    return job_records.open_job(d, job_ticket(d, request, submitted_at))
+
+
+@dataclass(frozen=True)
+class VmFound:
+    """The VM as a job found it, once the job's first transition is recorded."""
+
+    state: VmState
+    host_id: UUID | None
+
+
+def begin(cloud: Cloud, request: VmRequest, submitted_at: datetime) -> VmFound:
     """The job's turn came: record it, check the VM's state allows the operation, and take the
     first transition (StartRequested, StopRequested, ...). Returns what the VM is now."""
     job_id, operation = request.job_id, request.operation
     cloud.decide(lambda d: _open_job(d, request, submitted_at))
 
-    def decide(d: Decision) -> dict[str, Any]:
+    def decide(d: Decision) -> VmFound:
         vm = d.get(VirtualMachine, request.vm_id)
         job = d.get(Job, job_id)
         if not job.has_applied(f"{job_id}/began"):  # a repeat must not refuse its own effect
             check_allowed(vm, operation)
-            if operation is VmOperation.CHANGE_SERVICE_OFFERING:
+            if isinstance(request, ChangeServiceOfferingRequest):
                 check_service_offering_change(cloud, vm, request.service_offering_id)
-            elif operation is VmOperation.RESTORE:
+            elif isinstance(request, RestoreVmRequest):
                 check_restore_template(cloud, vm, request.template_id)
         if operation is VmOperation.START:
             vm.transition(VmEvent.START_REQUESTED, f"{job_id}/start-requested")
@@ -136,27 +159,25 @@ def begin(
         elif operation is VmOperation.MIGRATE:
             vm.transition(VmEvent.MIGRATION_REQUESTED, f"{job_id}/migration-requested")
         job.enter_step(f"began {operation.value}", f"{job_id}/began")
-        return {"state": vm.state.value, "host_id": vm.host_id}
+        return VmFound(state=vm.state, host_id=vm.host_id)
 
     return cloud.decide(decide)
 
 
 def record_queued_job_cancelled(
-    cloud: Cloud, request: VirtualMachineOperationRequest, submitted_at: datetime, reason: str
+    cloud: Cloud, request: VmRequest, submitted_at: datetime, reason: str
 ) -> None:
     """A job cancelled while it waited in the queue: recorded, so the job listing shows it."""
-
-    def decide(d: Decision) -> None:
-        job = _open_job(d, request, submitted_at)
-        if not job.status.is_final:
-            job.cancel(reason, f"{request.job_id}/cancelled")
-
-    cloud.decide(decide)
+    cloud.decide(
+        lambda d: job_records.end_unsuccessfully(
+            d, job_ticket(d, request, submitted_at), 0, reason, cancelled=True
+        )
+    )
 
 
 def fail(
     cloud: Cloud,
-    request: VirtualMachineOperationRequest,
+    request: VmRequest,
     submitted_at: datetime,
     error_code: int,
     error_text: str,
@@ -178,45 +199,24 @@ def fail(
             VmState.EXPUNGING,
         ):
             vm.transition(VmEvent.OPERATION_FAILED, f"{job_id}/failed", reason=error_text)
-        if request.operation.is_snapshot_operation:
-            from domain.vm_snapshot_operations import record_failed
-
-            record_failed(d, request, error_text)
-        job = _open_job(d, request, submitted_at)
-        if not job.status.is_final:
-            if cancelled:
-                job.cancel(error_text, f"{job_id}/cancelled")
-            else:
-                job.fail(error_code, error_text, f"{job_id}/failed")
+        if isinstance(request, VmSnapshotJobRequest):
+            vm_snapshot_operations.record_failed(d, request, error_text)
+        job_records.end_unsuccessfully(
+            d, job_ticket(d, request, submitted_at), error_code, error_text, cancelled=cancelled
+        )
         return vm.state.value if vm is not None else None
 
     return cloud.decide(decide)
 
 
-def _succeed(d: Decision, job_id: UUID, vm: VirtualMachine, **extra: Any) -> dict[str, Any]:
-    result: dict[str, Any] = {
-        "virtual_machine_id": str(vm.id),
-        "state": vm.state.value,
-        "host_id": str(vm.host_id) if vm.host_id else None,
-        "ip_address": vm.ip_address,
-        **extra,
-    }
-    job = d.get(Job, job_id)
-    job.enter_step("completed", f"{job_id}/completed-step")
-    job.succeed(result, f"{job_id}/succeeded")
-    return result
-
-
 def enter_step(cloud: Cloud, job_id: UUID, step: str, command_id: str) -> None:
-    cloud.decide(lambda d: d.get(Job, job_id).enter_step(step, f"{job_id}/{command_id}"))
+    cloud.decide(lambda d: job_records.enter_step(d, job_id, step, command_id))
 
 
 # -- start -----------------------------------------------------------------------------------
 def plan_start(
     cloud: Cloud, job_id: UUID, vm_id: UUID, avoid: AvoidSet, attempt: int
 ) -> DeploymentPlan:
-    from domain.deployment import plan_placement
-
     plan = plan_placement(cloud, vm_id, avoid)
     enter_step(cloud, job_id, f"planned host (attempt {attempt})", f"plan/{attempt}")
     return plan
@@ -268,70 +268,64 @@ def record_starting_on(
     cloud.decide(decide)
 
 
-def complete_start(cloud: Cloud, job_id: UUID, vm_id: UUID, host_id: UUID) -> dict[str, Any]:
-    def decide(d: Decision) -> dict[str, Any]:
+def complete_start(cloud: Cloud, job_id: UUID, vm_id: UUID, host_id: UUID) -> VmJobResult:
+    def decide(d: Decision) -> VmJobResult:
         vm = d.get(VirtualMachine, vm_id)
         vm.transition(VmEvent.OPERATION_SUCCEEDED, f"{job_id}/running", host_id=host_id)
-        return _succeed(d, job_id, vm)
+        return succeed_with_vm(d, job_id, vm)
 
     return cloud.decide(decide)
 
 
 # -- stop, reboot, destroy, recover ----------------------------------------------------------
-def _stopped(d: Decision, job_id: UUID, vm: VirtualMachine) -> None:
-    """Stopping -> Stopped, and the host's capacity given back."""
-    host_id = vm.host_id
-    vm.transition(VmEvent.OPERATION_SUCCEEDED, f"{job_id}/stopped")
-    if host_id is not None:
-        d.get(Host, host_id).release_capacity(vm.id, f"{job_id}/release-stopped")
-
-
-def complete_stop(cloud: Cloud, job_id: UUID, vm_id: UUID) -> dict[str, Any]:
-    def decide(d: Decision) -> dict[str, Any]:
+def complete_stop(cloud: Cloud, job_id: UUID, vm_id: UUID) -> VmJobResult:
+    def decide(d: Decision) -> VmJobResult:
         vm = d.get(VirtualMachine, vm_id)
         if vm.state is VmState.STOPPING:
-            _stopped(d, job_id, vm)
-        return _succeed(d, job_id, vm)
+            record_stopped(d, job_id, vm)
+        return succeed_with_vm(d, job_id, vm)
 
     return cloud.decide(decide)
 
 
-def complete_reboot(cloud: Cloud, job_id: UUID, vm_id: UUID) -> dict[str, Any]:
-    def decide(d: Decision) -> dict[str, Any]:
+def complete_reboot(cloud: Cloud, job_id: UUID, vm_id: UUID) -> VmJobResult:
+    def decide(d: Decision) -> VmJobResult:
         vm = d.get(VirtualMachine, vm_id)
         if vm.host_id is not None:
             vm.record_reboot(vm.host_id, f"{job_id}/rebooted")
-        return _succeed(d, job_id, vm)
+        return succeed_with_vm(d, job_id, vm)
 
     return cloud.decide(decide)
 
 
 def complete_destroy(
     cloud: Cloud, job_id: UUID, vm_id: UUID, *, expunge: bool, expunge_delay_seconds: int
-) -> dict[str, Any] | None:
+) -> DestroyedVm | None:
     """Stopped (after the stop, if it ran) -> Destroyed, keeping IP and volumes; an Error VM goes
     straight to Expunging. Returns the job's result, or None when an expunge follows."""
 
-    def decide(d: Decision) -> dict[str, Any] | None:
+    def decide(d: Decision) -> DestroyedVm | None:
         vm = d.get(VirtualMachine, vm_id)
         if vm.state is VmState.STOPPING:
-            _stopped(d, job_id, vm)
+            record_stopped(d, job_id, vm)
         if vm.state in (VmState.STOPPED, VmState.ERROR):
             vm.transition(VmEvent.DESTROY_REQUESTED, f"{job_id}/destroy-requested")
         if expunge or vm.state is VmState.EXPUNGING:
             d.get(Job, job_id).enter_step("destroyed; expunging", f"{job_id}/destroyed-step")
             return None
-        return _succeed(d, job_id, vm, expunge_delay_seconds=expunge_delay_seconds)
+        return succeed_with(
+            d, job_id, DestroyedVm(**vm_facts(vm), expunge_delay_seconds=expunge_delay_seconds)
+        )
 
     return cloud.decide(decide)
 
 
-def recover(cloud: Cloud, job_id: UUID, vm_id: UUID) -> dict[str, Any]:
-    def decide(d: Decision) -> dict[str, Any]:
+def recover(cloud: Cloud, job_id: UUID, vm_id: UUID) -> VmJobResult:
+    def decide(d: Decision) -> VmJobResult:
         vm = d.get(VirtualMachine, vm_id)
         if vm.state is VmState.DESTROYED:
             vm.transition(VmEvent.RECOVERY_REQUESTED, f"{job_id}/recovered")
-        return _succeed(d, job_id, vm)
+        return succeed_with_vm(d, job_id, vm)
 
     return cloud.decide(decide)
 
@@ -344,8 +338,6 @@ def plan_migration(
     volume's pool (live migration keeps the disks where they are). The host asked for is
     checked; without one, the planner chooses with the current host and every other cluster
     avoided. Capacity is checked again, under concurrency, when the target is reserved."""
-    from domain.deployment import plan_placement, zone_snapshot
-
     vm = cloud.load(VirtualMachine, vm_id)
     if vm.host_id is None:
         raise IllegalStateTransition(f"virtual machine {vm.name} is on no host")
@@ -399,15 +391,15 @@ def _check_target(
 
 def complete_migration(
     cloud: Cloud, job_id: UUID, vm_id: UUID, source_host_id: UUID, target_host_id: UUID
-) -> dict[str, Any]:
+) -> MigratedVm:
     """The VM runs on the target: Migrating -> Running there, the source's capacity given
     back, the job done. One write, so the books never show the VM on both hosts."""
 
-    def decide(d: Decision) -> dict[str, Any]:
+    def decide(d: Decision) -> MigratedVm:
         vm = d.get(VirtualMachine, vm_id)
         vm.transition(VmEvent.OPERATION_SUCCEEDED, f"{job_id}/migrated", host_id=target_host_id)
         d.get(Host, source_host_id).release_capacity(vm_id, f"{job_id}/release-source")
-        return _succeed(d, job_id, vm, source_host_id=str(source_host_id))
+        return succeed_with(d, job_id, MigratedVm(**vm_facts(vm), source_host_id=source_host_id))
 
     return cloud.decide(decide)
 
@@ -464,11 +456,11 @@ def _host_reaching(cloud: Cloud, pool_id: UUID | None, preferred: UUID | None) -
     return None
 
 
-def finish_expunge(cloud: Cloud, job_id: UUID, vm_id: UUID) -> dict[str, Any]:
+def finish_expunge(cloud: Cloud, job_id: UUID, vm_id: UUID) -> ExpungedVm:
     """The disks are deleted and the VM is gone from the hypervisor: record the root volume
     Expunged (the pool's bytes back), the IP released, the VM removed, the job done."""
 
-    def decide(d: Decision) -> dict[str, Any]:
+    def decide(d: Decision) -> ExpungedVm:
         vm = d.get(VirtualMachine, vm_id)
         volume = d.get(Volume, vm.root_volume_id)
         for volume_event, step in (
@@ -483,12 +475,11 @@ def finish_expunge(cloud: Cloud, job_id: UUID, vm_id: UUID) -> dict[str, Any]:
             d.get(PrimaryStorage, volume.pool_id).release(volume.id, f"{job_id}/pool-release")
         d.get(GuestNetwork, vm.network_id).release_ip(vm.id, f"{job_id}/release-ip")
         vm.detach_nic(f"{job_id}/detach-nic")
-        from domain.vm_snapshot_operations import remove_snapshots_of
-
-        snapshots = remove_snapshots_of(d, vm.id, job_id)
+        snapshots = vm_snapshot_operations.remove_snapshots_of(d, vm.id, job_id)
         vm.remove(f"{job_id}/removed")
-        extra = {"removed_vm_snapshot_ids": [str(s) for s in snapshots]} if snapshots else {}
-        return _succeed(d, job_id, vm, removed=True, **extra)
+        return succeed_with(
+            d, job_id, ExpungedVm(**vm_facts(vm), removed_vm_snapshot_ids=snapshots)
+        )
 
     return cloud.decide(decide)
 
@@ -514,8 +505,6 @@ def check_service_offering_change(
             f"virtual machine {vm.name} already has service offering {offering.name}",
             field=field,
         )
-    from domain.deployment import zone_snapshot
-
     clusters, _ = zone_snapshot(cloud, vm.zone_id)
     tags = frozenset(offering.host_tags)
     fits = any(
@@ -540,12 +529,12 @@ def check_service_offering_change(
 
 def change_service_offering(
     cloud: Cloud, job_id: UUID, vm_id: UUID, service_offering_id: UUID
-) -> dict[str, Any]:
+) -> ServiceOfferingChanged:
     """The Stopped VM takes the offering (checked again: the catalog may have changed since the
     job began), and the job succeeds, in one write. A stopped VM holds no host capacity, so
     nothing else changes: its next start reserves the new size."""
 
-    def decide(d: Decision) -> dict[str, Any]:
+    def decide(d: Decision) -> ServiceOfferingChanged:
         vm = d.get(VirtualMachine, vm_id)
         command_id = f"{job_id}/service-offering-changed"
         old_offering_id = vm.service_offering_id
@@ -560,15 +549,17 @@ def change_service_offering(
                 offering.ha_enabled,
                 command_id,
             )
-        return _succeed(
+        return succeed_with(
             d,
             job_id,
-            vm,
-            service_offering_id=str(vm.service_offering_id),
-            old_service_offering_id=str(old_offering_id),
-            cpu_count=vm.cpu_count,
-            cpu_speed_mhz=vm.cpu_speed_mhz,
-            memory_mib=vm.memory_mib,
+            ServiceOfferingChanged(
+                **vm_facts(vm),
+                service_offering_id=vm.service_offering_id,
+                old_service_offering_id=old_offering_id,
+                cpu_count=vm.cpu_count,
+                cpu_speed_mhz=vm.cpu_speed_mhz,
+                memory_mib=vm.memory_mib,
+            ),
         )
 
     return cloud.decide(decide)
@@ -783,10 +774,10 @@ def complete_restore(cloud: Cloud, job_id: UUID, vm_id: UUID, old_volume_id: UUI
     cloud.decide(decide)
 
 
-def finish_restore(cloud: Cloud, job_id: UUID, vm_id: UUID, old_volume_id: UUID) -> dict[str, Any]:
+def finish_restore(cloud: Cloud, job_id: UUID, vm_id: UUID, old_volume_id: UUID) -> VmRestored:
     """The old root disk is deleted: the volume Expunged, its pool's bytes back, the job done."""
 
-    def decide(d: Decision) -> dict[str, Any]:
+    def decide(d: Decision) -> VmRestored:
         vm = d.get(VirtualMachine, vm_id)
         old = d.get(Volume, old_volume_id)
         if old.state is VolumeState.EXPUNGING:
@@ -795,13 +786,15 @@ def finish_restore(cloud: Cloud, job_id: UUID, vm_id: UUID, old_volume_id: UUID)
             d.get(PrimaryStorage, old.pool_id).release(
                 old_volume_id, f"{job_id}/old-root-volume-pool-release"
             )
-        return _succeed(
+        return succeed_with(
             d,
             job_id,
-            vm,
-            root_volume_id=str(vm.root_volume_id),
-            old_root_volume_id=str(old_volume_id),
-            template_id=str(vm.template_id),
+            VmRestored(
+                **vm_facts(vm),
+                root_volume_id=vm.root_volume_id,
+                old_root_volume_id=old_volume_id,
+                template_id=vm.template_id,
+            ),
         )
 
     return cloud.decide(decide)

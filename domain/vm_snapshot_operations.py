@@ -11,15 +11,15 @@ reverting to a snapshot with memory leaves the VM Running, to a disk-only one le
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 from uuid import UUID
 
 from domain.cloud import Cloud, Decision
 from domain.errors import IllegalStateTransition, NotFound
 from domain.job import Job
-from domain.job_requests import VirtualMachineOperationRequest
+from domain.job_results import VmSnapshotJobResult, VmSnapshotTaken, succeed_with
 from domain.virtual_machine import VirtualMachine, VmEvent, VmState
-from domain.vm_operations import _stopped, _succeed
+from domain.vm_lifecycle import record_stopped, vm_facts
+from domain.vm_requests import SnapshotVmRequest, VmSnapshotJobRequest
 from domain.vm_snapshot import (
     IN_PROGRESS,
     VM_SNAPSHOT_STATE_MACHINE,
@@ -59,9 +59,9 @@ def _running_host(vm: VirtualMachine) -> UUID:
     return vm.host_id
 
 
-def begin_create(cloud: Cloud, request: VirtualMachineOperationRequest) -> SnapshotPlace:
+def begin_create(cloud: Cloud, request: SnapshotVmRequest) -> SnapshotPlace:
     """The snapshot allocated under its derived id and Creating, on the VM's host."""
-    job_id, snapshot_id = request.job_id, _required_id(request)
+    job_id, snapshot_id = request.job_id, request.snapshot_id
 
     def decide(d: Decision) -> SnapshotPlace:
         vm = d.get(VirtualMachine, request.vm_id)
@@ -95,12 +95,13 @@ def begin_create(cloud: Cloud, request: VirtualMachineOperationRequest) -> Snaps
 
 def complete_create(
     cloud: Cloud, job_id: UUID, vm_id: UUID, snapshot_id: UUID, memory: bool
-) -> dict[str, Any]:
-    def decide(d: Decision) -> dict[str, Any]:
+) -> VmSnapshotTaken:
+    def decide(d: Decision) -> VmSnapshotTaken:
         snapshot = _snapshot_of(d, vm_id, snapshot_id)
         snapshot.record_created(memory, f"{job_id}/snapshot-created")
         vm = d.get(VirtualMachine, vm_id)
-        return _succeed(d, job_id, vm, vm_snapshot_id=str(snapshot_id), memory=snapshot.memory)
+        taken = VmSnapshotTaken(**vm_facts(vm), vm_snapshot_id=snapshot_id, memory=snapshot.memory)
+        return succeed_with(d, job_id, taken)
 
     return cloud.decide(decide)
 
@@ -129,14 +130,18 @@ def begin_revert(cloud: Cloud, job_id: UUID, vm_id: UUID, snapshot_id: UUID) -> 
     return cloud.decide(decide)
 
 
-def complete_revert(cloud: Cloud, job_id: UUID, vm_id: UUID, snapshot_id: UUID) -> dict[str, Any]:
-    def decide(d: Decision) -> dict[str, Any]:
+def complete_revert(
+    cloud: Cloud, job_id: UUID, vm_id: UUID, snapshot_id: UUID
+) -> VmSnapshotJobResult:
+    def decide(d: Decision) -> VmSnapshotJobResult:
         snapshot = _snapshot_of(d, vm_id, snapshot_id)
         snapshot.transition(_E.OPERATION_SUCCEEDED, f"{job_id}/reverted")
         vm = d.get(VirtualMachine, vm_id)
         if vm.state is VmState.STOPPING:
-            _stopped(d, job_id, vm)
-        return _succeed(d, job_id, vm, vm_snapshot_id=str(snapshot_id))
+            record_stopped(d, job_id, vm)
+        return succeed_with(
+            d, job_id, VmSnapshotJobResult(**vm_facts(vm), vm_snapshot_id=snapshot_id)
+        )
 
     return cloud.decide(decide)
 
@@ -159,21 +164,23 @@ def begin_delete(cloud: Cloud, job_id: UUID, vm_id: UUID, snapshot_id: UUID) -> 
     return cloud.decide(decide)
 
 
-def complete_delete(cloud: Cloud, job_id: UUID, vm_id: UUID, snapshot_id: UUID) -> dict[str, Any]:
-    def decide(d: Decision) -> dict[str, Any]:
+def complete_delete(
+    cloud: Cloud, job_id: UUID, vm_id: UUID, snapshot_id: UUID
+) -> VmSnapshotJobResult:
+    def decide(d: Decision) -> VmSnapshotJobResult:
         snapshot = _snapshot_of(d, vm_id, snapshot_id)
         snapshot.transition(_E.OPERATION_SUCCEEDED, f"{job_id}/removed")
         vm = d.get(VirtualMachine, vm_id)
-        return _succeed(d, job_id, vm, vm_snapshot_id=str(snapshot_id))
+        return succeed_with(
+            d, job_id, VmSnapshotJobResult(**vm_facts(vm), vm_snapshot_id=snapshot_id)
+        )
 
     return cloud.decide(decide)
 
 
-def record_failed(d: Decision, request: VirtualMachineOperationRequest, reason: str) -> None:
+def record_failed(d: Decision, request: VmSnapshotJobRequest, reason: str) -> None:
     """Part of a snapshot job's failure record: the snapshot its job left in progress moves on
     as CloudStack's machine says (Creating/Expunging -> Error, Reverting -> Ready)."""
-    if request.snapshot_id is None:
-        return
     snapshot = d.find(VmSnapshot, request.snapshot_id)
     if snapshot is not None and snapshot.state in IN_PROGRESS:
         snapshot.transition(_E.OPERATION_FAILED, f"{request.job_id}/snapshot-failed", reason=reason)
@@ -212,9 +219,3 @@ def remove_snapshots_of(d: Decision, vm_id: UUID, job_id: UUID) -> list[UUID]:
         if snapshot.state is VmSnapshotState.REMOVED:
             removed.append(snapshot_id)
     return removed
-
-
-def _required_id(request: VirtualMachineOperationRequest) -> UUID:
-    if request.snapshot_id is None:
-        raise IllegalStateTransition("a VM snapshot job needs its snapshot id")
-    return request.snapshot_id

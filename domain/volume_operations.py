@@ -19,9 +19,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TypedDict
 from uuid import UUID
 
+from domain import job_records
 from domain.catalog import DiskOffering
 from domain.cloud import Cloud, Decision
 from domain.cluster import Cluster
@@ -34,13 +35,26 @@ from domain.errors import (
 )
 from domain.host import Host
 from domain.job import Job
-from domain.job_requests import VOLUME_RESOURCE, VolumeOperation, VolumeOperationRequest
+from domain.job_records import JobTicket
+from domain.job_results import DeletedVolume, VolumeJobResult, succeed_with
 from domain.snapshot import IN_PROGRESS as SNAPSHOT_IN_PROGRESS
 from domain.snapshot import Snapshot, SnapshotEvent, SnapshotState
 from domain.storage import PrimaryStorage, StorageScope
 from domain.virtual_machine import VirtualMachine, VmState
 from domain.volume import VOLUME_STATE_MACHINE, Volume, VolumeEvent, VolumeState, VolumeType
 from domain.volume_attachments import VolumeAttachments, attachments_id_for
+from domain.volume_requests import (
+    VOLUME_RESOURCE,
+    AttachVolumeRequest,
+    CreateVolumeRequest,
+    DeleteVolumeRequest,
+    DetachVolumeRequest,
+    MigrateVolumeRequest,
+    ResizeVolumeRequest,
+    SnapshotJobRequest,
+    VolumeOperation,
+    VolumeRequest,
+)
 from domain.zone import Zone
 
 _V = VolumeState
@@ -96,7 +110,7 @@ def check_new_size(name: str, current: int, wanted: int, shrink_ok: bool) -> Non
 
 
 def refusal_at_submission(
-    operation: VolumeOperation,
+    request: VolumeRequest,
     *,
     name: str,
     state: str,
@@ -105,14 +119,12 @@ def refusal_at_submission(
     size_bytes: int,
     vm_state: str | None = None,
     vm_name: str | None = None,
-    new_size_bytes: int | None = None,
-    shrink_ok: bool = False,
     pool_id: UUID | None = None,
-    target_pool_id: UUID | None = None,
 ) -> Exception | None:
     """At submission, from the read models: a refusal when they already show the operation
     cannot succeed. A busy (transitional) volume is not judged: the job queues and checks again
-    when its turn comes."""
+    when its turn comes. `vm_*` describe the VM attached to, or to attach to."""
+    operation = request.operation
     volume_state = VolumeState(state)
     if volume_state is _V.EXPUNGED:
         return IllegalStateTransition(f"volume {name} has been deleted")
@@ -137,17 +149,17 @@ def refusal_at_submission(
         return ResourceInUse(
             f"volume {name} is attached to a virtual machine; detach it before deleting it"
         )
-    if operation is VolumeOperation.RESIZE and new_size_bytes is not None:
+    if isinstance(request, ResizeVolumeRequest):
         try:
-            check_new_size(name, size_bytes, new_size_bytes, shrink_ok)
+            check_new_size(name, size_bytes, request.size_bytes, request.shrink_ok)
         except InvalidParameter as error:
             return error
-    if operation is VolumeOperation.MIGRATE:
+    if isinstance(request, MigrateVolumeRequest):
         if volume_state is _V.ALLOCATED:
             return IllegalStateTransition(
                 f"volume {name} is not on primary storage yet (it is created when first attached)"
             )
-        if target_pool_id is not None and target_pool_id == pool_id:
+        if request.pool_id == pool_id:
             return InvalidParameter(
                 field="pool_id", message=f"volume {name} is already on that pool"
             )
@@ -167,45 +179,43 @@ _VM_STATES_OR_BUSY = VM_STATES_FOR_ATTACHMENT | {
 
 
 # -- the job -------------------------------------------------------------------------------
-def _zone_of(d: Decision, request: VolumeOperationRequest) -> UUID | None:
-    if request.creation is not None:
+def _zone_of(d: Decision, request: VolumeRequest) -> UUID | None:
+    if isinstance(request, CreateVolumeRequest):
         return request.creation.zone_id
     volume = d.find(Volume, request.volume_id)
     return volume.zone_id if volume is not None else None
 
 
-def open_job(d: Decision, request: VolumeOperationRequest, submitted_at: datetime) -> Job:
-    job = d.find(Job, request.job_id)
-    if job is None:
-        job = d.add(
-            Job.create_with_id(
-                request.job_id,
-                job_type=request.operation.job_type,
-                account_id=request.account_id,
-                resource_type=VOLUME_RESOURCE,
-                resource_id=request.volume_id,
-                zone_id=_zone_of(d, request),
-                summary=request.summary,
-                submitted_at=submitted_at,
-            )
-        )
-    return job
+def job_ticket(d: Decision, request: VolumeRequest, submitted_at: datetime) -> JobTicket:
+    return JobTicket(
+        job_id=request.job_id,
+        job_type=request.operation.job_type,
+        account_id=request.account_id,
+        resource_type=VOLUME_RESOURCE,
+        resource_id=request.volume_id,
+        zone_id=_zone_of(d, request),
+        summary=request.summary,
+        submitted_at=submitted_at,
+    )
+
+
+def open_job(d: Decision, request: VolumeRequest, submitted_at: datetime) -> Job:
+    return job_records.open_job(d, job_ticket(d, request, submitted_at))
 
 
 def record_queued_job_cancelled(
-    cloud: Cloud, request: VolumeOperationRequest, submitted_at: datetime, reason: str
+    cloud: Cloud, request: VolumeRequest, submitted_at: datetime, reason: str
 ) -> None:
-    def decide(d: Decision) -> None:
-        job = open_job(d, request, submitted_at)
-        if not job.status.is_final:
-            job.cancel(reason, f"{request.job_id}/cancelled")
-
-    cloud.decide(decide)
+    cloud.decide(
+        lambda d: job_records.end_unsuccessfully(
+            d, job_ticket(d, request, submitted_at), 0, reason, cancelled=True
+        )
+    )
 
 
 def fail(
     cloud: Cloud,
-    request: VolumeOperationRequest,
+    request: VolumeRequest,
     submitted_at: datetime,
     error_code: int,
     error_text: str,
@@ -220,7 +230,11 @@ def fail(
         volume = d.find(Volume, request.volume_id)
         if volume is not None and volume.state in _FAILS_BACK:
             volume.transition(VolumeEvent.OPERATION_FAILED, f"{job_id}/failed", reason=error_text)
-        snapshot = d.find(Snapshot, request.snapshot_id) if request.snapshot_id else None
+        snapshot = (
+            d.find(Snapshot, request.snapshot_id)
+            if isinstance(request, SnapshotJobRequest)
+            else None
+        )
         if snapshot is not None and snapshot.state in SNAPSHOT_IN_PROGRESS - {
             SnapshotState.DESTROYING
         }:
@@ -229,39 +243,42 @@ def fail(
             snapshot.transition(
                 SnapshotEvent.OPERATION_FAILED, f"{job_id}/snapshot-failed", reason=error_text
             )
-        job = open_job(d, request, submitted_at)
-        if not job.status.is_final:
-            if cancelled:
-                job.cancel(error_text, f"{job_id}/cancelled")
-            else:
-                job.fail(error_code, error_text, f"{job_id}/failed")
+        job_records.end_unsuccessfully(
+            d, job_ticket(d, request, submitted_at), error_code, error_text, cancelled=cancelled
+        )
         return volume.state.value if volume is not None else None
 
     return cloud.decide(decide)
 
 
-def volume_result(volume: Volume, **extra: Any) -> dict[str, Any]:
-    return {
-        "volume_id": str(volume.id),
-        "state": volume.state.value,
-        "size_bytes": volume.size_bytes,
-        "pool_id": str(volume.pool_id) if volume.pool_id else None,
-        "virtual_machine_id": str(volume.vm_id) if volume.vm_id else None,
-        "device_id": volume.device_id,
-        **extra,
-    }
+class VolumeFacts(TypedDict):
+    """What every volume job's result says of the volume (`VolumeJobResult`'s fields)."""
+
+    volume_id: UUID
+    state: str
+    size_bytes: int
+    pool_id: UUID | None
+    virtual_machine_id: UUID | None
+    device_id: int | None
 
 
-def _succeed(d: Decision, job_id: UUID, volume: Volume, **extra: Any) -> dict[str, Any]:
-    result = volume_result(volume, **extra)
-    job = d.get(Job, job_id)
-    job.enter_step("completed", f"{job_id}/completed-step")
-    job.succeed(result, f"{job_id}/succeeded")
-    return result
+def volume_facts(volume: Volume) -> VolumeFacts:
+    return VolumeFacts(
+        volume_id=volume.id,
+        state=volume.state.value,
+        size_bytes=volume.size_bytes,
+        pool_id=volume.pool_id,
+        virtual_machine_id=volume.vm_id,
+        device_id=volume.device_id,
+    )
+
+
+def _succeed(d: Decision, job_id: UUID, volume: Volume) -> VolumeJobResult:
+    return succeed_with(d, job_id, VolumeJobResult(**volume_facts(volume)))
 
 
 def _step(d: Decision, job_id: UUID, step: str, name: str) -> None:
-    d.get(Job, job_id).enter_step(step, f"{job_id}/{name}-step")
+    job_records.enter_step(d, job_id, step, f"{name}-step")
 
 
 # -- where a disk lives and who can reach it ------------------------------------------------
@@ -369,14 +386,12 @@ def validate_creation(
     return offering, offering.size_bytes
 
 
-def create(cloud: Cloud, request: VolumeOperationRequest, submitted_at: datetime) -> dict[str, Any]:
+def create(cloud: Cloud, request: CreateVolumeRequest, submitted_at: datetime) -> VolumeJobResult:
     """Record the volume Allocated (no disk yet: it is made when first attached)."""
     creation = request.creation
-    if creation is None:
-        raise InvalidParameter("a create job needs its creation parameters")
     validate_creation(cloud, creation.zone_id, creation.disk_offering_id, creation.size_bytes)
 
-    def decide(d: Decision) -> dict[str, Any]:
+    def decide(d: Decision) -> VolumeJobResult:
         open_job(d, request, submitted_at)
         volume = d.find(Volume, request.volume_id)
         if volume is None:
@@ -411,14 +426,10 @@ class AttachPlan:
     vm_host_id: UUID | None
 
 
-def begin_attach(
-    cloud: Cloud, request: VolumeOperationRequest, submitted_at: datetime
-) -> AttachPlan:
+def begin_attach(cloud: Cloud, request: AttachVolumeRequest, submitted_at: datetime) -> AttachPlan:
     """Check the VM and the volume, reserve the device, and either take the pool's bytes and
     move an allocated volume to Creating or move a ready one to Attaching."""
     job_id, vm_id = request.job_id, request.vm_id
-    if vm_id is None:
-        raise InvalidParameter(field="vm_id", message="attach needs the VM to attach to")
     cloud.decide(lambda d: open_job(d, request, submitted_at))
 
     def decide(d: Decision) -> AttachPlan:
@@ -544,11 +555,11 @@ def complete_attach(
     vm_id: UUID,
     device_id: int,
     created: tuple[UUID, str, int, str] | None,
-) -> dict[str, Any]:
+) -> VolumeJobResult:
     """The disk is made (if it had to be) and plugged in (if the VM runs): record it all in one
     write. `created` is (pool id, path, size, hypervisor) of a disk this job made."""
 
-    def decide(d: Decision) -> dict[str, Any]:
+    def decide(d: Decision) -> VolumeJobResult:
         volume = d.get(Volume, volume_id)
         if created is not None and volume.state is _V.CREATING:
             pool_id, path, size_bytes, hypervisor = created
@@ -572,9 +583,7 @@ class DetachPlan:
     vm_host_id: UUID | None
 
 
-def begin_detach(
-    cloud: Cloud, request: VolumeOperationRequest, submitted_at: datetime
-) -> DetachPlan:
+def begin_detach(cloud: Cloud, request: DetachVolumeRequest, submitted_at: datetime) -> DetachPlan:
     job_id = request.job_id
     cloud.decide(lambda d: open_job(d, request, submitted_at))
 
@@ -605,8 +614,8 @@ def begin_detach(
     return cloud.decide(decide)
 
 
-def complete_detach(cloud: Cloud, job_id: UUID, volume_id: UUID) -> dict[str, Any]:
-    def decide(d: Decision) -> dict[str, Any]:
+def complete_detach(cloud: Cloud, job_id: UUID, volume_id: UUID) -> VolumeJobResult:
+    def decide(d: Decision) -> VolumeJobResult:
         volume = d.get(Volume, volume_id)
         vm_id = volume.vm_id
         volume.record_detached(f"{job_id}/detached")
@@ -650,14 +659,10 @@ class ResizePlan:
     new_size_bytes: int
 
 
-def begin_resize(
-    cloud: Cloud, request: VolumeOperationRequest, submitted_at: datetime
-) -> ResizePlan:
+def begin_resize(cloud: Cloud, request: ResizeVolumeRequest, submitted_at: datetime) -> ResizePlan:
     """Check the size; a ready volume goes Resizing with its pool holding the new size."""
     job_id = request.job_id
     new_size = request.size_bytes
-    if new_size is None:
-        raise InvalidParameter(field="size_gib", message="resize needs the new size")
     cloud.decide(lambda d: open_job(d, request, submitted_at))
 
     def decide(d: Decision) -> ResizePlan:
@@ -718,8 +723,8 @@ def undo_resize(
 
 def complete_resize(
     cloud: Cloud, job_id: UUID, volume_id: UUID, new_size_bytes: int
-) -> dict[str, Any]:
-    def decide(d: Decision) -> dict[str, Any]:
+) -> VolumeJobResult:
+    def decide(d: Decision) -> VolumeJobResult:
         volume = d.get(Volume, volume_id)
         if volume.state in (_V.RESIZING, _V.ALLOCATED):
             volume.record_resized(new_size_bytes, f"{job_id}/resized")
@@ -737,12 +742,10 @@ class MigratePlan:
 
 
 def begin_migrate(
-    cloud: Cloud, request: VolumeOperationRequest, submitted_at: datetime
+    cloud: Cloud, request: MigrateVolumeRequest, submitted_at: datetime
 ) -> MigratePlan:
     """Check the target; Ready → Migrating with the target pool holding the volume's bytes."""
     job_id, target_id = request.job_id, request.pool_id
-    if target_id is None:
-        raise InvalidParameter(field="pool_id", message="migrate needs the target pool")
     cloud.decide(lambda d: open_job(d, request, submitted_at))
 
     def decide(d: Decision) -> MigratePlan:
@@ -838,7 +841,7 @@ def complete_migrate(
     cloud.decide(decide)
 
 
-def succeed(cloud: Cloud, job_id: UUID, volume_id: UUID) -> dict[str, Any]:
+def succeed(cloud: Cloud, job_id: UUID, volume_id: UUID) -> VolumeJobResult:
     return cloud.decide(lambda d: _succeed(d, job_id, d.get(Volume, volume_id)))
 
 
@@ -850,9 +853,7 @@ class DeletePlan:
     host_id: UUID | None
 
 
-def begin_delete(
-    cloud: Cloud, request: VolumeOperationRequest, submitted_at: datetime
-) -> DeletePlan:
+def begin_delete(cloud: Cloud, request: DeleteVolumeRequest, submitted_at: datetime) -> DeletePlan:
     """Destroy → Expunging at once: a deleted volume is not recoverable (the point of no
     return). An attached volume is refused (536)."""
     job_id = request.job_id
@@ -882,15 +883,15 @@ def begin_delete(
     return cloud.decide(decide)
 
 
-def finish_delete(cloud: Cloud, job_id: UUID, volume_id: UUID) -> dict[str, Any]:
+def finish_delete(cloud: Cloud, job_id: UUID, volume_id: UUID) -> DeletedVolume:
     """The disk is gone: Expunged, the pool's bytes back, the volume's queue may end."""
 
-    def decide(d: Decision) -> dict[str, Any]:
+    def decide(d: Decision) -> DeletedVolume:
         volume = d.get(Volume, volume_id)
         if volume.state is _V.EXPUNGING:
             volume.record_expunged(f"{job_id}/expunged")
         if volume.pool_id is not None:
             d.get(PrimaryStorage, volume.pool_id).release(volume_id, f"{job_id}/pool-release")
-        return _succeed(d, job_id, volume, removed=True)
+        return succeed_with(d, job_id, DeletedVolume(**volume_facts(volume)))
 
     return cloud.decide(decide)

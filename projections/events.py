@@ -9,8 +9,9 @@ recorded, and it rebuilds identically from the event store like every other read
 Rows come from two sources:
 
 - a job's life (`Job` events): `Started` gives the Scheduled row (at the time the API accepted
-  it), the job's first step the Started row (a job cancelled while still queued never starts,
-  and its log must not say it did), and `Succeeded` / `Failed` / `Cancelled` the Completed row;
+  it), `Began` (or, for a job recorded only when its turn came, its first step) the Started row
+  (a job cancelled while still queued never starts, and its log must not say it did), and
+  `Succeeded` / `Failed` / `Cancelled` the Completed row;
 - what happened without anyone asking: a VM's power state followed from its hypervisor by the
   power-state sync (`FollowAgentPowerOnReport` and friends), logged in the VM owner's account.
 
@@ -218,6 +219,8 @@ class EventLogProjection(Projection[ReadModelView]):
     def rows_of(self, domain_event: Any) -> list[Row]:
         if isinstance(domain_event, Job.Started):  # type: ignore[attr-defined]
             return self._job_started(domain_event)
+        if isinstance(domain_event, Job.Began):  # type: ignore[attr-defined]
+            return [self._job_began(domain_event, domain_event.started_at)]
         if isinstance(domain_event, Job.StepEntered):  # type: ignore[attr-defined]
             return self._job_step(domain_event)
         if isinstance(domain_event, Job.Succeeded | Job.Failed | Job.Cancelled):  # type: ignore[attr-defined]
@@ -249,20 +252,22 @@ class EventLogProjection(Projection[ReadModelView]):
         ]
 
     def _job_step(self, e: Any) -> list[Row]:
-        # Version 1 is Started: the first step entered is when the job began working.
+        # A job recorded by itself (not at submission) began with its first step, right
+        # after Started; one recorded at submission has a Began event of its own.
         if e.originator_version != Aggregate.INITIAL_VERSION + 1:
             return []
+        return [self._job_began(e, e.timestamp, f" ({e.step})")]
+
+    def _job_began(self, e: Any, at: Any, detail: str = "") -> Row:
         facts = self._job_facts(e.originator_id)
-        return [
-            self._job_row(
-                e,
-                facts,
-                role="started",
-                state=EventState.STARTED,
-                description=f"{facts.summary}: started ({e.step})",
-                created=e.timestamp,
-            )
-        ]
+        return self._job_row(
+            e,
+            facts,
+            role="started",
+            state=EventState.STARTED,
+            description=f"{facts.summary}: started{detail}",
+            created=at,
+        )
 
     def _job_ended(self, e: Any) -> Row:
         facts = self._job_facts(e.originator_id)

@@ -40,6 +40,12 @@ class JobsProjection(AggregateStateProjection):
     topics = event_topics(Job)
 
     def row_of(self, job: Any) -> Row:
+        return self.row_of_job(job)
+
+    @staticmethod
+    def row_of_job(job: Job) -> Row:
+        """The row a job makes (also read straight from the event store before it is
+        projected)."""
         return {
             "id": job.id,
             "job_type": job.job_type,

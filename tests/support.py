@@ -8,7 +8,7 @@ import threading
 import time
 import typing
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -19,15 +19,24 @@ from temporalio import activity
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
 from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
 from activities.drivers.simulator import SimulatorDriver
+from api.job_submission import enqueue_job
 from domain.cloud import Cloud
 from domain.deployment import root_volume_id_for, virtual_machine_id_for
 from domain.guest_network import GuestNetwork
 from domain.host import Host
 from domain.job import Job
-from domain.job_requests import DeploymentOrder, DeployVirtualMachineRequest, vm_queue_id
+from domain.job_requests import (
+    DeploymentOrder,
+    DeployVirtualMachineRequest,
+    JobQueue,
+    VmJobAccepted,
+    VmJobSubmission,
+    vm_queue_id,
+)
 from domain.storage import PrimaryStorage
 from domain.virtual_machine import VirtualMachine
 from domain.volume import Volume
@@ -35,6 +44,30 @@ from workers.demo_cloud import DemoCloud, seed_demo_cloud
 from workers.worker import build_worker, control_plane_activities
 
 ADMIN_KEY = "test-admin-key"
+T = typing.TypeVar("T")
+
+
+async def wait_until(
+    probe: Callable[[], Awaitable[T] | T],
+    done: Callable[[T], bool] = bool,
+    *,
+    timeout: float = 30.0,
+    interval: float = 0.05,
+    what: str = "the condition",
+) -> T:
+    """Poll `probe` until `done` holds for what it returns, and return that; fail at the
+    deadline saying what was awaited and what was last seen. The one way tests wait for
+    something asynchronous (never a sleep of a guessed length)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if inspect.isawaitable(value):
+            value = await value
+        if done(value):  # type: ignore[arg-type]
+            return value  # type: ignore[return-value]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}: {value!r}")
+        await asyncio.sleep(interval)
 
 
 def seed_zone(cloud: Cloud, **kwargs: Any) -> DemoCloud:
@@ -296,6 +329,79 @@ def volume_of(cloud: Cloud, job_id: UUID) -> Volume:
 
 def job_of(cloud: Cloud, job_id: UUID) -> Job:
     return cloud.load(Job, job_id)
+
+
+async def enqueue(harness: Harness, queue: JobQueue, submission: VmJobSubmission) -> VmJobAccepted:
+    """Submit a job to its resource's queue exactly as the API does (signal-with-start, then
+    the job recorded queued)."""
+    job_id = await enqueue_job(harness.client, harness.task_queue, harness.cloud, queue, submission)
+    return VmJobAccepted(job_id=job_id)
+
+
+async def started(client: Client, job_id: UUID, timeout: float = 60.0) -> WorkflowHandle[Any, Any]:
+    """The job's workflow once its queue has started it (a submission only signals the queue)."""
+    handle: WorkflowHandle[Any, Any] = client.get_workflow_handle(str(job_id))
+
+    async def exists() -> bool:
+        try:
+            await handle.describe()
+        except RPCError as error:
+            if error.status != RPCStatusCode.NOT_FOUND:
+                raise
+            return False
+        return True
+
+    await wait_until(exists, timeout=timeout, what=f"job {job_id}'s workflow to start")
+    return handle
+
+
+async def step_reached(
+    client: Client, job_id: UUID | str, prefix: str, timeout: float = 30.0
+) -> WorkflowHandle[Any, Any]:
+    """The job's workflow once its current step starts with `prefix`."""
+    handle = await started(client, UUID(str(job_id)), timeout)
+
+    async def step() -> str:
+        current: str = await handle.query("current_step")
+        return current
+
+    await wait_until(
+        step,
+        lambda current: current.startswith(prefix),
+        timeout=timeout,
+        what=f"job {job_id} to reach {prefix!r}",
+    )
+    return handle
+
+
+async def outcome(
+    client: Client, job_id: UUID, *, cloud: Cloud | None = None, timeout: float = 120.0
+) -> tuple[str, Any]:
+    """('succeeded', result) or ('ended', error) once the job ended. A job its queue has not
+    started yet has no workflow: wait for one. A job that never gets a workflow of its own
+    (it joined an identical one, or its queue refused it) ends in its record only: pass the
+    `cloud` to read it there."""
+    deadline = time.monotonic() + timeout
+    handle: WorkflowHandle[Any, Any] = client.get_workflow_handle(str(job_id))
+    while True:
+        try:
+            await handle.describe()
+            break
+        except RPCError as error:
+            if error.status != RPCStatusCode.NOT_FOUND:
+                raise
+        job = cloud.find(Job, job_id) if cloud is not None else None
+        if job is not None and job.status.is_final:
+            if job.status.value == "succeeded":
+                return "succeeded", job.result
+            return "ended", ApplicationError(job.error_text or job.status.value, job.error_code)
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"job {job_id} never started nor ended")
+        await asyncio.sleep(0.05)
+    try:
+        return "succeeded", await handle.result()
+    except Exception as error:
+        return "ended", error
 
 
 def event_names(cloud: Cloud, aggregate_id: UUID) -> list[str]:

@@ -15,6 +15,7 @@ from activities.drivers.hypervisor import HypervisorDriver
 from activities.drivers.simulator import SimulatorDriver
 from activities.hypervisor import DriverRegistry, HypervisorActivities
 from activities.infrastructure import infrastructure_activities
+from activities.job_records import JobRecordActivities
 from activities.simulator_configuration import SimulatorConfigurationActivities, faults_from
 from activities.snapshot_operations import SnapshotOperationActivities
 from activities.snapshot_policies import snapshot_policy_activities
@@ -59,7 +60,11 @@ def control_plane_activities(
     deployment = DeploymentActivities(cloud)
     hypervisor = HypervisorActivities(DriverRegistry(dict(drivers)))
     simulator = SimulatorConfigurationActivities(cloud)
+    jobs = JobRecordActivities(cloud)
     return [
+        jobs.refuse,
+        jobs.end_as_joined,
+        jobs.withdraw,
         deployment.register,
         deployment.plan,
         deployment.reserve_capacity,

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import contextlib
 from datetime import timedelta
-from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
@@ -28,9 +26,12 @@ with workflow.unsafe.imports_passed_through():
     from activities.infrastructure_models import (
         AddHostFailure,
         AddHostStep,
+        ClusterAdded,
+        HostAdded,
         HostProbe,
         HostRecorded,
         ReportedCapacity,
+        StoragePoolAdded,
     )
     from domain.errors import ErrorCode
     from domain.infrastructure import (
@@ -41,34 +42,29 @@ with workflow.unsafe.imports_passed_through():
         power_state_sync_id,
     )
 
-from workflows.job_state import failure_of, is_cancellation, set_job_state
+from workflows.job import JobWorkflow, no_failure_record
 from workflows.power_state_sync import PowerStateSync
+from workflows.retry_policies import HYPERVISOR_HEARTBEAT_TIMEOUT, PROBE_RETRY
 
-CONTROL_RETRY = RetryPolicy(
-    initial_interval=timedelta(milliseconds=200),
-    maximum_interval=timedelta(seconds=10),
-    maximum_attempts=8,
-)
-PROBE_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    maximum_interval=timedelta(seconds=10),
-    maximum_attempts=3,
-)
 #: How long an AddHost job waits for the cluster's agent to take the probe.
 AGENT_WAIT = timedelta(minutes=2)
 
 
 @workflow.defn(name="AddCluster")
-class AddCluster:
+class AddCluster(JobWorkflow[ClusterAdded]):
     @workflow.run
-    async def run(self, request: AddClusterRequest) -> dict[str, Any]:
-        set_job_state("running")
-        cluster: dict[str, Any] = await workflow.execute_activity_method(
+    async def run(self, request: AddClusterRequest) -> ClusterAdded:
+        return await self._execute(
+            lambda saga: self._add(request),
+            record_failure=no_failure_record,
+            waits_for_turn=False,
+        )
+
+    async def _add(self, request: AddClusterRequest) -> ClusterAdded:
+        cluster = await self._control(
             InfrastructureActivities.add_cluster,
             request,
-            start_to_close_timeout=timedelta(seconds=60),
-            retry_policy=CONTROL_RETRY,
-            summary=f"record {request.hypervisor} cluster {request.name}",
+            f"record {request.hypervisor} cluster {request.name}",
         )
         sync_id = power_state_sync_id(request.cluster_id)
         # A retried request finds the cluster's sync already running.
@@ -84,72 +80,49 @@ class AddCluster:
                 parent_close_policy=ParentClosePolicy.ABANDON,
                 static_summary=f"Power-state sync of cluster {request.name}",
             )
-        set_job_state("succeeded")
-        return {**cluster, "power_state_sync_workflow_id": sync_id}
+        return cluster.model_copy(update={"power_state_sync_workflow_id": sync_id})
 
 
 @workflow.defn(name="AddStoragePool")
-class AddStoragePool:
+class AddStoragePool(JobWorkflow[StoragePoolAdded]):
     @workflow.run
-    async def run(self, request: AddStoragePoolRequest) -> dict[str, Any]:
-        set_job_state("running")
-        pool: dict[str, Any] = await workflow.execute_activity_method(
-            InfrastructureActivities.add_storage_pool,
-            request,
-            start_to_close_timeout=timedelta(seconds=60),
-            retry_policy=CONTROL_RETRY,
-            summary=f"record {request.scope.lower()}-scoped primary storage {request.name}",
+    async def run(self, request: AddStoragePoolRequest) -> StoragePoolAdded:
+        return await self._execute(
+            lambda saga: self._control(
+                InfrastructureActivities.add_storage_pool,
+                request,
+                f"record {request.scope.lower()}-scoped primary storage {request.name}",
+            ),
+            record_failure=no_failure_record,
+            waits_for_turn=False,
         )
-        set_job_state("succeeded")
-        return pool
 
 
 @workflow.defn(name="AddHost")
-class AddHost:
-    def __init__(self) -> None:
-        self._step = "queued"
-
-    @workflow.query(name="current_step")
-    def current_step(self) -> str:
-        return self._step
+class AddHost(JobWorkflow[HostAdded]):
+    """Ask the host (through its cluster's agent) what it has, then record it with that."""
 
     @workflow.run
-    async def run(self, request: AddHostRequest) -> dict[str, Any]:
-        set_job_state("running")
+    async def run(self, request: AddHostRequest) -> HostAdded:
         submitted_at = workflow.info().start_time
-        try:
-            result = await self._add(request)
-        except BaseException as error:
-            if isinstance(error, GeneratorExit):
-                raise  # the worker dropped this run from its cache: nothing to unwind here
-            cancelled = is_cancellation(error)
-            code, text, kind = failure_of(error)
-            self._enter("failed")
-            await workflow.execute_activity_method(
+        return await self._execute(
+            lambda saga: self._add(request),
+            record_failure=lambda code, text, cancelled: self._control(
                 InfrastructureActivities.fail_add_host,
                 AddHostFailure(
                     request=request, submitted_at=submitted_at, error_code=code, error_text=text
                 ),
-                start_to_close_timeout=timedelta(seconds=60),
-                retry_policy=CONTROL_RETRY,
-                summary="record the failure",
-            )
-            set_job_state("cancelled" if cancelled else "failed")
-            if cancelled:
-                raise
-            raise ApplicationError(text, code, type=kind, non_retryable=True) from None
-        set_job_state("succeeded")
-        self._enter("succeeded")
-        return result
+                "record the failure",
+            ),
+            waits_for_turn=False,
+        )
 
-    async def _add(self, request: AddHostRequest) -> dict[str, Any]:
+    async def _add(self, request: AddHostRequest) -> HostAdded:
         self._enter("validating")
-        probe: HostProbe = await workflow.execute_activity_method(
+        probe: HostProbe = await self._control(
             InfrastructureActivities.begin_add_host,
             AddHostStep(request=request, submitted_at=workflow.info().start_time),
-            start_to_close_timeout=timedelta(seconds=60),
-            retry_policy=CONTROL_RETRY,
-            summary=f"check host {request.name} can join the cluster",
+            f"check host {request.name} can join the cluster",
         )
         queue = probe.task_queue or workflow.info().task_queue
         self._enter(f"asking {request.address} for its capacity")
@@ -160,7 +133,7 @@ class AddHost:
                 task_queue=queue,
                 start_to_close_timeout=timedelta(minutes=2),
                 schedule_to_close_timeout=AGENT_WAIT + timedelta(minutes=2),
-                heartbeat_timeout=timedelta(seconds=10),
+                heartbeat_timeout=HYPERVISOR_HEARTBEAT_TIMEOUT,
                 retry_policy=PROBE_RETRY,
                 summary=f"ask {probe.host.hypervisor} host {request.address} for its capacity "
                 f"({queue})",
@@ -176,16 +149,8 @@ class AddHost:
                 ) from None
             raise
         self._enter("recording the host")
-        result: dict[str, Any] = await workflow.execute_activity_method(
+        return await self._control(
             InfrastructureActivities.record_host,
             HostRecorded(request=request, capacity=capacity),
-            start_to_close_timeout=timedelta(seconds=60),
-            retry_policy=CONTROL_RETRY,
-            summary=f"record host {request.name} with {capacity.cpu_count} cpus, "
-            f"{capacity.memory_mib} MiB",
+            f"record host {request.name} with {capacity.cpu_count} cpus, {capacity.memory_mib} MiB",
         )
-        return result
-
-    def _enter(self, step: str) -> None:
-        self._step = step
-        workflow.set_current_details(f"**Step:** {step}")

@@ -21,7 +21,6 @@ import contextlib
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
@@ -35,16 +34,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.power_state import PowerStateActivities
     from domain.infrastructure import PowerStateSyncInput
 
-CONTROL_RETRY = RetryPolicy(
-    initial_interval=timedelta(milliseconds=500),
-    maximum_interval=timedelta(seconds=10),
-    maximum_attempts=5,
-)
-LISTING_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    maximum_interval=timedelta(seconds=10),
-    maximum_attempts=3,
-)
+from workflows.retry_policies import CONTROL_RETRY, PROBE_RETRY
 
 
 @workflow.defn(name="PowerStateSync")
@@ -124,7 +114,7 @@ class PowerStateSync:
                 start_to_close_timeout=timedelta(minutes=5),
                 schedule_to_close_timeout=timedelta(seconds=max(120.0, 2 * state.interval_seconds)),
                 heartbeat_timeout=timedelta(seconds=10),
-                retry_policy=LISTING_RETRY,
+                retry_policy=PROBE_RETRY,
                 summary=f"list VMs and power states on {len(cluster.hosts)} hosts ({queue})",
             )
             result: ReconcileResult = await workflow.execute_activity_method(

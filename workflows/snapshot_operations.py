@@ -20,9 +20,11 @@ deleted leaves that snapshot BackedUp for the next run, and the new snapshot sta
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Generic, TypeVar
+from uuid import UUID
 
 from temporalio import workflow
+from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
@@ -39,26 +41,52 @@ with workflow.unsafe.imports_passed_through():
     )
     from activities.snapshot_operations import SnapshotOperationActivities
     from activities.volume_operation_models import VolumeJobInput
-    from domain.job_requests import VolumeOperationRequest
+    from domain.job_results import (
+        JobResult,
+        SnapshotJobResult,
+        SnapshotTaken,
+        TemplateFromSnapshot,
+        VolumeFromSnapshot,
+    )
+    from domain.volume_requests import (
+        DeleteSnapshotRequest,
+        RevertSnapshotRequest,
+        SnapshotJobRequest,
+        SnapshotVolumeRequest,
+        TemplateFromSnapshotRequest,
+        VolumeFromSnapshotRequest,
+    )
 
-from workflows.deploy_virtual_machine import UNDO_RETRY
+from workflows.retry_policies import HYPERVISOR_RETRY, UNDO_RETRY
 from workflows.saga import Saga
 from workflows.volume_operations import VolumeJob
 
+#: The snapshot operation's own input model, and its job's result.
+Q = TypeVar(
+    "Q",
+    bound=SnapshotVolumeRequest
+    | DeleteSnapshotRequest
+    | RevertSnapshotRequest
+    | VolumeFromSnapshotRequest
+    | TemplateFromSnapshotRequest,
+)
+R = TypeVar("R", bound=JobResult)
 
-class SnapshotJob(VolumeJob):
+
+class SnapshotJob(VolumeJob[Q, R], Generic[Q, R]):
     """A volume job about a snapshot: deleting a snapshot's copies is shared by delete and
     pruning."""
 
-    async def _remove_copies(self, order: SnapshotRemovalOrder, *, retry: Any = None) -> None:
-        extra = {"retry": retry} if retry is not None else {}
+    async def _remove_copies(
+        self, order: SnapshotRemovalOrder, *, retry: RetryPolicy = HYPERVISOR_RETRY
+    ) -> None:
         if order.primary is not None:
             await self._hypervisor(
                 HypervisorActivities.delete_volume_snapshot,
                 order.primary,
                 order.task_queue,
                 f"delete snapshot {order.snapshot_id} on primary storage",
-                **extra,
+                retry=retry,
             )
         if order.backup is not None:
             assert order.backup.secondary is not None
@@ -67,30 +95,41 @@ class SnapshotJob(VolumeJob):
                 order.backup,
                 order.task_queue,
                 f"delete snapshot {order.snapshot_id} on {order.backup.secondary.name}",
-                **extra,
+                retry=retry,
             )
 
     @staticmethod
-    def _snapshot_step(request: VolumeOperationRequest, **fields: Any) -> SnapshotStep:
-        assert request.snapshot_id is not None
+    def _snapshot_step(
+        request: SnapshotJobRequest,
+        *,
+        pool_id: UUID | None = None,
+        secondary_storage_id: UUID | None = None,
+        policy_id: UUID | None = None,
+        template_id: UUID | None = None,
+    ) -> SnapshotStep:
         return SnapshotStep(
             job_id=request.job_id,
             volume_id=request.volume_id,
             snapshot_id=request.snapshot_id,
-            **fields,
+            pool_id=pool_id,
+            secondary_storage_id=secondary_storage_id,
+            policy_id=policy_id,
+            template_id=template_id,
         )
 
 
 @workflow.defn(name="CreateSnapshot")
-class CreateSnapshot(SnapshotJob):
+class CreateSnapshot(SnapshotJob[SnapshotVolumeRequest, SnapshotTaken]):
     """Snapshot on primary storage, back up to secondary storage, remove the primary copy;
     for a policy, prune its oldest."""
 
     @workflow.run
-    async def run(self, request: VolumeOperationRequest) -> dict[str, Any]:
+    async def run(self, request: SnapshotVolumeRequest) -> SnapshotTaken:
         return await self._execute_volume(request)
 
-    async def perform_volume(self, given: VolumeJobInput, saga: Saga) -> dict[str, Any]:
+    async def perform_volume(
+        self, given: VolumeJobInput[SnapshotVolumeRequest], saga: Saga
+    ) -> SnapshotTaken:
         request = given.request
         self._enter("checking the volume")
         order: SnapshotOrder = await self._control(
@@ -157,21 +196,20 @@ class CreateSnapshot(SnapshotJob):
             # and deleting the snapshot removes it later.
             workflow.logger.warning("primary copy of %s kept: %s", step.snapshot_id, error)
         pruned = await self._prune(step) if request.policy_id is not None else []
-        result: dict[str, Any] = await self._control(
+        return await self._control(
             SnapshotOperationActivities.complete,
             step.model_copy(update={"pruned": pruned}),
             "record the job done",
         )
-        return result
 
-    async def _prune(self, step: SnapshotStep) -> list[str]:
+    async def _prune(self, step: SnapshotStep) -> list[UUID]:
         self._enter("pruning the policy's oldest snapshots")
         orders: list[SnapshotRemovalOrder] = await self._control(
             SnapshotOperationActivities.begin_pruning,
             step,
             "mark the policy's snapshots beyond its maximum for deletion",
         )
-        pruned: list[str] = []
+        pruned: list[UUID] = []
         for order in orders:
             removal = SnapshotStep(
                 job_id=step.job_id, volume_id=step.volume_id, snapshot_id=order.snapshot_id
@@ -192,19 +230,21 @@ class CreateSnapshot(SnapshotJob):
                 f"record snapshot {order.snapshot_id} Destroyed",
                 retry=UNDO_RETRY,
             )
-            pruned.append(str(order.snapshot_id))
+            pruned.append(order.snapshot_id)
         return pruned
 
 
 @workflow.defn(name="DeleteSnapshot")
-class DeleteSnapshot(SnapshotJob):
+class DeleteSnapshot(SnapshotJob[DeleteSnapshotRequest, SnapshotJobResult]):
     """Destroying, delete the copies, Destroyed with the secondary storage's bytes back."""
 
     @workflow.run
-    async def run(self, request: VolumeOperationRequest) -> dict[str, Any]:
+    async def run(self, request: DeleteSnapshotRequest) -> SnapshotJobResult:
         return await self._execute_volume(request)
 
-    async def perform_volume(self, given: VolumeJobInput, saga: Saga) -> dict[str, Any]:
+    async def perform_volume(
+        self, given: VolumeJobInput[DeleteSnapshotRequest], saga: Saga
+    ) -> SnapshotJobResult:
         self._enter("checking the snapshot")
         order: SnapshotRemovalOrder = await self._control(
             SnapshotOperationActivities.begin_delete, given, "check, record Destroying"
@@ -221,21 +261,22 @@ class DeleteSnapshot(SnapshotJob):
             "record Destroyed, give the secondary storage's bytes back",
             retry=UNDO_RETRY,
         )
-        result: dict[str, Any] = await self._control(
+        return await self._control(
             SnapshotOperationActivities.complete_delete, step, "record the job done"
         )
-        return result
 
 
 @workflow.defn(name="RevertSnapshot")
-class RevertSnapshot(SnapshotJob):
+class RevertSnapshot(SnapshotJob[RevertSnapshotRequest, VolumeFromSnapshot]):
     """RevertSnapshotting, overwrite the disk from the backup, Ready at the snapshot's size."""
 
     @workflow.run
-    async def run(self, request: VolumeOperationRequest) -> dict[str, Any]:
+    async def run(self, request: RevertSnapshotRequest) -> VolumeFromSnapshot:
         return await self._execute_volume(request)
 
-    async def perform_volume(self, given: VolumeJobInput, saga: Saga) -> dict[str, Any]:
+    async def perform_volume(
+        self, given: VolumeJobInput[RevertSnapshotRequest], saga: Saga
+    ) -> VolumeFromSnapshot:
         self._enter("checking the volume and the snapshot")
         order: RevertOrder = await self._control(
             SnapshotOperationActivities.begin_revert, given, "check, record RevertSnapshotting"
@@ -251,24 +292,25 @@ class RevertSnapshot(SnapshotJob):
             "overwrite the disk from the backup",
         )
         saga.forget()
-        result: dict[str, Any] = await self._control(
+        return await self._control(
             SnapshotOperationActivities.complete_revert,
             step.model_copy(update={"size_bytes": reverted.size_bytes}),
             "record the volume reverted",
             retry=UNDO_RETRY,
         )
-        return result
 
 
 @workflow.defn(name="CreateVolumeFromSnapshot")
-class CreateVolumeFromSnapshot(SnapshotJob):
+class CreateVolumeFromSnapshot(SnapshotJob[VolumeFromSnapshotRequest, VolumeFromSnapshot]):
     """A new data volume made at once on primary storage from the snapshot's backup."""
 
     @workflow.run
-    async def run(self, request: VolumeOperationRequest) -> dict[str, Any]:
+    async def run(self, request: VolumeFromSnapshotRequest) -> VolumeFromSnapshot:
         return await self._execute_volume(request)
 
-    async def perform_volume(self, given: VolumeJobInput, saga: Saga) -> dict[str, Any]:
+    async def perform_volume(
+        self, given: VolumeJobInput[VolumeFromSnapshotRequest], saga: Saga
+    ) -> VolumeFromSnapshot:
         self._enter("checking the snapshot, choosing a pool")
         order: VolumeFromSnapshotOrder = await self._control(
             SnapshotOperationActivities.begin_volume, given, "check, reserve the pool's bytes"
@@ -291,7 +333,7 @@ class CreateVolumeFromSnapshot(SnapshotJob):
             f"make the disk on {work.pool.name} from the backup",
         )
         self._no_return = "the volume is made; delete it instead"
-        result: dict[str, Any] = await self._control(
+        result = await self._control(
             SnapshotOperationActivities.complete_volume,
             step.model_copy(update={"path": made.path, "size_bytes": made.size_bytes}),
             "record the volume Ready",
@@ -301,14 +343,16 @@ class CreateVolumeFromSnapshot(SnapshotJob):
 
 
 @workflow.defn(name="CreateTemplateFromSnapshot")
-class CreateTemplateFromSnapshot(SnapshotJob):
+class CreateTemplateFromSnapshot(SnapshotJob[TemplateFromSnapshotRequest, TemplateFromSnapshot]):
     """A private template on secondary storage from the snapshot's backup."""
 
     @workflow.run
-    async def run(self, request: VolumeOperationRequest) -> dict[str, Any]:
+    async def run(self, request: TemplateFromSnapshotRequest) -> TemplateFromSnapshot:
         return await self._execute_volume(request)
 
-    async def perform_volume(self, given: VolumeJobInput, saga: Saga) -> dict[str, Any]:
+    async def perform_volume(
+        self, given: VolumeJobInput[TemplateFromSnapshotRequest], saga: Saga
+    ) -> TemplateFromSnapshot:
         request = given.request
         self._enter("checking the snapshot")
         order: TemplateOrder = await self._control(
@@ -334,7 +378,7 @@ class CreateTemplateFromSnapshot(SnapshotJob):
             order.task_queue,
             "make the template image from the backup",
         )
-        result: dict[str, Any] = await self._control(
+        result = await self._control(
             SnapshotOperationActivities.complete_template,
             TemplateRecord(
                 request=request,

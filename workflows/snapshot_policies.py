@@ -12,11 +12,9 @@ takes a second snapshot) to the volume's queue; the job does the snapshot and th
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributeKey
-from temporalio.exceptions import ApplicationError
+from temporalio.common import SearchAttributeKey
 
 with workflow.unsafe.imports_passed_through():
     from activities.snapshot_policies import SnapshotPolicyActivities
@@ -24,6 +22,7 @@ with workflow.unsafe.imports_passed_through():
         PolicyOutcome,
         PolicyStep,
         RecurringSnapshotInput,
+        RecurringSnapshotRun,
         RunPlan,
         RunPlanRequest,
         RunSubmission,
@@ -31,6 +30,7 @@ with workflow.unsafe.imports_passed_through():
         ScheduleSync,
         ScheduleSynced,
     )
+    from domain.job_results import SnapshotPolicyJobResult, SnapshotPolicyView
     from domain.snapshot_policy_operations import (
         CREATE_POLICY_JOB,
         DELETE_POLICY_JOB,
@@ -38,73 +38,62 @@ with workflow.unsafe.imports_passed_through():
         SnapshotPolicyChange,
     )
 
-from workflows.job_state import failure_of, is_cancellation, set_job_state
+from workflows.job import JobWorkflow
+from workflows.retry_policies import CONTROL_RETRY
+from workflows.saga import Saga
 
-CONTROL_RETRY = RetryPolicy(
-    initial_interval=timedelta(milliseconds=200),
-    maximum_interval=timedelta(seconds=10),
-    maximum_attempts=8,
-)
 #: Temporal's own search attribute on a scheduled run: the time it was scheduled for.
 SCHEDULED_START_TIME = SearchAttributeKey.for_datetime("TemporalScheduledStartTime")
 _TIMEOUT = timedelta(seconds=60)
 
 
-class _PolicyJob:
+class _PolicyJob(JobWorkflow[SnapshotPolicyJobResult]):
     """The shared shape of the two policy jobs: record, sync the schedule, finish."""
 
-    async def _run(self, change: SnapshotPolicyChange) -> dict[str, Any]:
-        set_job_state("running")
+    async def _run(self, change: SnapshotPolicyChange) -> SnapshotPolicyJobResult:
         step = PolicyStep(change=change, submitted_at=workflow.info().start_time)
-        recorded = False
-        try:
-            policy: dict[str, Any] = await workflow.execute_activity_method(
-                SnapshotPolicyActivities.record,
-                step,
-                start_to_close_timeout=_TIMEOUT,
-                retry_policy=CONTROL_RETRY,
-                summary=f"record the policy {'deleted' if change.delete else ''}".strip(),
-            )
-            recorded = True
-            synced = await self._sync(change)
-        except BaseException as error:
-            if isinstance(error, GeneratorExit):
-                raise
-            if recorded and not change.delete:
-                await self._undo(step)
-            code, text, kind = failure_of(error)
-            await self._finish(step, None, (code, text))
-            cancelled = is_cancellation(error)
-            set_job_state("cancelled" if cancelled else "failed")
-            if cancelled:
-                raise
-            raise ApplicationError(text, code, type=kind, non_retryable=True) from None
-        result = {
-            **policy,
-            "schedule_id": synced.schedule_id,
-            "schedule": synced.action,
-            "next_run_times": [t.isoformat() for t in synced.next_run_times],
-        }
+        return await self._execute(
+            lambda saga: self._change(step, saga),
+            record_failure=lambda code, text, cancelled: self._finish(step, None, (code, text)),
+            waits_for_turn=False,
+        )
+
+    async def _change(self, step: PolicyStep, saga: Saga) -> SnapshotPolicyJobResult:
+        change = step.change
+        policy: SnapshotPolicyView = await self._control(
+            SnapshotPolicyActivities.record,
+            step,
+            f"record the policy {'deleted' if change.delete else ''}".strip(),
+        )
+        if not change.delete:
+            saga.add("policy", lambda: self._undo_change(step))
+        synced = await self._sync(change)
+        result = SnapshotPolicyJobResult(
+            snapshot_policy_id=policy.snapshot_policy_id,
+            volume_id=policy.volume_id,
+            interval_type=policy.interval_type,
+            schedule=synced.action,
+            timezone=policy.timezone,
+            max_snaps=policy.max_snaps,
+            active=policy.active,
+            version=policy.version,
+            schedule_id=synced.schedule_id,
+            next_run_times=[t.isoformat() for t in synced.next_run_times],
+        )
         await self._finish(step, result, None)
-        set_job_state("succeeded")
         return result
 
     async def _sync(self, change: SnapshotPolicyChange) -> ScheduleSynced:
-        return await workflow.execute_activity_method(
+        synced: ScheduleSynced = await self._control(
             SnapshotPolicyActivities.sync_schedule,
             ScheduleSync(policy_id=change.policy_id, task_queue=workflow.info().task_queue),
-            start_to_close_timeout=_TIMEOUT,
-            retry_policy=CONTROL_RETRY,
-            summary="make the Temporal Schedule follow the policy",
+            "make the Temporal Schedule follow the policy",
         )
+        return synced
 
-    async def _undo(self, step: PolicyStep) -> None:
-        await workflow.execute_activity_method(
-            SnapshotPolicyActivities.undo_record,
-            step,
-            start_to_close_timeout=_TIMEOUT,
-            retry_policy=CONTROL_RETRY,
-            summary="put the policy back as it was",
+    async def _undo_change(self, step: PolicyStep) -> None:
+        await self._control(
+            SnapshotPolicyActivities.undo_record, step, "put the policy back as it was"
         )
         try:  # the schedule follows the policy as it is back to
             await self._sync(step.change)
@@ -112,9 +101,12 @@ class _PolicyJob:
             workflow.logger.warning("could not sync the schedule after the undo: %s", error)
 
     async def _finish(
-        self, step: PolicyStep, result: dict[str, Any] | None, error: tuple[int, str] | None
+        self,
+        step: PolicyStep,
+        result: SnapshotPolicyJobResult | None,
+        error: tuple[int, str] | None,
     ) -> None:
-        await workflow.execute_activity_method(
+        await self._control(
             SnapshotPolicyActivities.finish,
             PolicyOutcome(
                 change=step.change,
@@ -123,30 +115,28 @@ class _PolicyJob:
                 error_code=error[0] if error else None,
                 error_text=error[1] if error else None,
             ),
-            start_to_close_timeout=_TIMEOUT,
-            retry_policy=CONTROL_RETRY,
-            summary="record the job failed" if error else "record the job succeeded",
+            "record the job failed" if error else "record the job succeeded",
         )
 
 
 @workflow.defn(name=CREATE_POLICY_JOB)
 class CreateSnapshotPolicy(_PolicyJob):
     @workflow.run
-    async def run(self, change: SnapshotPolicyChange) -> dict[str, Any]:
+    async def run(self, change: SnapshotPolicyChange) -> SnapshotPolicyJobResult:
         return await self._run(change)
 
 
 @workflow.defn(name=DELETE_POLICY_JOB)
 class DeleteSnapshotPolicies(_PolicyJob):
     @workflow.run
-    async def run(self, change: SnapshotPolicyChange) -> dict[str, Any]:
+    async def run(self, change: SnapshotPolicyChange) -> SnapshotPolicyJobResult:
         return await self._run(change)
 
 
 @workflow.defn(name=RECURRING_SNAPSHOT_WORKFLOW)
 class RecurringSnapshot:
     @workflow.run
-    async def run(self, given: RecurringSnapshotInput) -> dict[str, Any]:
+    async def run(self, given: RecurringSnapshotInput) -> RecurringSnapshotRun:
         info = workflow.info()
         scheduled_at = info.typed_search_attributes.get(SCHEDULED_START_TIME) or info.start_time
         plan: RunPlan = await workflow.execute_activity_method(
@@ -158,7 +148,7 @@ class RecurringSnapshot:
         )
         if plan.submission is None:
             workflow.logger.info("scheduled snapshot skipped: %s", plan.skipped)
-            return {"scheduled_at": scheduled_at.isoformat(), "skipped": plan.skipped}
+            return RecurringSnapshotRun(scheduled_at=scheduled_at.isoformat(), skipped=plan.skipped)
         submitted: RunSubmitted = await workflow.execute_activity_method(
             SnapshotPolicyActivities.submit_run,
             RunSubmission(
@@ -170,12 +160,11 @@ class RecurringSnapshot:
             retry_policy=CONTROL_RETRY,
             summary=f"submit {plan.submission.summary}",
         )
-        return {
-            "scheduled_at": scheduled_at.isoformat(),
-            "job_id": str(submitted.job_id),
-            "queue_id": submitted.queue_id,
-            "joined": submitted.joined,
-        }
+        return RecurringSnapshotRun(
+            scheduled_at=scheduled_at.isoformat(),
+            job_id=submitted.job_id,
+            queue_id=submitted.queue_id,
+        )
 
 
 SNAPSHOT_POLICY_WORKFLOWS: tuple[type, ...] = (

@@ -18,27 +18,22 @@ safe point, where the cancel takes effect and the step's registered undo gives i
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable, Coroutine
-from datetime import timedelta
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
 from uuid import UUID
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
-from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
     from activities.deployment_models import Placement, VmLaunch, VmRemoval
-    from activities.errors import TRY_ELSEWHERE
     from activities.hypervisor import HypervisorActivities
     from activities.vm_operation_models import (
         Begun,
+        DestroyRecorded,
         DestroyStep,
         ExpungeOrder,
         HostStep,
-        JobResult,
         JobVm,
         MigrationPlan,
         MigrationRequest,
@@ -57,157 +52,85 @@ with workflow.unsafe.imports_passed_through():
     )
     from activities.vm_operations import VmOperationActivities
     from domain.errors import ErrorCode
-    from domain.job_requests import VirtualMachineOperationRequest
-    from domain.placement import START_RETRY_ATTEMPTS
+    from domain.job_results import (
+        DestroyedVm,
+        ExpungedVm,
+        MigratedVm,
+        ServiceOfferingChanged,
+        VmJobResult,
+        VmRestored,
+        VmSnapshotJobResult,
+        VmSnapshotTaken,
+    )
+    from domain.vm_requests import (
+        ChangeServiceOfferingRequest,
+        DeleteVmSnapshotRequest,
+        DestroyVmRequest,
+        ExpungeVmRequest,
+        MigrateVmRequest,
+        RebootVmRequest,
+        RecoverVmRequest,
+        RestoreVmRequest,
+        RevertToVmSnapshotRequest,
+        SnapshotVmRequest,
+        StartVmRequest,
+        StopVmRequest,
+        VmOperationRequest,
+        VmRequest,
+        VmSnapshotJobRequest,
+    )
 
-from workflows.deploy_virtual_machine import (
-    CONTROL_RETRY,
-    HYPERVISOR_HEARTBEAT_TIMEOUT,
-    HYPERVISOR_RETRY,
-    UNDO_RETRY,
-)
-from workflows.job_state import error_type, failure_of, is_cancellation, set_job_state
+from workflows.job import JobWorkflow
+from workflows.job_state import failure_of
+from workflows.placement import Attempt, AvoidSet, launch_on_host, place_and_start
+from workflows.retry_policies import UNDO_RETRY
 from workflows.saga import Saga
 
 #: The error type of an expunge that failed after it began deleting: the VM stays Expunging
 #: and its queue tries the expunge again later.
 EXPUNGE_INCOMPLETE = "ExpungeIncomplete"
-PAST_NO_RETURN = "PastPointOfNoReturn"
+
+#: The operation's own input model, and its own result.
+Q = TypeVar("Q", bound=VmOperationRequest)
+R = TypeVar("R", bound=VmJobResult)
+Undo = Callable[[], Awaitable[None]]
 
 
-class VirtualMachineJob:
-    """What every VM job shares: waiting for its turn, cancellation, the saga, the record."""
+class VirtualMachineJob(JobWorkflow[R], Generic[Q, R]):
+    """A job on one VM: its records (the failure puts the VM back in the stable state it
+    started from) and the steps several VM operations share."""
 
-    def __init__(self) -> None:
-        self._step = "queued"
-        self._granted = False
-        self._cancel_requested = False
-        self._no_return: str | None = None
-        self._expunging = False
-        self._work: asyncio.Task[dict[str, Any]] | None = None
-
-    # -- the queue's and the API's view --------------------------------------------------------
-    @workflow.signal(name="grant")
-    def grant(self) -> None:
-        """The VM's queue says it is this job's turn."""
-        self._granted = True
-
-    @workflow.query(name="current_step")
-    def current_step(self) -> str:
-        return self._step
-
-    @workflow.update(name="cancel")
-    async def cancel(self, reason: str) -> str:
-        """Cancel: a queued job leaves the queue, a running one unwinds. Answers which."""
-        was = "running" if self._granted else "queued"
-        self._cancel_requested = True
-        if self._work is not None and not self._work.done():
-            self._work.cancel()
-        return was
-
-    @cancel.validator
-    def _may_cancel(self, reason: str) -> None:
-        if self._no_return is not None:
-            raise ApplicationError(
-                f"the job is past its point of no return: {self._no_return}", type=PAST_NO_RETURN
-            )
-
-    # -- the run, shared ---------------------------------------------------------------------
-    async def _execute(self, request: VirtualMachineOperationRequest) -> dict[str, Any]:
-        given = OperationInput(request=request, submitted_at=workflow.info().start_time)
-        return await self._shielded(
-            self._run_job(
-                perform=lambda saga: self.perform(given, saga),
-                record_queued_cancelled=lambda: self._control(
-                    VmOperationActivities.record_queued_cancelled,
-                    self._outcome(given, 0, "cancelled while queued", cancelled=True),
-                    "record the job cancelled while queued",
-                    retry=UNDO_RETRY,
-                ),
-                record_failure=lambda code, text, cancelled: self._control(
-                    VmOperationActivities.fail,
-                    self._outcome(given, code, text, cancelled=cancelled),
-                    "record the failure",
-                    retry=UNDO_RETRY,
-                ),
-            )
+    async def _execute_operation(self, request: Q) -> R:
+        submitted_at = workflow.info().start_time
+        return await self._execute_recorded(
+            lambda saga: self.perform(request, saga),
+            fail=VmOperationActivities.fail,
+            cancelled_while_queued=VmOperationActivities.record_queued_cancelled,
+            outcome=lambda code, text, cancelled: OperationOutcome(
+                request=request,
+                submitted_at=submitted_at,
+                error_code=code,
+                error_text=text,
+                cancelled=cancelled,
+            ),
         )
 
-    async def _shielded(self, job: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
-        """Run the job as a task of its own, so Temporal's cancellation of this workflow can be
-        weighed like the cancel update instead of interrupting whatever runs."""
-        self._work = asyncio.create_task(job)
-        try:
-            return await asyncio.shield(self._work)
-        except asyncio.CancelledError:
-            # Temporal cancelled this workflow (its queue went away, or an operator): the same
-            # as the cancel update, unless the job is past its point of no return.
-            self._cancel_requested = True
-            if self._no_return is None and not self._work.done():
-                self._work.cancel()
-            return await self._work
-
-    async def _run_job(
-        self,
-        *,
-        perform: Callable[[Saga], Awaitable[dict[str, Any]]],
-        record_queued_cancelled: Callable[[], Awaitable[object]],
-        record_failure: Callable[[int, str, bool], Awaitable[object]],
-    ) -> dict[str, Any]:
-        """Wait for the turn, run the job's steps as a saga, and on failure or cancel unwind
-        and record how it ended (the records are the job kind's own)."""
-        try:
-            if self._cancel_requested:
-                raise asyncio.CancelledError()
-            await workflow.wait_condition(lambda: self._granted)
-        except asyncio.CancelledError:
-            self._no_return = "it was cancelled while queued"
-            await record_queued_cancelled()
-            set_job_state("cancelled")
-            self._enter("cancelled")
-            raise
-        set_job_state("running")
-        saga = Saga()
-        try:
-            result = await perform(saga)
-        except BaseException as error:
-            if isinstance(error, GeneratorExit):
-                raise  # the worker dropped this run from its cache: nothing to unwind here
-            # From here on the job only unwinds: a cancel now would interrupt the undos.
-            self._no_return = self._no_return or "it is already unwinding"
-            cancelled = is_cancellation(error)
-            code, text, kind = failure_of(error)
-            if self._expunging and not cancelled:
-                kind = EXPUNGE_INCOMPLETE
-            self._enter("unwinding")
-            await saga.unwind()
-            if saga.failures:
-                text += " (could not undo: " + "; ".join(saga.failures) + ")"
-            await record_failure(code, text, cancelled)
-            set_job_state("cancelled" if cancelled else "failed")
-            self._enter("cancelled" if cancelled else "failed")
-            if cancelled:
-                raise
-            raise ApplicationError(text, code, type=kind, non_retryable=True) from None
-        set_job_state("succeeded")
-        self._enter("succeeded")
-        return result
-
-    async def perform(self, given: OperationInput, saga: Saga) -> dict[str, Any]:
+    async def perform(self, request: Q, saga: Saga) -> R:
         """The operation's own steps: every VM job workflow implements it."""
         raise NotImplementedError
 
     # -- steps shared by several operations -------------------------------------------------
-    async def _begin(self, given: OperationInput) -> Begun:
-        self._enter(f"checking the VM can {given.request.operation.value}")
-        begun: Begun = await self._control(
-            VmOperationActivities.begin, given, f"check and record {given.request.operation.value}"
+    async def _begin(self, request: Q) -> Begun:
+        operation = request.operation.value
+        self._enter(f"checking the VM can {operation}")
+        given: OperationInput[VmOperationRequest] = OperationInput(
+            request=request, submitted_at=workflow.info().start_time
         )
-        return begun
+        return await self._control(
+            VmOperationActivities.begin, given, f"check and record {operation}"
+        )
 
-    async def _stop_on_host(
-        self, request: VirtualMachineOperationRequest, saga: Saga, on: VmOnHost
-    ) -> None:
+    async def _stop_on_host(self, request: VmRequest, saga: Saga, on: VmOnHost) -> None:
         """Power off and undefine on the host, each with its undo (power on, define again)."""
         self._enter(f"stopping on {on.host.name}")
         saga.add("power", self._hypervisor_undo(HypervisorActivities.start_vm, on, on.task_queue))
@@ -225,10 +148,11 @@ class VirtualMachineJob:
             f"undefine on {on.host.name} (disks kept)",
         )
 
-    async def _expunge(self, request: VirtualMachineOperationRequest) -> dict[str, Any]:
+    async def _expunge(self, request: VmRequest) -> ExpungedVm:
         """Delete from the hypervisor, delete the disks, release the IP, remove: no undo."""
         self._no_return = "the VM is being expunged (disks are deleted)"
-        self._expunging = True
+        # Past here the VM stays Expunging: its queue tries the expunge again later.
+        self._fails_as = EXPUNGE_INCOMPLETE
         self._enter("expunging")
         step = JobVm(job_id=request.job_id, vm_id=request.vm_id)
         order: ExpungeOrder = await self._control(
@@ -250,91 +174,14 @@ class VirtualMachineJob:
                 f"delete the root volume from {order.volume.pool.name}",
                 retry=UNDO_RETRY,
             )
-        result: dict[str, Any] = await self._control(
+        return await self._control(
             VmOperationActivities.finish_expunge,
             step,
             "record volumes expunged, IP released, VM removed",
             retry=UNDO_RETRY,
         )
-        return result
 
-    # -- plumbing -----------------------------------------------------------------------------
-    def _enter(self, step: str) -> None:
-        self._step = step
-        workflow.set_current_details(f"**Step:** {step}")
-
-    @staticmethod
-    def _outcome(
-        given: OperationInput, code: int, text: str, *, cancelled: bool
-    ) -> OperationOutcome:
-        return OperationOutcome(
-            request=given.request,
-            submitted_at=given.submitted_at,
-            error_code=code,
-            error_text=text,
-            cancelled=cancelled,
-        )
-
-    def _stop_if_cancelled(self) -> None:
-        """A safe point: a cancel that came while a step could not be interrupted (it finished
-        anyway) unwinds here, before the next step, unless the job is past its point of no
-        return or already unwinding."""
-        if self._cancel_requested and self._no_return is None:
-            raise asyncio.CancelledError()
-
-    async def _control(
-        self, activity: Any, arg: Any, summary: str, *, retry: RetryPolicy = CONTROL_RETRY
-    ) -> Any:
-        self._stop_if_cancelled()
-        result = await workflow.execute_activity_method(
-            activity,
-            arg,
-            start_to_close_timeout=timedelta(seconds=60),
-            cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-            retry_policy=retry,
-            summary=summary,
-        )
-        self._stop_if_cancelled()
-        return result
-
-    async def _hypervisor(
-        self,
-        activity: Any,
-        arg: Any,
-        task_queue: str | None,
-        summary: str,
-        *,
-        retry: RetryPolicy = HYPERVISOR_RETRY,
-    ) -> Any:
-        self._stop_if_cancelled()
-        result = await workflow.execute_activity_method(
-            activity,
-            arg,
-            task_queue=task_queue or workflow.info().task_queue,
-            start_to_close_timeout=timedelta(minutes=10),
-            heartbeat_timeout=HYPERVISOR_HEARTBEAT_TIMEOUT,
-            cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-            retry_policy=retry,
-            summary=summary,
-        )
-        self._stop_if_cancelled()
-        return result
-
-    def _undo(self, activity: Any, arg: Any) -> Any:
-        async def undo() -> None:
-            await self._control(activity, arg, f"undo: {activity.__name__}", retry=UNDO_RETRY)
-
-        return undo
-
-    def _hypervisor_undo(self, activity: Any, arg: Any, task_queue: str | None) -> Any:
-        async def undo() -> None:
-            await self._hypervisor(
-                activity, arg, task_queue, f"undo: {activity.__name__}", retry=UNDO_RETRY
-            )
-
-        return undo
-
-    def _redefine(self, request: VirtualMachineOperationRequest, on: VmOnHost) -> Any:
+    def _redefine(self, request: VmRequest, on: VmOnHost) -> Undo:
         """Undo of undefining: define the VM on the host again and power it on."""
 
         async def undo() -> None:
@@ -364,153 +211,137 @@ def _required_host(begun: Begun, what: str) -> VmOnHost:
 
 
 @workflow.defn(name="StartVirtualMachine")
-class StartVirtualMachine(VirtualMachineJob):
-    """Stopped -> Starting -> Running: plan (last host first), reserve, define and power on."""
+class StartVirtualMachine(VirtualMachineJob[StartVmRequest, VmJobResult]):
+    """Stopped -> Starting -> Running: place and start (last host first), as a deployment
+    does once its disk and IP exist."""
+
+    running_no_return = "the VM is already running; stop it instead"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._vm: JobVm | None = None
 
     @workflow.run
-    async def run(self, request: VirtualMachineOperationRequest) -> dict[str, Any]:
-        return await self._execute(request)
+    async def run(self, request: StartVmRequest) -> VmJobResult:
+        return await self._execute_operation(request)
 
-    async def perform(self, given: OperationInput, saga: Saga) -> dict[str, Any]:
-        request = given.request
-        await self._begin(given)
-        avoid_hosts: list[Any] = []
-        last_failure = ""
-        for attempt in range(1, START_RETRY_ATTEMPTS + 1):
-            self._enter(f"planning (attempt {attempt})")
-            try:
-                placement: Placement = await self._control(
-                    VmOperationActivities.plan_start,
-                    PlanStartInput(
-                        job_id=request.job_id,
-                        vm_id=request.vm_id,
-                        attempt=attempt,
-                        avoid_host_ids=avoid_hosts,
-                    ),
-                    f"plan a host (attempt {attempt})",
-                )
-            except ActivityError as error:
-                if last_failure and error_type(error) == "InsufficientCapacity":
-                    code, text, kind = failure_of(error)
-                    raise ApplicationError(
-                        f"{text}; last failure: {last_failure}", code, type=kind
-                    ) from None
-                raise
-            step = HostStep(
-                job_id=request.job_id,
-                vm_id=request.vm_id,
-                host_id=placement.host_id,
-                attempt=attempt,
-            )
-            try:
-                self._enter(f"reserving capacity on {placement.host_name}")
-                saga.add("capacity", self._undo(VmOperationActivities.release_capacity, step))
-                await self._control(
-                    VmOperationActivities.reserve_capacity,
-                    step,
-                    f"reserve capacity on {placement.host_name}",
-                )
-                self._enter(f"starting on {placement.host_name}")
-                launch: VmLaunch = await self._control(
-                    VmOperationActivities.prepare_launch, step, "record Starting on the host"
-                )
-                saga.add(
-                    "vm on host",
-                    self._hypervisor_undo(
-                        HypervisorActivities.destroy_vm,
-                        VmRemoval(host=launch.host, vm_id=launch.spec.vm_id),
-                        placement.hypervisor_task_queue,
-                    ),
-                )
-                await self._hypervisor(
-                    HypervisorActivities.launch_vm,
-                    launch,
-                    placement.hypervisor_task_queue,
-                    f"define and start on {placement.host_name}",
-                )
-                self._no_return = "the VM is already running; stop it instead"
-                self._enter("recording Running")
-                result: dict[str, Any] = await self._control(
-                    VmOperationActivities.complete_start, step, "record Running"
-                )
-                return result
-            except ActivityError as error:
-                if error_type(error) not in TRY_ELSEWHERE:
-                    raise
-                _, last_failure, _ = failure_of(error)
-                self._no_return = None
-                await saga.unwind(only=("vm on host", "capacity"))
-                avoid_hosts.append(placement.host_id)
-        raise ApplicationError(
-            f"gave up after {START_RETRY_ATTEMPTS} attempts; last failure: {last_failure}",
-            int(ErrorCode.INSUFFICIENT_CAPACITY),
-            type="InsufficientCapacity",
+    async def perform(self, request: StartVmRequest, saga: Saga) -> VmJobResult:
+        self._vm = JobVm(job_id=request.job_id, vm_id=request.vm_id)
+        await self._begin(request)
+        return await place_and_start(self, saga, self)
+
+    # -- the placement steps of a start ---------------------------------------------------------
+    def _host_step(self, attempt: Attempt) -> HostStep:
+        assert self._vm is not None
+        return HostStep(
+            job_id=self._vm.job_id,
+            vm_id=self._vm.vm_id,
+            host_id=attempt.placement.host_id,
+            attempt=attempt.number,
         )
+
+    async def plan(self, attempt: int, avoid: AvoidSet) -> Placement:
+        assert self._vm is not None
+        placement: Placement = await self._control(
+            VmOperationActivities.plan_start,
+            PlanStartInput(
+                job_id=self._vm.job_id,
+                vm_id=self._vm.vm_id,
+                attempt=attempt,
+                avoid_host_ids=avoid.host_ids,
+            ),
+            f"plan a host (attempt {attempt})",
+        )
+        return placement
+
+    async def reserve(self, saga: Saga, attempt: Attempt) -> None:
+        step = self._host_step(attempt)
+        saga.add("capacity", self._undo(VmOperationActivities.release_capacity, step))
+        await self._control(
+            VmOperationActivities.reserve_capacity,
+            step,
+            f"reserve capacity on {attempt.placement.host_name}",
+        )
+
+    async def prepare(self, saga: Saga, attempt: Attempt) -> None:
+        """A stopped VM keeps its disk and IP: nothing to make before it starts."""
+
+    async def launch(self, saga: Saga, attempt: Attempt) -> None:
+        await launch_on_host(
+            self,
+            saga,
+            VmOperationActivities.prepare_launch,
+            self._host_step(attempt),
+            attempt.placement,
+        )
+
+    async def complete(self, attempt: Attempt) -> VmJobResult:
+        return await self._control(
+            VmOperationActivities.complete_start, self._host_step(attempt), "record Running"
+        )
+
+    async def after_failed_attempt(self, attempt: Attempt, avoid: AvoidSet) -> None:
+        avoid.host_ids.append(attempt.placement.host_id)
 
 
 @workflow.defn(name="StopVirtualMachine")
-class StopVirtualMachine(VirtualMachineJob):
+class StopVirtualMachine(VirtualMachineJob[StopVmRequest, VmJobResult]):
     """Running -> Stopping -> Stopped: power off, undefine, give the host's capacity back."""
 
     @workflow.run
-    async def run(self, request: VirtualMachineOperationRequest) -> dict[str, Any]:
-        return await self._execute(request)
+    async def run(self, request: StopVmRequest) -> VmJobResult:
+        return await self._execute_operation(request)
 
-    async def perform(self, given: OperationInput, saga: Saga) -> dict[str, Any]:
-        request = given.request
-        on = _required_host(await self._begin(given), "stop")
+    async def perform(self, request: StopVmRequest, saga: Saga) -> VmJobResult:
+        on = _required_host(await self._begin(request), "stop")
         await self._stop_on_host(request, saga, on)
         self._no_return = "the VM is stopped; start it instead"
         self._enter("recording Stopped")
-        result: dict[str, Any] = await self._control(
+        return await self._control(
             VmOperationActivities.complete_stop,
             JobVm(job_id=request.job_id, vm_id=request.vm_id),
             "record Stopped and release the host's capacity",
         )
-        return result
 
 
 @workflow.defn(name="RebootVirtualMachine")
-class RebootVirtualMachine(VirtualMachineJob):
+class RebootVirtualMachine(VirtualMachineJob[RebootVmRequest, VmJobResult]):
     """A Running VM rebooted on its host; it stays Running."""
 
     @workflow.run
-    async def run(self, request: VirtualMachineOperationRequest) -> dict[str, Any]:
-        return await self._execute(request)
+    async def run(self, request: RebootVmRequest) -> VmJobResult:
+        return await self._execute_operation(request)
 
-    async def perform(self, given: OperationInput, saga: Saga) -> dict[str, Any]:
-        request = given.request
-        on = _required_host(await self._begin(given), "reboot")
+    async def perform(self, request: RebootVmRequest, saga: Saga) -> VmJobResult:
+        on = _required_host(await self._begin(request), "reboot")
         self._no_return = "the hypervisor is rebooting the VM"
         self._enter(f"rebooting on {on.host.name}")
         await self._hypervisor(
             HypervisorActivities.reboot_vm, on, on.task_queue, f"reboot on {on.host.name}"
         )
-        result: dict[str, Any] = await self._control(
+        return await self._control(
             VmOperationActivities.complete_reboot,
             JobVm(job_id=request.job_id, vm_id=request.vm_id),
             "record the reboot",
         )
-        return result
 
 
 @workflow.defn(name="DestroyVirtualMachine")
-class DestroyVirtualMachine(VirtualMachineJob):
+class DestroyVirtualMachine(VirtualMachineJob[DestroyVmRequest, DestroyedVm | ExpungedVm]):
     """Stop if running, then Destroyed (IP and volumes kept, recoverable until expunged); with
     `expunge`, expunged at once. Otherwise the VM's queue expunges it after the delay."""
 
     @workflow.run
-    async def run(self, request: VirtualMachineOperationRequest) -> dict[str, Any]:
-        return await self._execute(request)
+    async def run(self, request: DestroyVmRequest) -> DestroyedVm | ExpungedVm:
+        return await self._execute_operation(request)
 
-    async def perform(self, given: OperationInput, saga: Saga) -> dict[str, Any]:
-        request = given.request
-        begun = await self._begin(given)
+    async def perform(self, request: DestroyVmRequest, saga: Saga) -> DestroyedVm | ExpungedVm:
+        begun = await self._begin(request)
         if begun.state == "Stopping":
             await self._stop_on_host(request, saga, _required_host(begun, "stop"))
         self._no_return = "the VM is destroyed; recover it instead"
         self._enter("recording Destroyed")
-        done: JobResult = await self._control(
+        done: DestroyRecorded = await self._control(
             VmOperationActivities.complete_destroy,
             DestroyStep(
                 job_id=request.job_id,
@@ -527,52 +358,49 @@ class DestroyVirtualMachine(VirtualMachineJob):
 
 
 @workflow.defn(name="RecoverVirtualMachine")
-class RecoverVirtualMachine(VirtualMachineJob):
+class RecoverVirtualMachine(VirtualMachineJob[RecoverVmRequest, VmJobResult]):
     """Destroyed -> Stopped, before the expunge."""
 
     @workflow.run
-    async def run(self, request: VirtualMachineOperationRequest) -> dict[str, Any]:
-        return await self._execute(request)
+    async def run(self, request: RecoverVmRequest) -> VmJobResult:
+        return await self._execute_operation(request)
 
-    async def perform(self, given: OperationInput, saga: Saga) -> dict[str, Any]:
-        request = given.request
-        await self._begin(given)
+    async def perform(self, request: RecoverVmRequest, saga: Saga) -> VmJobResult:
+        await self._begin(request)
         self._no_return = "the VM is being recovered"
-        result: dict[str, Any] = await self._control(
+        return await self._control(
             VmOperationActivities.recover,
             JobVm(job_id=request.job_id, vm_id=request.vm_id),
             "record Stopped (recovered)",
         )
-        return result
 
 
 @workflow.defn(name="ExpungeVirtualMachine")
-class ExpungeVirtualMachine(VirtualMachineJob):
+class ExpungeVirtualMachine(VirtualMachineJob[ExpungeVmRequest, ExpungedVm]):
     """A Destroyed (or Error) VM deleted for good: hypervisor, disks, IP, then removed."""
 
     @workflow.run
-    async def run(self, request: VirtualMachineOperationRequest) -> dict[str, Any]:
-        return await self._execute(request)
+    async def run(self, request: ExpungeVmRequest) -> ExpungedVm:
+        return await self._execute_operation(request)
 
-    async def perform(self, given: OperationInput, saga: Saga) -> dict[str, Any]:
-        await self._begin(given)
-        return await self._expunge(given.request)
+    async def perform(self, request: ExpungeVmRequest, saga: Saga) -> ExpungedVm:
+        await self._begin(request)
+        return await self._expunge(request)
 
 
 @workflow.defn(name="MigrateVirtualMachine")
-class MigrateVirtualMachine(VirtualMachineJob):
+class MigrateVirtualMachine(VirtualMachineJob[MigrateVmRequest, MigratedVm]):
     """Running -> Migrating -> Running on another host of the same cluster (live, the disks
     stay on their shared pool): plan the target, reserve it, move the VM, record it there and
     give the source host its room back. A failure moves the VM back if it had moved, releases
     the target and leaves the VM Running on its source host."""
 
     @workflow.run
-    async def run(self, request: VirtualMachineOperationRequest) -> dict[str, Any]:
-        return await self._execute(request)
+    async def run(self, request: MigrateVmRequest) -> MigratedVm:
+        return await self._execute_operation(request)
 
-    async def perform(self, given: OperationInput, saga: Saga) -> dict[str, Any]:
-        request = given.request
-        _required_host(await self._begin(given), "migrate")
+    async def perform(self, request: MigrateVmRequest, saga: Saga) -> MigratedVm:
+        _required_host(await self._begin(request), "migrate")
         self._enter("choosing the target host")
         plan: MigrationPlan = await self._control(
             VmOperationActivities.plan_migration,
@@ -601,7 +429,7 @@ class MigrateVirtualMachine(VirtualMachineJob):
             f"live-migrate from {source} to {target}",
         )
         self._enter(f"recording Running on {target}")
-        result: dict[str, Any] = await self._control(
+        return await self._control(
             VmOperationActivities.complete_migration,
             MigrationStep(
                 job_id=request.job_id,
@@ -611,35 +439,29 @@ class MigrateVirtualMachine(VirtualMachineJob):
             ),
             f"record Running on {target} and release {source}'s capacity",
         )
-        return result
 
 
-def _snapshot_step(request: VirtualMachineOperationRequest) -> SnapshotStep:
-    if request.snapshot_id is None:
-        raise ApplicationError(
-            "a VM snapshot job needs its snapshot id",
-            int(ErrorCode.PARAM_ERROR),
-            type="InvalidParameter",
-        )
+def _snapshot_step(request: VmSnapshotJobRequest) -> SnapshotStep:
     return SnapshotStep(job_id=request.job_id, vm_id=request.vm_id, snapshot_id=request.snapshot_id)
 
 
 @workflow.defn(name="CreateVmSnapshot")
-class CreateVmSnapshot(VirtualMachineJob):
+class CreateVmSnapshot(VirtualMachineJob[SnapshotVmRequest, VmSnapshotTaken]):
     """A Running VM's snapshot (with its memory when asked): Allocated -> Creating -> Ready.
     A failure deletes what the hypervisor made and leaves the snapshot in Error."""
 
     @workflow.run
-    async def run(self, request: VirtualMachineOperationRequest) -> dict[str, Any]:
-        return await self._execute(request)
+    async def run(self, request: SnapshotVmRequest) -> VmSnapshotTaken:
+        return await self._execute_operation(request)
 
-    async def perform(self, given: OperationInput, saga: Saga) -> dict[str, Any]:
-        request = given.request
+    async def perform(self, request: SnapshotVmRequest, saga: Saga) -> VmSnapshotTaken:
         step = _snapshot_step(request)
-        await self._begin(given)
+        await self._begin(request)
         self._enter("recording the snapshot Creating")
         order: SnapshotOrder = await self._control(
-            VmOperationActivities.begin_snapshot, given, "record the snapshot Creating"
+            VmOperationActivities.begin_snapshot,
+            OperationInput(request=request, submitted_at=workflow.info().start_time),
+            "record the snapshot Creating",
         )
         host = order.on_host.host.name
         self._enter(f"snapshotting on {host}")
@@ -656,28 +478,26 @@ class CreateVmSnapshot(VirtualMachineJob):
             f"snapshot{' with memory' if order.memory else ' (disks only)'} on {host}",
         )
         self._enter("recording the snapshot Ready")
-        result: dict[str, Any] = await self._control(
+        return await self._control(
             VmOperationActivities.complete_snapshot,
             step.model_copy(update={"memory": memory}),
             "record the snapshot Ready",
         )
-        return result
 
 
 @workflow.defn(name="RevertToVmSnapshot")
-class RevertToVmSnapshot(VirtualMachineJob):
+class RevertToVmSnapshot(VirtualMachineJob[RevertToVmSnapshotRequest, VmSnapshotJobResult]):
     """A Running VM back to a Ready snapshot: Running after a snapshot with memory, Stopped
     (through Stopping, its host's capacity given back) after a disk-only one. A failure leaves
     the VM Running on its host and the snapshot Ready."""
 
     @workflow.run
-    async def run(self, request: VirtualMachineOperationRequest) -> dict[str, Any]:
-        return await self._execute(request)
+    async def run(self, request: RevertToVmSnapshotRequest) -> VmSnapshotJobResult:
+        return await self._execute_operation(request)
 
-    async def perform(self, given: OperationInput, saga: Saga) -> dict[str, Any]:
-        request = given.request
+    async def perform(self, request: RevertToVmSnapshotRequest, saga: Saga) -> VmSnapshotJobResult:
         step = _snapshot_step(request)
-        await self._begin(given)
+        await self._begin(request)
         self._enter("recording the revert")
         order: SnapshotOrder = await self._control(
             VmOperationActivities.begin_revert, step, "record the snapshot Reverting"
@@ -703,27 +523,25 @@ class RevertToVmSnapshot(VirtualMachineJob):
                 f"undefine on {on.host.name} (disks kept)",
             )
         self._enter("recording the revert")
-        result: dict[str, Any] = await self._control(
+        return await self._control(
             VmOperationActivities.complete_revert,
             step,
             "record the snapshot Ready and the VM " + ("Running" if order.memory else "Stopped"),
         )
-        return result
 
 
 @workflow.defn(name="DeleteVmSnapshot")
-class DeleteVmSnapshot(VirtualMachineJob):
+class DeleteVmSnapshot(VirtualMachineJob[DeleteVmSnapshotRequest, VmSnapshotJobResult]):
     """A Ready (or Error) snapshot deleted: Expunging -> Removed. Deleting cannot be undone; a
     failure leaves the snapshot in Error (CloudStack's rule), to be deleted again."""
 
     @workflow.run
-    async def run(self, request: VirtualMachineOperationRequest) -> dict[str, Any]:
-        return await self._execute(request)
+    async def run(self, request: DeleteVmSnapshotRequest) -> VmSnapshotJobResult:
+        return await self._execute_operation(request)
 
-    async def perform(self, given: OperationInput, saga: Saga) -> dict[str, Any]:
-        request = given.request
+    async def perform(self, request: DeleteVmSnapshotRequest, saga: Saga) -> VmSnapshotJobResult:
         step = _snapshot_step(request)
-        await self._begin(given)
+        await self._begin(request)
         self._enter("recording the snapshot Expunging")
         order: SnapshotOrder = await self._control(
             VmOperationActivities.begin_delete_snapshot, step, "record the snapshot Expunging"
@@ -738,34 +556,30 @@ class DeleteVmSnapshot(VirtualMachineJob):
             f"delete the snapshot on {host}",
         )
         self._enter("recording the snapshot Removed")
-        result: dict[str, Any] = await self._control(
+        return await self._control(
             VmOperationActivities.complete_delete_snapshot, step, "record the snapshot Removed"
         )
-        return result
 
 
 @workflow.defn(name="ScaleVirtualMachine")
-class ChangeServiceOffering(VirtualMachineJob):
+class ChangeServiceOffering(
+    VirtualMachineJob[ChangeServiceOfferingRequest, ServiceOfferingChanged]
+):
     """A Stopped VM takes another service offering (CloudStack's scaleVirtualMachine of a
     stopped VM, logged as VM.UPGRADE): one write, checked again at run time. A stopped VM
     holds no capacity and is defined on no hypervisor: its next start sizes it anew."""
 
     @workflow.run
-    async def run(self, request: VirtualMachineOperationRequest) -> dict[str, Any]:
-        return await self._execute(request)
+    async def run(self, request: ChangeServiceOfferingRequest) -> ServiceOfferingChanged:
+        return await self._execute_operation(request)
 
-    async def perform(self, given: OperationInput, saga: Saga) -> dict[str, Any]:
-        request = given.request
-        if request.service_offering_id is None:
-            raise ApplicationError(
-                "a service offering change needs the offering",
-                int(ErrorCode.PARAM_ERROR),
-                type="InvalidParameter",
-            )
-        await self._begin(given)
+    async def perform(
+        self, request: ChangeServiceOfferingRequest, saga: Saga
+    ) -> ServiceOfferingChanged:
+        await self._begin(request)
         self._no_return = "the VM is taking its new service offering"
         self._enter("recording the new service offering")
-        result: dict[str, Any] = await self._control(
+        return await self._control(
             VmOperationActivities.change_service_offering,
             OfferingChange(
                 job_id=request.job_id,
@@ -774,11 +588,10 @@ class ChangeServiceOffering(VirtualMachineJob):
             ),
             "record the new service offering",
         )
-        return result
 
 
 @workflow.defn(name="RestoreVirtualMachine")
-class RestoreVirtualMachine(VirtualMachineJob):
+class RestoreVirtualMachine(VirtualMachineJob[RestoreVmRequest, VmRestored]):
     """A VM's root volume made again from a template (its own, or another for its hypervisor):
     stop it on its host if it runs, make the new root volume on the old one's pool, swap, define
     and start it again with the new disk if it ran; then the old root volume is deleted (the
@@ -786,13 +599,12 @@ class RestoreVirtualMachine(VirtualMachineJob):
     Running on its host or Stopped, and nothing of the new volume left."""
 
     @workflow.run
-    async def run(self, request: VirtualMachineOperationRequest) -> dict[str, Any]:
-        return await self._execute(request)
+    async def run(self, request: RestoreVmRequest) -> VmRestored:
+        return await self._execute_operation(request)
 
-    async def perform(self, given: OperationInput, saga: Saga) -> dict[str, Any]:
-        request = given.request
+    async def perform(self, request: RestoreVmRequest, saga: Saga) -> VmRestored:
         job_id, vm_id = request.job_id, request.vm_id
-        begun = await self._begin(given)
+        begun = await self._begin(request)
         on: VmOnHost | None = None
         if begun.state == "Stopping":
             on = _required_host(begun, "stop")
@@ -899,15 +711,14 @@ class RestoreVirtualMachine(VirtualMachineJob):
                     type=kind,
                     non_retryable=True,
                 ) from None
-        result: dict[str, Any] = await self._control(
+        return await self._control(
             VmOperationActivities.finish_restore,
             old,
             "record the old root volume Expunged",
             retry=UNDO_RETRY,
         )
-        return result
 
-    def _restore_volume_undo(self, request: VirtualMachineOperationRequest) -> Any:
+    def _restore_volume_undo(self, request: RestoreVmRequest) -> Undo:
         """Delete the new root disk (nothing to do if it was never made), then record the
         volume Expunged and its pool's bytes given back."""
 

@@ -29,9 +29,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
+from uuid import UUID
 
 from temporalio import workflow
 from temporalio.common import (
@@ -46,6 +48,8 @@ from temporalio.workflow import ParentClosePolicy
 with workflow.unsafe.imports_passed_through():
     from activities.deployment import DeploymentActivities
     from activities.deployment_models import DeploymentOutcome
+    from activities.job_record_models import JoinedJobs, RefusedJob, WithdrawnJob
+    from activities.job_records import JobRecordActivities
     from activities.vm_operation_models import OperationOutcome
     from activities.vm_operations import VmOperationActivities
     from activities.volume_operation_models import RemovedVm, VolumeJobOutcome
@@ -55,18 +59,27 @@ with workflow.unsafe.imports_passed_through():
     from domain.job_requests import (
         VM_QUEUE_WORKFLOW,
         VOLUME_RESOURCE,
+        DeployVirtualMachineRequest,
         JobAttribute,
-        VirtualMachineOperationRequest,
         VmJobAccepted,
         VmJobSubmission,
-        VmOperation,
         VmQueueEntry,
         VmQueueState,
-        VolumeOperation,
     )
+    from domain.job_results import QueuedJobEnd
+    from domain.vm_requests import (
+        DestroyVmRequest,
+        ExpungeVmRequest,
+        RecoverVmRequest,
+        VmOperation,
+        VmOperationRequest,
+    )
+    from domain.volume_requests import VolumeOperation, VolumeOperationRequest
 
-from workflows.deploy_virtual_machine import UNDO_RETRY
 from workflows.job_state import is_cancellation
+from workflows.retry_policies import UNDO_RETRY
+
+A = TypeVar("A")
 
 QUEUE_WORKFLOW = VM_QUEUE_WORKFLOW
 DEPLOY_WORKFLOW = "DeployVirtualMachine"
@@ -98,12 +111,17 @@ class _Entry:
     sequence: int
     submitted_at: datetime
     status: str = "queued"
-    handle: Any = None
+    handle: workflow.ChildWorkflowHandle[Any, QueuedJobEnd] | None = None
     done: bool = False
     succeeded: bool = False
-    result: Any = None
+    #: What the queue reads of the job's result (`domain.job_results`), once it succeeded.
+    result: QueuedJobEnd | None = None
     error_type: str | None = None
-    watcher: Any = field(default=None, repr=False)
+    watcher: asyncio.Task[None] | None = field(default=None, repr=False)
+    #: Cancelled through the queue before its turn: it is never granted one.
+    withdrawn: bool = False
+    #: Jobs submitted while this one waited, asking exactly the same: they end as it ends.
+    joined: list[_Entry] = field(default_factory=list)
 
     def public(self) -> VmQueueEntry:
         return VmQueueEntry(
@@ -150,20 +168,74 @@ class VirtualMachineQueue:
 
     @submit.validator
     def _may_submit(self, submission: VmJobSubmission) -> None:
-        if (
-            self._state.removed
-            and str(submission.job_id) not in self._state.recent_jobs
-            and not self._outlives_its_volume(submission)
-        ):
-            gone = (
+        refusal = self._refusal(submission)
+        if refusal is not None and str(submission.job_id) not in self._state.recent_jobs:
+            raise ApplicationError(refusal, type="VmRemoved")
+
+    @workflow.signal(name="enqueue")
+    async def enqueue(self, submission: VmJobSubmission) -> None:
+        """How the API submits (signal-with-start): the server records the signal durably and
+        the API answers at once, whatever this queue's worker is doing. The API has recorded
+        the job queued; here it gets its place, joins the identical job it repeats, or is
+        refused because its resource is gone."""
+        if str(submission.job_id) in self._state.recent_jobs:
+            return  # the same submission again (a retried request): it has its place
+        refusal = self._refusal(submission)
+        if refusal is not None:
+            self._remember(submission)
+            await self._record(
+                JobRecordActivities.refuse,
+                RefusedJob(submission=submission, submitted_at=workflow.now(), reason=refusal),
+                f"record job {submission.job_id} refused: {refusal}",
+            )
+            return
+        joined = self._identical_pending(submission)
+        if joined is not None:
+            self._remember(submission)
+            joined.joined.append(
+                _Entry(submission=submission, sequence=joined.sequence, submitted_at=workflow.now())
+            )
+            return
+        await self._enqueue(submission)
+
+    @workflow.signal(name="withdraw")
+    async def withdraw(self, job_id: UUID) -> None:
+        """Cancel a job the API could not reach itself: one that joined another (it has no
+        workflow of its own) or whose workflow this queue has not started yet."""
+        for entry in list(self._entries):
+            for joined in entry.joined:
+                if joined.submission.job_id == job_id:
+                    entry.joined.remove(joined)
+                    await self._record(
+                        JobRecordActivities.withdraw,
+                        WithdrawnJob(
+                            submission=joined.submission,
+                            submitted_at=joined.submitted_at,
+                            reason="cancelled while queued",
+                        ),
+                        f"record job {job_id} cancelled while queued",
+                    )
+                    return
+            if entry.submission.job_id == job_id and not entry.done:
+                if entry.status == "queued":
+                    entry.withdrawn = True
+                await self._cancel_once_started(entry)
+                return
+
+    async def _cancel_once_started(self, entry: _Entry) -> None:
+        """Temporal's own cancel of the job's workflow: it leaves the queue as Canceled."""
+        await workflow.wait_condition(lambda: entry.handle is not None or entry.done)
+        if not entry.done:
+            await workflow.get_external_workflow_handle(str(entry.submission.job_id)).cancel()
+
+    def _refusal(self, submission: VmJobSubmission) -> str | None:
+        if self._state.removed and not self._outlives_its_volume(submission):
+            return (
                 f"virtual machine {self._state.vm_id} has been expunged"
                 if self._state.resource_type == "VirtualMachine"
                 else f"{self._state.resource_type.lower()} {self._state.vm_id} has been deleted"
             )
-            raise ApplicationError(
-                gone,
-                type="VmRemoved",
-            )
+        return None
 
     def _outlives_its_volume(self, submission: VmJobSubmission) -> bool:
         """A job on a snapshot of a deleted volume (CloudStack keeps snapshots after their
@@ -218,7 +290,12 @@ class VirtualMachineQueue:
         entry = self._entries[0]
         if not entry.done:
             entry.status = "running"
-            if entry.submission.deployment is None:
+            deployment = entry.submission.deployment
+            if (
+                (deployment is None or deployment.waits_for_turn)
+                and not entry.withdrawn
+                and entry.handle is not None
+            ):
                 try:
                     await entry.handle.signal("grant")
                 except Exception as error:  # the job ended (cancelled) meanwhile
@@ -236,7 +313,8 @@ class VirtualMachineQueue:
         if (
             operation is None
             or not entry.succeeded
-            or not (entry.result or {}).get("removed")
+            or entry.result is None
+            or not entry.result.removed
             or not workflow.patched(DETACH_DATA_VOLUMES_ON_EXPUNGE)
         ):
             return
@@ -252,23 +330,27 @@ class VirtualMachineQueue:
         """What a finished job means for the VM's future: the expunge timer, removal."""
         operation = entry.submission.operation
         now = workflow.now()
+        result = entry.result or QueuedJobEnd()
         if entry.submission.volume is not None:
             # A deleted volume's own queue ends, as a VM's does once it is expunged.
-            if entry.succeeded and (entry.result or {}).get("removed"):
+            if entry.succeeded and result.removed:
                 self._state.removed = True
             return
         if operation is None:
             return
         if entry.succeeded:
-            result = entry.result or {}
-            if operation.operation is VmOperation.DESTROY and not result.get("removed"):
-                delay = float(result.get("expunge_delay_seconds", operation.expunge_delay_seconds))
+            if isinstance(operation, DestroyVmRequest) and not result.removed:
+                delay = (
+                    result.expunge_delay_seconds
+                    if result.expunge_delay_seconds is not None
+                    else float(operation.expunge_delay_seconds)
+                )
                 self._state.expunge_at = now + timedelta(seconds=delay)
                 self._state.expunge_source_job = operation.job_id
                 self._state.expunge_attempts = 0
-            elif operation.operation is VmOperation.RECOVER:
+            elif isinstance(operation, RecoverVmRequest):
                 self._state.expunge_at = None
-            if result.get("removed"):
+            if result.removed:
                 self._state.removed = True
                 self._state.expunge_at = None
         elif entry.error_type == EXPUNGE_INCOMPLETE:
@@ -300,10 +382,9 @@ class VirtualMachineQueue:
         attempt = self._state.expunge_attempts
         self._state.expunge_at = None
         job_id = derived_id(source, f"expunge/{attempt}")
-        request = VirtualMachineOperationRequest(
+        request = ExpungeVmRequest(
             job_id=job_id,
             vm_id=self._state.vm_id,
-            operation=VmOperation.EXPUNGE,
             account_id=self._state.account_id,
             summary=f"Expunge VM {self._state.vm_id} after the expunge delay",
         )
@@ -363,7 +444,8 @@ class VirtualMachineQueue:
         self._remember(submission)
         entry = _Entry(submission=submission, sequence=sequence, submitted_at=workflow.now())
         self._entries.append(entry)
-        argument: Any = submission.operation
+        argument: VmOperationRequest | DeployVirtualMachineRequest | VolumeOperationRequest | None
+        argument = submission.operation
         workflow_type = submission.job_type
         if submission.deployment is not None:
             workflow_type, argument = DEPLOY_WORKFLOW, submission.deployment
@@ -381,6 +463,7 @@ class VirtualMachineQueue:
                 memo={"request_fingerprint": submission.fingerprint},
                 parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                result_type=QueuedJobEnd,
             )
         except BaseException:
             self._entries.remove(entry)
@@ -389,6 +472,7 @@ class VirtualMachineQueue:
         return entry
 
     async def _watch(self, entry: _Entry) -> None:
+        assert entry.handle is not None
         try:
             entry.result = await entry.handle
             entry.succeeded = True
@@ -405,10 +489,36 @@ class VirtualMachineQueue:
                     await self._record_terminated(entry)
                 except Exception as failure:  # the queue moves on even if the record fails
                     workflow.logger.error("could not record %s terminated: %s", entry, failure)
+        await self._end_joined(entry)
         entry.done = True
         if entry.status == "queued" and entry in self._entries[1:]:
             # Cancelled while it waited: it leaves the queue without ever running.
             self._entries.remove(entry)
+
+    async def _end_joined(self, entry: _Entry) -> None:
+        """The jobs that joined this one end as it ended (its end is recorded by now)."""
+        if not entry.joined:
+            return
+        try:
+            await self._record(
+                JobRecordActivities.end_as_joined,
+                JoinedJobs(
+                    job_ids=[joined.submission.job_id for joined in entry.joined],
+                    joined_job_id=entry.submission.job_id,
+                ),
+                f"record {len(entry.joined)} joined job(s) ended as {entry.submission.job_id}",
+            )
+        except Exception as failure:  # the queue moves on even if the records fail
+            workflow.logger.error("could not end the jobs that joined %s: %s", entry, failure)
+
+    async def _record(self, activity: Callable[[Any, A], object], arg: A, summary: str) -> None:
+        await workflow.execute_activity_method(
+            activity,
+            arg,
+            start_to_close_timeout=timedelta(seconds=60),
+            retry_policy=UNDO_RETRY,
+            summary=summary,
+        )
 
     async def _record_terminated(self, entry: _Entry) -> None:
         """Write the failure a terminated job could not write itself. Both steps are the jobs'

@@ -6,7 +6,7 @@ queue workflow) while it is detached. Like the VM's jobs, each waits for its tur
 signal), then runs as a saga: each step that changes the world registers its undo before it
 runs, and a failure or a cancellation unwinds in reverse and leaves the volume in the stable
 state it started from. The waiting, the `cancel` update with its point-of-no-return validator
-and the plumbing are the VM jobs' own (`VirtualMachineJob`); only the record steps differ.
+and the plumbing are the job base's (`workflows/job.py`); only the record steps differ.
 
 Points of no return, in words the API returns with its 409: an attach once its record is being
 written, a detach once the disk is unplugged, a resize once the disk is being grown (a disk is
@@ -16,7 +16,7 @@ from its first step (a deleted volume is not recoverable).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Generic, TypeVar
 from uuid import UUID
 
 from temporalio import workflow
@@ -40,82 +40,80 @@ with workflow.unsafe.imports_passed_through():
         VolumeStep,
     )
     from activities.volume_operations import VolumeOperationActivities
-    from domain.job_requests import VolumeOperationRequest
+    from domain.job_results import DeletedVolume, JobResult, VolumeJobResult
+    from domain.volume_requests import (
+        AttachVolumeRequest,
+        CreateVolumeRequest,
+        DeleteVolumeRequest,
+        DetachVolumeRequest,
+        MigrateVolumeRequest,
+        ResizeVolumeRequest,
+        VolumeOperationRequest,
+    )
 
-from workflows.deploy_virtual_machine import UNDO_RETRY
+from workflows.job import JobWorkflow
+from workflows.retry_policies import UNDO_RETRY
 from workflows.saga import Saga
-from workflows.vm_operations import VirtualMachineJob
+
+#: The operation's own input model, and its job's result.
+Q = TypeVar("Q", bound=VolumeOperationRequest)
+R = TypeVar("R", bound=JobResult)
 
 
-class VolumeJob(VirtualMachineJob):
-    """What every volume job shares with the VM jobs (turn, cancel, saga, plumbing), with the
-    volume's own job record."""
+class VolumeJob(JobWorkflow[R], Generic[Q, R]):
+    """A job on one volume: the base's turn, cancel and saga, with the volume's own record (a
+    failure puts the volume back in the stable state it started from)."""
 
-    async def _execute_volume(self, request: VolumeOperationRequest) -> dict[str, Any]:
+    async def _execute_volume(self, request: Q) -> R:
         given = VolumeJobInput(request=request, submitted_at=workflow.info().start_time)
-        return await self._shielded(
-            self._run_job(
-                perform=lambda saga: self.perform_volume(given, saga),
-                record_queued_cancelled=lambda: self._control(
-                    VolumeOperationActivities.record_queued_cancelled,
-                    self._volume_outcome(given, 0, "cancelled while queued", cancelled=True),
-                    "record the job cancelled while queued",
-                    retry=UNDO_RETRY,
-                ),
-                record_failure=lambda code, text, cancelled: self._control(
-                    VolumeOperationActivities.fail,
-                    self._volume_outcome(given, code, text, cancelled=cancelled),
-                    "record the failure",
-                    retry=UNDO_RETRY,
-                ),
-            )
+        return await self._execute_recorded(
+            lambda saga: self.perform_volume(given, saga),
+            fail=VolumeOperationActivities.fail,
+            cancelled_while_queued=VolumeOperationActivities.record_queued_cancelled,
+            outcome=lambda code, text, cancelled: VolumeJobOutcome(
+                request=given.request,
+                submitted_at=given.submitted_at,
+                error_code=code,
+                error_text=text,
+                cancelled=cancelled,
+            ),
         )
 
-    async def perform_volume(self, given: VolumeJobInput, saga: Saga) -> dict[str, Any]:
+    async def perform_volume(self, given: VolumeJobInput[Q], saga: Saga) -> R:
         """The operation's own steps: every volume job workflow implements it."""
         raise NotImplementedError
 
-    @staticmethod
-    def _volume_outcome(
-        given: VolumeJobInput, code: int, text: str, *, cancelled: bool
-    ) -> VolumeJobOutcome:
-        return VolumeJobOutcome(
-            request=given.request,
-            submitted_at=given.submitted_at,
-            error_code=code,
-            error_text=text,
-            cancelled=cancelled,
-        )
-
 
 @workflow.defn(name="CreateVolume")
-class CreateVolume(VolumeJob):
+class CreateVolume(VolumeJob[CreateVolumeRequest, VolumeJobResult]):
     """Record a data volume Allocated: its disk is made when it is first attached."""
 
     @workflow.run
-    async def run(self, request: VolumeOperationRequest) -> dict[str, Any]:
+    async def run(self, request: CreateVolumeRequest) -> VolumeJobResult:
         return await self._execute_volume(request)
 
-    async def perform_volume(self, given: VolumeJobInput, saga: Saga) -> dict[str, Any]:
+    async def perform_volume(
+        self, given: VolumeJobInput[CreateVolumeRequest], saga: Saga
+    ) -> VolumeJobResult:
         self._enter("recording the volume Allocated")
-        result: dict[str, Any] = await self._control(
+        return await self._control(
             VolumeOperationActivities.create, given, "record the volume Allocated"
         )
-        return result
 
 
 @workflow.defn(name="AttachVolume")
-class AttachVolume(VolumeJob):
+class AttachVolume(VolumeJob[AttachVolumeRequest, VolumeJobResult]):
     """Reserve a device; make the disk if the volume was only allocated; plug it into the VM
     if it runs; record it attached."""
 
     @workflow.run
-    async def run(self, request: VolumeOperationRequest) -> dict[str, Any]:
+    async def run(self, request: AttachVolumeRequest) -> VolumeJobResult:
         return await self._execute_volume(request)
 
-    async def perform_volume(self, given: VolumeJobInput, saga: Saga) -> dict[str, Any]:
+    async def perform_volume(
+        self, given: VolumeJobInput[AttachVolumeRequest], saga: Saga
+    ) -> VolumeJobResult:
         request = given.request
-        assert request.vm_id is not None
         self._enter("checking the VM and the volume")
         order: AttachOrder = await self._control(
             VolumeOperationActivities.begin_attach, given, "check, reserve the device"
@@ -167,7 +165,7 @@ class AttachVolume(VolumeJob):
             )
         self._no_return = "the volume is being recorded attached; detach it instead"
         self._enter("recording attached")
-        result: dict[str, Any] = await self._control(
+        result = await self._control(
             VolumeOperationActivities.complete_attach,
             step.model_copy(update={"created": created}),
             "record the volume attached",
@@ -177,14 +175,16 @@ class AttachVolume(VolumeJob):
 
 
 @workflow.defn(name="DetachVolume")
-class DetachVolume(VolumeJob):
+class DetachVolume(VolumeJob[DetachVolumeRequest, VolumeJobResult]):
     """Unplug the disk if the VM runs; record the volume detached (it is kept)."""
 
     @workflow.run
-    async def run(self, request: VolumeOperationRequest) -> dict[str, Any]:
+    async def run(self, request: DetachVolumeRequest) -> VolumeJobResult:
         return await self._execute_volume(request)
 
-    async def perform_volume(self, given: VolumeJobInput, saga: Saga) -> dict[str, Any]:
+    async def perform_volume(
+        self, given: VolumeJobInput[DetachVolumeRequest], saga: Saga
+    ) -> VolumeJobResult:
         request = given.request
         self._enter("checking the volume is attached")
         order: DetachOrder = await self._control(
@@ -205,7 +205,7 @@ class DetachVolume(VolumeJob):
             )
         self._no_return = "the volume is detached; attach it again instead"
         self._enter("recording detached")
-        result: dict[str, Any] = await self._control(
+        result = await self._control(
             VolumeOperationActivities.complete_detach,
             VolumeStep(job_id=request.job_id, volume_id=request.volume_id),
             "record the volume detached",
@@ -215,15 +215,17 @@ class DetachVolume(VolumeJob):
 
 
 @workflow.defn(name="ResizeVolume")
-class ResizeVolume(VolumeJob):
+class ResizeVolume(VolumeJob[ResizeVolumeRequest, VolumeJobResult]):
     """Reserve the new size on the pool, grow the disk, record the size. A volume with no disk
     yet only changes its size on the books."""
 
     @workflow.run
-    async def run(self, request: VolumeOperationRequest) -> dict[str, Any]:
+    async def run(self, request: ResizeVolumeRequest) -> VolumeJobResult:
         return await self._execute_volume(request)
 
-    async def perform_volume(self, given: VolumeJobInput, saga: Saga) -> dict[str, Any]:
+    async def perform_volume(
+        self, given: VolumeJobInput[ResizeVolumeRequest], saga: Saga
+    ) -> VolumeJobResult:
         request = given.request
         self._enter("checking the new size")
         order: ResizeOrder = await self._control(
@@ -254,7 +256,7 @@ class ResizeVolume(VolumeJob):
             saga.add("books", self._undo(VolumeOperationActivities.undo_resize, grown))
         self._no_return = "the volume is resized"
         self._enter("recording the new size")
-        result: dict[str, Any] = await self._control(
+        result = await self._control(
             VolumeOperationActivities.complete_resize, step, "record the new size"
         )
         saga.forget()
@@ -262,14 +264,16 @@ class ResizeVolume(VolumeJob):
 
 
 @workflow.defn(name="MigrateVolume")
-class MigrateVolume(VolumeJob):
+class MigrateVolume(VolumeJob[MigrateVolumeRequest, VolumeJobResult]):
     """Reserve the target pool, copy the disk there, record the move, delete the source."""
 
     @workflow.run
-    async def run(self, request: VolumeOperationRequest) -> dict[str, Any]:
+    async def run(self, request: MigrateVolumeRequest) -> VolumeJobResult:
         return await self._execute_volume(request)
 
-    async def perform_volume(self, given: VolumeJobInput, saga: Saga) -> dict[str, Any]:
+    async def perform_volume(
+        self, given: VolumeJobInput[MigrateVolumeRequest], saga: Saga
+    ) -> VolumeJobResult:
         request = given.request
         self._enter("checking the target pool")
         order: MigrateOrder = await self._control(
@@ -311,24 +315,25 @@ class MigrateVolume(VolumeJob):
             f"delete the source disk on {copy.source_pool.name}",
             retry=UNDO_RETRY,
         )
-        result: dict[str, Any] = await self._control(
+        return await self._control(
             VolumeOperationActivities.succeed,
             VolumeStep(job_id=request.job_id, volume_id=request.volume_id),
             "record the job done",
         )
-        return result
 
 
 @workflow.defn(name="DeleteVolume")
-class DeleteVolume(VolumeJob):
+class DeleteVolume(VolumeJob[DeleteVolumeRequest, DeletedVolume]):
     """Destroy → Expunging (no way back), delete the disk, Expunged with the pool's bytes back.
     A delete that fails part way leaves the volume Expunging; deleting again finishes it."""
 
     @workflow.run
-    async def run(self, request: VolumeOperationRequest) -> dict[str, Any]:
+    async def run(self, request: DeleteVolumeRequest) -> DeletedVolume:
         return await self._execute_volume(request)
 
-    async def perform_volume(self, given: VolumeJobInput, saga: Saga) -> dict[str, Any]:
+    async def perform_volume(
+        self, given: VolumeJobInput[DeleteVolumeRequest], saga: Saga
+    ) -> DeletedVolume:
         request = given.request
         self._enter("checking the volume is detached")
         self._no_return = "the volume is being deleted"
@@ -344,13 +349,12 @@ class DeleteVolume(VolumeJob):
                 f"delete the disk on {order.removal.pool.name}",
                 retry=UNDO_RETRY,
             )
-        result: dict[str, Any] = await self._control(
+        return await self._control(
             VolumeOperationActivities.finish_delete,
             VolumeStep(job_id=request.job_id, volume_id=request.volume_id),
             "record Expunged, give the pool's bytes back",
             retry=UNDO_RETRY,
         )
-        return result
 
 
 VOLUME_OPERATION_WORKFLOWS: tuple[type, ...] = (

@@ -1,7 +1,8 @@
 """/v1/jobs: every operation's job, from the job read model.
 
-A job that a worker has not yet picked up has no events: it is read from Temporal instead and
-shown `queued`, so a client polling right after a 202 never sees a 404.
+A job submitted a moment ago may not be projected yet: it is read from its record in the event
+store (written before the 202), or, for jobs started without one, from Temporal, so a client
+polling right after a 202 never sees a 404.
 """
 
 from __future__ import annotations
@@ -11,21 +12,21 @@ from uuid import UUID
 
 from fastapi import APIRouter, Response
 from starlette.concurrency import run_in_threadpool
-from temporalio.client import WorkflowExecutionStatus, WorkflowUpdateFailedError
+from temporalio.client import WorkflowExecutionStatus
 from temporalio.common import SearchAttributeKey
-from temporalio.service import RPCError, RPCStatusCode
 
 from api.auth import CurrentCaller
 from api.dependencies import Consistent, Cursor, Limit, PageNumber, Services
-from api.errors import ApiError, not_found
+from api.errors import not_found
+from api.job_cancellation import cancel
 from api.job_submission import describe
 from api.models import JobCancelled, JobPublic, Listing
 from api.reads import consistent_read, scoped_account
 from api.services import CloudServices
-from domain.deployment import JOB_TYPE as DEPLOY_JOB_TYPE
 from domain.errors import ErrorCode
 from domain.job import Job, JobStatus
 from domain.job_requests import JobAttribute
+from projections.jobs import JobsProjection
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 TABLE = "jobs"
@@ -101,6 +102,10 @@ async def get_job(
 ) -> JobPublic:
     await run_in_threadpool(consistent_read, services, TABLE, consistent, response)
     row = await run_in_threadpool(services.reads.get, TABLE, job_id)
+    if row is None:
+        # Not projected yet (a job submitted a moment ago): its record in the event store.
+        recorded = await run_in_threadpool(services.cloud.find, Job, job_id)
+        row = JobsProjection.row_of_job(recorded) if recorded is not None else None
     if row is not None:
         if not caller.may_see(row["account_id"]):
             raise not_found(f"job {job_id}", ("path", "job_id"))
@@ -160,51 +165,7 @@ async def _job_from_temporal(services: CloudServices, caller: Any, job_id: UUID)
     responses={409: {"description": "the job ended, or is past its point of no return"}},
 )
 async def cancel_job(job_id: UUID, caller: CurrentCaller, services: Services) -> JobCancelled:
-    description = await describe(services, job_id)
-    account = (
-        description.typed_search_attributes.get(
-            SearchAttributeKey.for_keyword(JobAttribute.ACCOUNT_ID.value)
-        )
-        if description is not None
-        else None
+    was = await cancel(
+        services.temporal, services.cloud, job_id, f"cancelled by {caller.name}", caller.may_see
     )
-    if description is None or not caller.may_see(account):
-        raise not_found(f"job {job_id}", ("path", "job_id"))
-    if description.status is not WorkflowExecutionStatus.RUNNING:
-        raise _not_cancellable(f"the job already ended ({_ended(description.status)})")
-    recorded = await run_in_threadpool(services.cloud.find, Job, job_id)
-    if recorded is not None and recorded.status.is_final:
-        # Its end is recorded; its workflow closes a moment later. A cancel now changes nothing.
-        raise _not_cancellable(f"the job already ended ({recorded.status.value})")
-    handle = services.temporal.get_workflow_handle(str(job_id))
-    reason = f"cancelled by {caller.name}"
-    if description.workflow_type == DEPLOY_JOB_TYPE:
-        # The deployment saga unwinds on Temporal's own cancellation.
-        await handle.cancel()
-        was = "running"
-    else:
-        try:
-            was = await handle.execute_update("cancel", reason, result_type=str)
-        except WorkflowUpdateFailedError as error:
-            cause = error.cause
-            raise _not_cancellable(getattr(cause, "message", None) or str(cause)) from None
-        except RPCError as error:
-            if error.status == RPCStatusCode.NOT_FOUND:
-                raise _not_cancellable("the job already ended") from None
-            raise
     return JobCancelled(job_id=job_id, was=was, job_url=f"/v1/jobs/{job_id}")
-
-
-def _ended(status: WorkflowExecutionStatus | None) -> str:
-    final = _TEMPORAL_STATUS.get(status or WorkflowExecutionStatus.FAILED, JobStatus.FAILED)
-    return final.value
-
-
-def _not_cancellable(why: str) -> ApiError:
-    return ApiError(
-        409,
-        f"the job cannot be cancelled: {why}",
-        code=ErrorCode.RESOURCE_IN_USE,
-        loc=("path", "job_id"),
-        kind="not_cancellable",
-    )

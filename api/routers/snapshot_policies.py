@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Any
 from uuid import UUID
 
-from fastapi import APIRouter, Header, Response, status
+from fastapi import APIRouter, Response, status
 from starlette.concurrency import run_in_threadpool
 from temporalio.service import RPCError
 
 from api.auth import CurrentCaller
-from api.dependencies import Consistent, Cursor, Limit, PageNumber, Services
+from api.dependencies import Consistent, Cursor, IdempotencyKey, Limit, PageNumber, Services
 from api.errors import ApiError, not_found
 from api.job_submission import JobSubmission, fingerprint, job_id_for, submit
 from api.models import (
@@ -45,7 +45,6 @@ from domain.volume import Volume
 
 router = APIRouter(prefix="/v1/snapshot-policies", tags=["snapshot policies"])
 TABLE = "snapshot_policies"
-IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key")]
 
 
 @router.get("", response_model=Listing[SnapshotPolicyPublic], summary="List snapshot policies")

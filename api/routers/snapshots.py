@@ -9,16 +9,27 @@ here with a 4xx naming the reason; what only shows at run time fails the job (43
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypedDict, TypeVar
 from uuid import UUID
 
-from fastapi import APIRouter, Header, Response, status
+from fastapi import APIRouter, Response, status
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import Caller, CurrentCaller
-from api.dependencies import Consistent, Cursor, Limit, PageNumber, Services
+from api.dependencies import (
+    Consistent,
+    Cursor,
+    Filter,
+    IdempotencyKey,
+    Limit,
+    PageNumber,
+    Services,
+)
 from api.errors import not_found
+from api.job_routes import JobCall, JobRoute, add_job_route
 from api.job_submission import job_id_for
 from api.models import (
     Listing,
@@ -34,14 +45,30 @@ from api.reads import consistent_read, scoped_account
 from api.routers.volumes import VM_TABLE, _accepted, _submit, _volume_row
 from domain.errors import IllegalStateTransition
 from domain.ids import derived_id
-from domain.job_requests import VolumeOperation, VolumeOperationRequest
-from domain.snapshot import snapshot_id_for
+from domain.snapshot import SnapshotState, snapshot_id_for
 from domain.snapshot_operations import refusal_for_snapshot_use, refusal_to_snapshot
 from domain.volume_operations import volume_id_for
+from domain.volume_requests import (
+    DeleteSnapshotRequest,
+    RevertSnapshotRequest,
+    SnapshotVolumeRequest,
+    TemplateFromSnapshotRequest,
+    VolumeFromSnapshotRequest,
+    VolumeOperation,
+)
+
+B = TypeVar("B", bound=BaseModel | None)
+#: The input model of a job on an existing snapshot.
+Q = TypeVar(
+    "Q",
+    bound=DeleteSnapshotRequest
+    | RevertSnapshotRequest
+    | VolumeFromSnapshotRequest
+    | TemplateFromSnapshotRequest,
+)
 
 router = APIRouter(tags=["snapshots"])
 TABLE = "snapshots"
-IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key")]
 
 
 @router.get("/v1/snapshots", response_model=Listing[SnapshotPublic], summary="List snapshots")
@@ -51,8 +78,8 @@ def list_snapshots(
     response: Response,
     volume_id: UUID | None = None,
     policy_id: UUID | None = None,
-    state: str | None = None,
-    interval_type: str | None = None,
+    state: SnapshotState | None = None,
+    interval_type: Filter = None,
     account_id: UUID | None = None,
     limit: Limit = 50,
     cursor: Cursor = None,
@@ -121,10 +148,9 @@ async def create_snapshot(
     job_id = job_id_for(caller, idempotency_key)
     snapshot_id = snapshot_id_for(job_id)
     name = body.name if body is not None and body.name else None
-    request = VolumeOperationRequest(
+    request = SnapshotVolumeRequest(
         job_id=job_id,
         volume_id=volume_id,
-        operation=VolumeOperation.SNAPSHOT,
         account_id=row["account_id"],
         summary=f"Snapshot volume {row['name']}",
         snapshot_id=snapshot_id,
@@ -135,150 +161,171 @@ async def create_snapshot(
         f"**Snapshot:** {name or '(named after the volume)'} (`{snapshot_id}`)",
         f"**Asked by:** {caller.name} (`{caller.account_id}`)",
     ]
-    accepted = await _submit(
+    job_id = await _submit(
         services, row["vm_id"], volume_id, row["zone_id"], request, body, details
     )
-    _accepted(services, response, accepted.job_id, volume_id)
-    return SnapshotJobAccepted(
-        job_id=accepted.job_id,
-        snapshot_id=snapshot_id_for(accepted.job_id),
-        job_url=f"/v1/jobs/{accepted.job_id}",
-        temporal_url=services.job_url(accepted.job_id),
-    )
-
-
-@router.delete(
-    "/v1/snapshots/{snapshot_id}",
-    status_code=status.HTTP_202_ACCEPTED,
-    response_model=SnapshotJobAccepted,
-    summary="Delete a snapshot and its backup (a job)",
-)
-async def delete_snapshot(
-    snapshot_id: UUID,
-    caller: CurrentCaller,
-    services: Services,
-    response: Response,
-    idempotency_key: IdempotencyKey = None,
-) -> SnapshotJobAccepted:
-    snapshot = await _usable_snapshot(services, caller, snapshot_id, "delete", deleting=True)
-    job_id = await _snapshot_job(
-        services,
-        caller,
-        snapshot,
-        VolumeOperation.DELETE_SNAPSHOT,
-        None,
-        idempotency_key,
-        volume_id=snapshot["volume_id"],
-    )
-    response.headers["Location"] = f"/v1/jobs/{job_id}"
+    _accepted(services, response, job_id, volume_id)
     return SnapshotJobAccepted(
         job_id=job_id,
-        snapshot_id=snapshot_id,
+        snapshot_id=snapshot_id_for(job_id),
         job_url=f"/v1/jobs/{job_id}",
         temporal_url=services.job_url(job_id),
     )
 
 
-@router.post(
-    "/v1/snapshots/{snapshot_id}/revert",
-    status_code=status.HTTP_202_ACCEPTED,
-    response_model=VolumeJobAccepted,
-    summary="Revert the snapshot's volume to it; its VM must be stopped (a job)",
+# -- jobs on a snapshot: one row of OPERATIONS each, in the queue of the snapshot's volume --
+class SnapshotJobFields(TypedDict):
+    """The fields every job on a snapshot has (`domain.volume_requests.SnapshotJobRequest`'s)."""
+
+    job_id: UUID
+    volume_id: UUID
+    account_id: UUID
+    summary: str
+    snapshot_id: UUID
+
+
+class JobLinks(TypedDict):
+    """Where a client follows the job: the fields every 202 of a snapshot job has."""
+
+    job_id: UUID
+    job_url: str
+    temporal_url: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class SnapshotOperationRoute(JobRoute[B], Generic[B, Q]):
+    """One row of OPERATIONS: a job on an existing snapshot."""
+
+    operation: VolumeOperation
+    #: What the snapshot is used for, as a refusal says it.
+    purpose: str
+    #: How the job's input is built from its own fields and the body.
+    asks: Callable[[SnapshotJobFields, B], Q]
+    #: The job makes a new volume (its id derived from the job's): the job is about that one.
+    makes_a_volume: bool = False
+    #: The 202's model, and the answer made from the job's input.
+    accepted: type[BaseModel]
+    answer: Callable[[Q, JobLinks], BaseModel]
+
+
+OPERATIONS: tuple[SnapshotOperationRoute[Any, Any], ...] = (
+    SnapshotOperationRoute(
+        path="/v1/snapshots/{snapshot_id}",
+        method="DELETE",
+        summary="Delete a snapshot and its backup (a job)",
+        name="delete_snapshot",
+        operation=VolumeOperation.DELETE_SNAPSHOT,
+        purpose="delete",
+        asks=lambda job, _: DeleteSnapshotRequest(**job),
+        accepted=SnapshotJobAccepted,
+        answer=lambda request, links: SnapshotJobAccepted(**links, snapshot_id=request.snapshot_id),
+    ),
+    SnapshotOperationRoute(
+        path="/v1/snapshots/{snapshot_id}/revert",
+        summary="Revert the snapshot's volume to it; its VM must be stopped (a job)",
+        name="revert_snapshot",
+        operation=VolumeOperation.REVERT_TO_SNAPSHOT,
+        purpose="revert",
+        asks=lambda job, _: RevertSnapshotRequest(**job),
+        accepted=VolumeJobAccepted,
+        answer=lambda request, links: VolumeJobAccepted(**links, volume_id=request.volume_id),
+    ),
+    SnapshotOperationRoute(
+        path="/v1/snapshots/{snapshot_id}/volumes",
+        summary="Make a new data volume from the snapshot (a job)",
+        name="create_volume_from_snapshot",
+        operation=VolumeOperation.CREATE_FROM_SNAPSHOT,
+        purpose="create a volume",
+        body=VolumeFromSnapshotCreate,
+        body_required=True,
+        asks=lambda job, body: VolumeFromSnapshotRequest(**job, name=body.name),
+        makes_a_volume=True,
+        accepted=VolumeJobAccepted,
+        answer=lambda request, links: VolumeJobAccepted(**links, volume_id=request.volume_id),
+    ),
+    SnapshotOperationRoute(
+        path="/v1/snapshots/{snapshot_id}/templates",
+        summary="Make a private template from the snapshot (a job)",
+        name="create_template_from_snapshot",
+        operation=VolumeOperation.CREATE_TEMPLATE_FROM_SNAPSHOT,
+        purpose="make a template",
+        body=TemplateFromSnapshotCreate,
+        body_required=True,
+        asks=lambda job, body: TemplateFromSnapshotRequest(
+            **job, name=body.name, template_id=template_id_for(job["job_id"]), os_type=body.os_type
+        ),
+        accepted=TemplateJobAccepted,
+        answer=lambda request, links: TemplateJobAccepted(
+            **links, template_id=request.template_id, snapshot_id=request.snapshot_id
+        ),
+    ),
 )
-async def revert_snapshot(
-    snapshot_id: UUID,
-    caller: CurrentCaller,
-    services: Services,
-    response: Response,
-    idempotency_key: IdempotencyKey = None,
-) -> VolumeJobAccepted:
-    snapshot = await _usable_snapshot(services, caller, snapshot_id, "revert")
-    volume = await _volume_row(services, caller, snapshot["volume_id"])
-    if volume["state"] in ("Destroy", "Expunging", "Expunged"):
-        raise IllegalStateTransition(
-            f"volume {volume['name']} is deleted or being deleted: make a new volume from the "
-            "snapshot instead"
-        )
-    job_id = await _snapshot_job(
+
+
+async def _operate(route: SnapshotOperationRoute[B, Q], call: JobCall[B]) -> BaseModel:
+    """Every job on an existing snapshot: refuse what the read models already show cannot be
+    done (4xx), and hand the job to the queue of the snapshot's volume (its VM's while the
+    volume is attached; the volume's own otherwise, also once the volume is deleted)."""
+    services, caller = call.services, call.caller
+    snapshot = await _usable_snapshot(
         services,
         caller,
-        snapshot,
-        VolumeOperation.REVERT_TO_SNAPSHOT,
-        None,
-        idempotency_key,
-        volume_id=snapshot["volume_id"],
+        call.ids["snapshot_id"],
+        route.purpose,
+        deleting=route.operation is VolumeOperation.DELETE_SNAPSHOT,
     )
-    return _accepted(services, response, job_id, snapshot["volume_id"])
-
-
-@router.post(
-    "/v1/snapshots/{snapshot_id}/volumes",
-    status_code=status.HTTP_202_ACCEPTED,
-    response_model=VolumeJobAccepted,
-    summary="Make a new data volume from the snapshot (a job)",
-)
-async def create_volume_from_snapshot(
-    snapshot_id: UUID,
-    body: VolumeFromSnapshotCreate,
-    caller: CurrentCaller,
-    services: Services,
-    response: Response,
-    idempotency_key: IdempotencyKey = None,
-) -> VolumeJobAccepted:
-    snapshot = await _usable_snapshot(services, caller, snapshot_id, "create a volume")
-    job_id = job_id_for(caller, idempotency_key)
-    new_volume_id = volume_id_for(job_id)
-    job_id = await _snapshot_job(
+    if route.operation is VolumeOperation.REVERT_TO_SNAPSHOT:
+        volume = await _volume_row(services, caller, snapshot["volume_id"])
+        if volume["state"] in ("Destroy", "Expunging", "Expunged"):
+            raise IllegalStateTransition(
+                f"volume {volume['name']} is deleted or being deleted: make a new volume from "
+                "the snapshot instead"
+            )
+    job_id = job_id_for(caller, call.idempotency_key)
+    request = route.asks(
+        SnapshotJobFields(
+            job_id=job_id,
+            volume_id=volume_id_for(job_id) if route.makes_a_volume else snapshot["volume_id"],
+            account_id=snapshot["account_id"],
+            summary=f"{route.operation.value.capitalize()} {snapshot['name']}",
+            snapshot_id=snapshot["id"],
+        ),
+        call.body,
+    )
+    source = await run_in_threadpool(services.reads.get, "volumes", snapshot["volume_id"])
+    details = [
+        f"**Snapshot:** {snapshot['name']} (`{snapshot['id']}`)",
+        f"**Volume:** `{snapshot['volume_id']}`",
+        f"**Operation:** {route.operation.value}",
+        f"**Asked by:** {caller.name} (`{caller.account_id}`)",
+    ]
+    job_id = await _submit(
         services,
-        caller,
-        snapshot,
-        VolumeOperation.CREATE_FROM_SNAPSHOT,
-        body,
-        idempotency_key,
-        volume_id=new_volume_id,
-        job_id=job_id,
-        name=body.name,
+        source["vm_id"] if source is not None else None,
+        snapshot["volume_id"],
+        snapshot["zone_id"],
+        request,
+        call.body,
+        details,
     )
-    return _accepted(services, response, job_id, volume_id_for(job_id))
+    call.response.headers["Location"] = f"/v1/jobs/{job_id}"
+    links = JobLinks(
+        job_id=job_id, job_url=f"/v1/jobs/{job_id}", temporal_url=services.job_url(job_id)
+    )
+    return route.answer(request, links)
 
 
-@router.post(
-    "/v1/snapshots/{snapshot_id}/templates",
-    status_code=status.HTTP_202_ACCEPTED,
-    response_model=TemplateJobAccepted,
-    summary="Make a private template from the snapshot (a job)",
-)
-async def create_template_from_snapshot(
-    snapshot_id: UUID,
-    body: TemplateFromSnapshotCreate,
-    caller: CurrentCaller,
-    services: Services,
-    response: Response,
-    idempotency_key: IdempotencyKey = None,
-) -> TemplateJobAccepted:
-    snapshot = await _usable_snapshot(services, caller, snapshot_id, "make a template")
-    job_id = job_id_for(caller, idempotency_key)
-    job_id = await _snapshot_job(
-        services,
-        caller,
-        snapshot,
-        VolumeOperation.CREATE_TEMPLATE_FROM_SNAPSHOT,
-        body,
-        idempotency_key,
-        volume_id=snapshot["volume_id"],
-        job_id=job_id,
-        name=body.name,
-        template_id=template_id_for(job_id),
-        os_type=body.os_type,
-    )
-    response.headers["Location"] = f"/v1/jobs/{job_id}"
-    return TemplateJobAccepted(
-        job_id=job_id,
-        template_id=template_id_for(job_id),
-        snapshot_id=snapshot_id,
-        job_url=f"/v1/jobs/{job_id}",
-        temporal_url=services.job_url(job_id),
-    )
+def _submission_of(
+    route: SnapshotOperationRoute[B, Q],
+) -> Callable[[JobCall[B]], Awaitable[BaseModel]]:
+    async def submit(call: JobCall[B]) -> BaseModel:
+        return await _operate(route, call)
+
+    return submit
+
+
+for _route in OPERATIONS:
+    add_job_route(router, _route, _submission_of(_route), accepted=_route.accepted)
 
 
 def template_id_for(job_id: UUID) -> UUID:
@@ -308,47 +355,3 @@ async def _snapshot_row(services: Services, caller: Caller, snapshot_id: UUID) -
     if row is None or not caller.may_see(row["account_id"]):
         raise not_found(f"snapshot {snapshot_id}", ("path", "snapshot_id"))
     return row
-
-
-async def _snapshot_job(
-    services: Services,
-    caller: Caller,
-    snapshot: dict[str, Any],
-    operation: VolumeOperation,
-    body: BaseModel | None,
-    idempotency_key: str | None,
-    *,
-    volume_id: UUID,
-    job_id: UUID | None = None,
-    **fields: Any,
-) -> UUID:
-    """Submit a job about a snapshot to the queue of the snapshot's volume (its VM's while
-    attached); the job id that will do it (this one, or the identical one it joined)."""
-    source = await run_in_threadpool(services.reads.get, "volumes", snapshot["volume_id"])
-    queue_vm = source["vm_id"] if source is not None else None
-    job_id = job_id or job_id_for(caller, idempotency_key)
-    request = VolumeOperationRequest(
-        job_id=job_id,
-        volume_id=volume_id,
-        operation=operation,
-        account_id=snapshot["account_id"],
-        summary=f"{operation.value.capitalize()} {snapshot['name']}",
-        snapshot_id=snapshot["id"],
-        **fields,
-    )
-    details = [
-        f"**Snapshot:** {snapshot['name']} (`{snapshot['id']}`)",
-        f"**Volume:** `{snapshot['volume_id']}`",
-        f"**Operation:** {operation.value}",
-        f"**Asked by:** {caller.name} (`{caller.account_id}`)",
-    ]
-    accepted = await _submit(
-        services,
-        queue_vm,
-        snapshot["volume_id"],
-        snapshot["zone_id"],
-        request,
-        body,
-        details,
-    )
-    return accepted.job_id

@@ -10,37 +10,30 @@ impossible is refused here with a 4xx; what only shows at run time fails the job
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypedDict, TypeVar
 from uuid import UUID
 
-from fastapi import APIRouter, Header, Response, status
+from fastapi import APIRouter, Response, status
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
-from temporalio.client import (
-    WithStartWorkflowOperation,
-    WorkflowUpdateFailedError,
-)
-from temporalio.common import (
-    SearchAttributeKey,
-    SearchAttributePair,
-    TypedSearchAttributes,
-    WorkflowIDConflictPolicy,
-)
 
 from api.auth import Caller, CurrentCaller
-from api.dependencies import Consistent, Cursor, Limit, PageNumber, Services
-from api.errors import ApiError, not_found
+from api.dependencies import Consistent, Cursor, IdempotencyKey, Limit, PageNumber, Services
+from api.errors import not_found
+from api.job_routes import JobCall, JobRoute, add_job_route
 from api.job_submission import (
     fingerprint,
-    idempotency_conflict,
     job_id_for,
     queue_listing,
     queued_jobs,
-    submit_to_vm_queue,
+    submit_to_queue,
 )
 from api.models import (
     Listing,
     VmJobPublic,
+    VolumeAdminPublic,
     VolumeAttach,
     VolumeCreate,
     VolumeJobAccepted,
@@ -51,40 +44,58 @@ from api.models import (
 from api.reads import consistent_read, scoped_account
 from api.services import CloudServices
 from domain.catalog import GIB
-from domain.errors import ErrorCode, IllegalStateTransition
-from domain.job_requests import (
-    VM_QUEUE_WORKFLOW,
-    VOLUME_RESOURCE,
-    JobAttribute,
-    VmJobAccepted,
-    VmJobSubmission,
-    VmQueueState,
+from domain.errors import IllegalStateTransition
+from domain.job_requests import JobQueue, VmJobSubmission, vm_queue_id, volume_queue_id
+from domain.volume import VolumeState
+from domain.volume_operations import refusal_at_submission, validate_creation, volume_id_for
+from domain.volume_requests import (
+    AttachVolumeRequest,
+    CreateVolumeRequest,
+    DeleteVolumeRequest,
+    DetachVolumeRequest,
+    MigrateVolumeRequest,
+    ResizeVolumeRequest,
     VolumeCreation,
     VolumeOperation,
     VolumeOperationRequest,
-    vm_queue_id,
-    volume_queue_id,
 )
-from domain.volume_operations import refusal_at_submission, validate_creation, volume_id_for
+
+B = TypeVar("B", bound=BaseModel | None)
 
 router = APIRouter(prefix="/v1/volumes", tags=["volumes"])
 TABLE = "volumes"
 
 
-@router.get("", response_model=Listing[VolumePublic], summary="List volumes")
+def volume_view(caller: Caller, row: dict[str, Any]) -> VolumePublic:
+    """The volume as the caller may see it: with its pool and path for administrators only
+    (CloudStack shows storage to admins)."""
+    if caller.is_admin:
+        return VolumeAdminPublic(**row)
+    return VolumePublic(**row)
+
+
+VolumeListing = Listing[VolumeAdminPublic] | Listing[VolumePublic]
+VolumeView = VolumeAdminPublic | VolumePublic
+
+
+@router.get(
+    "",
+    response_model=VolumeListing,
+    summary="List volumes (administrators also see their pools and paths)",
+)
 def list_volumes(
     caller: CurrentCaller,
     services: Services,
     response: Response,
     zone_id: UUID | None = None,
     vm_id: UUID | None = None,
-    state: str | None = None,
+    state: VolumeState | None = None,
     account_id: UUID | None = None,
     limit: Limit = 50,
     cursor: Cursor = None,
     page: PageNumber = None,
     consistent: Consistent = False,
-) -> Listing[VolumePublic]:
+) -> VolumeListing:
     consistent_read(services, TABLE, consistent, response)
     filters = {
         "zone_id": zone_id,
@@ -93,6 +104,12 @@ def list_volumes(
         "account_id": scoped_account(caller, account_id),
     }
     found = services.reads.page(TABLE, filters, limit=limit, cursor=cursor, page=page)
+    if caller.is_admin:
+        return Listing[VolumeAdminPublic](
+            data=[VolumeAdminPublic(**row) for row in found.data],
+            count=found.count,
+            next_cursor=found.next_cursor,
+        )
     return Listing[VolumePublic](
         data=[VolumePublic(**row) for row in found.data],
         count=found.count,
@@ -100,31 +117,40 @@ def list_volumes(
     )
 
 
-@router.get("/{volume_id}", response_model=VolumePublic, summary="Show a volume")
+@router.get("/{volume_id}", response_model=VolumeView, summary="Show a volume")
 def get_volume(
     volume_id: UUID,
     caller: CurrentCaller,
     services: Services,
     response: Response,
     consistent: Consistent = False,
-) -> VolumePublic:
+) -> VolumeView:
     consistent_read(services, TABLE, consistent, response)
     row = services.reads.get(TABLE, volume_id)
     if row is None or not caller.may_see(row["account_id"]):
         raise not_found(f"volume {volume_id}", ("path", "volume_id"))
-    return VolumePublic(**row)
+    return volume_view(caller, row)
 
 
 # -- operations: each a job in the volume's (or its VM's) queue -------------------------------
-IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key")]
 VM_TABLE = "virtual_machines"
-_ACCEPTED: dict[str, Any] = {
-    "status_code": status.HTTP_202_ACCEPTED,
-    "response_model": VolumeJobAccepted,
-}
 
 
-@router.post("", summary="Create a data volume from a disk offering (a job)", **_ACCEPTED)
+class VolumeJobFields(TypedDict):
+    """The fields every volume job's input has (`domain.volume_requests.VolumeRequest`'s own)."""
+
+    job_id: UUID
+    volume_id: UUID
+    account_id: UUID
+    summary: str
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=VolumeJobAccepted,
+    summary="Create a data volume from a disk offering (a job)",
+)
 async def create_volume(
     body: VolumeCreate,
     caller: CurrentCaller,
@@ -138,13 +164,11 @@ async def create_volume(
     )
     job_id = job_id_for(caller, idempotency_key)
     volume_id = volume_id_for(job_id)
-    summary = f"Create volume {body.name} ({size_bytes // GIB} GiB, {offering.name})"
-    request = VolumeOperationRequest(
+    request = CreateVolumeRequest(
         job_id=job_id,
         volume_id=volume_id,
-        operation=VolumeOperation.CREATE,
         account_id=caller.account_id,
-        summary=summary,
+        summary=f"Create volume {body.name} ({size_bytes // GIB} GiB, {offering.name})",
         creation=VolumeCreation(
             name=body.name,
             zone_id=body.zone_id,
@@ -158,80 +182,134 @@ async def create_volume(
         f"**Size:** {size_bytes} bytes (made on primary storage when first attached)",
         f"**Asked by:** {caller.name} (`{caller.account_id}`)",
     ]
-    accepted = await _submit(services, None, volume_id, body.zone_id, request, body, details)
-    return _accepted(services, response, accepted.job_id, volume_id)
+    job_id = await _submit(services, None, volume_id, body.zone_id, request, body, details)
+    return _accepted(services, response, job_id, volume_id)
 
 
-@router.post("/{volume_id}/attach", summary="Attach a volume to a VM (a job)", **_ACCEPTED)
-async def attach_volume(
-    volume_id: UUID,
-    body: VolumeAttach,
-    caller: CurrentCaller,
-    services: Services,
-    response: Response,
-    idempotency_key: IdempotencyKey = None,
-) -> VolumeJobAccepted:
-    return await _operate(
-        services, caller, volume_id, VolumeOperation.ATTACH, body, response, idempotency_key
-    )
+@dataclass(frozen=True, kw_only=True)
+class VolumeOperationRoute(JobRoute[B]):
+    """One row of OPERATIONS: an operation on an existing volume, offered as a job."""
+
+    operation: VolumeOperation
+    #: How the job's input is built from its own fields and the body.
+    asks: Callable[[VolumeJobFields, B], VolumeOperationRequest]
+    #: The VM the body names (an attach's), whose row the refusals and the summary read.
+    names_vm: Callable[[B], UUID] | None = None
 
 
-@router.post("/{volume_id}/detach", summary="Detach a volume from its VM (a job)", **_ACCEPTED)
-async def detach_volume(
-    volume_id: UUID,
-    caller: CurrentCaller,
-    services: Services,
-    response: Response,
-    idempotency_key: IdempotencyKey = None,
-) -> VolumeJobAccepted:
-    return await _operate(
-        services, caller, volume_id, VolumeOperation.DETACH, None, response, idempotency_key
-    )
-
-
-@router.post("/{volume_id}/resize", summary="Resize a volume (a job)", **_ACCEPTED)
-async def resize_volume(
-    volume_id: UUID,
-    body: VolumeResize,
-    caller: CurrentCaller,
-    services: Services,
-    response: Response,
-    idempotency_key: IdempotencyKey = None,
-) -> VolumeJobAccepted:
-    return await _operate(
-        services, caller, volume_id, VolumeOperation.RESIZE, body, response, idempotency_key
-    )
-
-
-@router.post(
-    "/{volume_id}/migrate",
-    summary="Move a volume to another primary storage pool (a job)",
-    **_ACCEPTED,
+OPERATIONS: tuple[VolumeOperationRoute[Any], ...] = (
+    VolumeOperationRoute(
+        path="/{volume_id}/attach",
+        summary="Attach a volume to a VM (a job)",
+        name="attach_volume",
+        operation=VolumeOperation.ATTACH,
+        body=VolumeAttach,
+        body_required=True,
+        asks=lambda job, body: AttachVolumeRequest(**job, vm_id=body.vm_id),
+        names_vm=lambda body: body.vm_id,
+    ),
+    VolumeOperationRoute(
+        path="/{volume_id}/detach",
+        summary="Detach a volume from its VM (a job)",
+        name="detach_volume",
+        operation=VolumeOperation.DETACH,
+        asks=lambda job, _: DetachVolumeRequest(**job),
+    ),
+    VolumeOperationRoute(
+        path="/{volume_id}/resize",
+        summary="Resize a volume (a job)",
+        name="resize_volume",
+        operation=VolumeOperation.RESIZE,
+        body=VolumeResize,
+        body_required=True,
+        asks=lambda job, body: ResizeVolumeRequest(
+            **job, size_bytes=body.size_gib * GIB, shrink_ok=body.shrink_ok
+        ),
+    ),
+    VolumeOperationRoute(
+        path="/{volume_id}/migrate",
+        summary="Move a volume to another primary storage pool (a job)",
+        name="migrate_volume",
+        operation=VolumeOperation.MIGRATE,
+        body=VolumeMigrate,
+        body_required=True,
+        asks=lambda job, body: MigrateVolumeRequest(**job, pool_id=body.pool_id),
+    ),
+    VolumeOperationRoute(
+        path="/{volume_id}",
+        method="DELETE",
+        summary="Delete a detached volume (a job)",
+        name="delete_volume",
+        operation=VolumeOperation.DELETE,
+        asks=lambda job, _: DeleteVolumeRequest(**job),
+    ),
 )
-async def migrate_volume(
-    volume_id: UUID,
-    body: VolumeMigrate,
-    caller: CurrentCaller,
-    services: Services,
-    response: Response,
-    idempotency_key: IdempotencyKey = None,
-) -> VolumeJobAccepted:
-    return await _operate(
-        services, caller, volume_id, VolumeOperation.MIGRATE, body, response, idempotency_key
-    )
 
 
-@router.delete("/{volume_id}", summary="Delete a detached volume (a job)", **_ACCEPTED)
-async def delete_volume(
-    volume_id: UUID,
-    caller: CurrentCaller,
-    services: Services,
-    response: Response,
-    idempotency_key: IdempotencyKey = None,
-) -> VolumeJobAccepted:
-    return await _operate(
-        services, caller, volume_id, VolumeOperation.DELETE, None, response, idempotency_key
+async def _operate(route: VolumeOperationRoute[B], call: JobCall[B]) -> VolumeJobAccepted:
+    """Every operation on an existing volume: refuse what the read models already show cannot
+    be done (4xx), and hand the job to its queue (the VM's while the volume is attached, or
+    being attached; the volume's own otherwise)."""
+    services, caller, volume_id = call.services, call.caller, call.ids["volume_id"]
+    row = await _volume_row(services, caller, volume_id)
+    attached_to: UUID | None = row["vm_id"]
+    target_vm = route.names_vm(call.body) if route.names_vm is not None else None
+    vm_row = None
+    wanted_vm = target_vm or attached_to
+    if wanted_vm is not None:
+        vm_row = await run_in_threadpool(services.reads.get, VM_TABLE, wanted_vm)
+        if target_vm is not None and (vm_row is None or not caller.may_see(vm_row["account_id"])):
+            raise not_found(f"virtual machine {target_vm}", ("body", "vm_id"))
+        if target_vm is not None and vm_row is not None and vm_row.get("is_removed"):
+            raise IllegalStateTransition(f"virtual machine {vm_row['name']} has been expunged")
+    summary = f"{route.operation.value.capitalize()} volume {row['name']}"
+    if vm_row is not None and target_vm is not None:
+        summary += f" to VM {vm_row['name']}"
+    job = VolumeJobFields(
+        job_id=job_id_for(caller, call.idempotency_key),
+        volume_id=volume_id,
+        account_id=row["account_id"],
+        summary=summary,
     )
+    request = route.asks(job, call.body)
+    refusal = refusal_at_submission(
+        request,
+        name=row["name"],
+        state=row["state"],
+        volume_type=row["volume_type"],
+        attached_to=attached_to,
+        size_bytes=row["size_bytes"],
+        vm_state=vm_row["state"] if vm_row is not None else None,
+        vm_name=vm_row["name"] if vm_row is not None else None,
+        pool_id=row["pool_id"],
+    )
+    if refusal is not None:
+        raise refusal
+    details = [
+        f"**Volume:** {row['name']} (`{volume_id}`)",
+        f"**Operation:** {route.operation.value}",
+        f"**Asked by:** {caller.name} (`{caller.account_id}`)",
+        f"**State when asked:** {row['state']}",
+    ]
+    # Attached: serialized with its VM. An attach also runs in the VM's queue.
+    queue_vm = attached_to if attached_to is not None else target_vm
+    job_id = await _submit(
+        services, queue_vm, volume_id, row["zone_id"], request, call.body, details
+    )
+    return _accepted(services, call.response, job_id, volume_id)
+
+
+def _submission_of(
+    route: VolumeOperationRoute[B],
+) -> Callable[[JobCall[B]], Awaitable[VolumeJobAccepted]]:
+    async def submit(call: JobCall[B]) -> VolumeJobAccepted:
+        return await _operate(route, call)
+
+    return submit
+
+
+for _route in OPERATIONS:
+    add_job_route(router, _route, _submission_of(_route), accepted=VolumeJobAccepted)
 
 
 @router.get(
@@ -262,70 +340,6 @@ def _queue_id(row: dict[str, Any]) -> str:
     return vm_queue_id(row["vm_id"]) if row.get("vm_id") else volume_queue_id(row["id"])
 
 
-async def _operate(
-    services: Services,
-    caller: Caller,
-    volume_id: UUID,
-    operation: VolumeOperation,
-    body: BaseModel | None,
-    response: Response,
-    idempotency_key: str | None,
-) -> VolumeJobAccepted:
-    row = await _volume_row(services, caller, volume_id)
-    vm_id: UUID | None = row["vm_id"]
-    target_vm = body.vm_id if isinstance(body, VolumeAttach) else None
-    vm_row = None
-    wanted_vm = target_vm or vm_id
-    if wanted_vm is not None:
-        vm_row = await run_in_threadpool(services.reads.get, VM_TABLE, wanted_vm)
-        if target_vm is not None and (vm_row is None or not caller.may_see(vm_row["account_id"])):
-            raise not_found(f"virtual machine {target_vm}", ("body", "vm_id"))
-        if target_vm is not None and vm_row is not None and vm_row.get("is_removed"):
-            raise IllegalStateTransition(f"virtual machine {vm_row['name']} has been expunged")
-    new_size = body.size_gib * GIB if isinstance(body, VolumeResize) else None
-    refusal = refusal_at_submission(
-        operation,
-        name=row["name"],
-        state=row["state"],
-        volume_type=row["volume_type"],
-        attached_to=vm_id,
-        size_bytes=row["size_bytes"],
-        vm_state=vm_row["state"] if vm_row is not None else None,
-        vm_name=vm_row["name"] if vm_row is not None else None,
-        new_size_bytes=new_size,
-        shrink_ok=isinstance(body, VolumeResize) and body.shrink_ok,
-        pool_id=row["pool_id"],
-        target_pool_id=body.pool_id if isinstance(body, VolumeMigrate) else None,
-    )
-    if refusal is not None:
-        raise refusal
-    job_id = job_id_for(caller, idempotency_key)
-    summary = f"{operation.value.capitalize()} volume {row['name']}"
-    if vm_row is not None and operation is VolumeOperation.ATTACH:
-        summary += f" to VM {vm_row['name']}"
-    request = VolumeOperationRequest(
-        job_id=job_id,
-        volume_id=volume_id,
-        operation=operation,
-        account_id=row["account_id"],
-        summary=summary,
-        vm_id=target_vm,
-        size_bytes=new_size,
-        shrink_ok=isinstance(body, VolumeResize) and body.shrink_ok,
-        pool_id=body.pool_id if isinstance(body, VolumeMigrate) else None,
-    )
-    details = [
-        f"**Volume:** {row['name']} (`{volume_id}`)",
-        f"**Operation:** {operation.value}",
-        f"**Asked by:** {caller.name} (`{caller.account_id}`)",
-        f"**State when asked:** {row['state']}",
-    ]
-    # Attached: serialized with its VM. An attach also runs in the VM's queue.
-    queue_vm = vm_id if vm_id is not None else target_vm
-    accepted = await _submit(services, queue_vm, volume_id, row["zone_id"], request, body, details)
-    return _accepted(services, response, accepted.job_id, volume_id)
-
-
 async def _submit(
     services: CloudServices,
     vm_id: UUID | None,
@@ -334,7 +348,9 @@ async def _submit(
     request: VolumeOperationRequest,
     body: BaseModel | None,
     details: list[str],
-) -> VmJobAccepted:
+) -> UUID:
+    """The job goes to its VM's queue while the volume is attached (or being attached), to the
+    volume's own queue otherwise."""
     submission = VmJobSubmission(
         job_id=request.job_id,
         job_type=request.operation.job_type,
@@ -345,57 +361,12 @@ async def _submit(
         fingerprint=fingerprint(body) if body is not None else request.operation.value,
         volume=request,
     )
-    if vm_id is not None:
-        return await submit_to_vm_queue(services, vm_id, submission)
-    return await _submit_to_volume_queue(services, volume_id, submission)
-
-
-async def _submit_to_volume_queue(
-    services: CloudServices, volume_id: UUID, submission: VmJobSubmission
-) -> VmJobAccepted:
-    """Hand a job to a detached volume's queue (`volume/<volume_id>`), starting it if needed:
-    the VM queue's workflow, serializing a volume instead of a VM."""
-    attributes = {
-        JobAttribute.JOB_TYPE: VM_QUEUE_WORKFLOW,
-        JobAttribute.ACCOUNT_ID: str(submission.account_id),
-        JobAttribute.RESOURCE_TYPE: VOLUME_RESOURCE,
-        JobAttribute.RESOURCE_ID: str(volume_id),
-    }
-    if submission.zone_id is not None:
-        attributes[JobAttribute.ZONE_ID] = str(submission.zone_id)
-    start: WithStartWorkflowOperation[Any, Any] = WithStartWorkflowOperation(
-        VM_QUEUE_WORKFLOW,
-        VmQueueState(
-            vm_id=volume_id,
-            account_id=submission.account_id,
-            zone_id=submission.zone_id,
-            resource_type=VOLUME_RESOURCE,
-        ),
-        id=volume_queue_id(volume_id),
-        task_queue=services.task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        search_attributes=TypedSearchAttributes(
-            [
-                SearchAttributePair(SearchAttributeKey.for_keyword(a.value), v)
-                for a, v in attributes.items()
-            ]
-        ),
-        static_summary=f"Job queue of volume {volume_id}: its operations, one at a time",
+    queue = (
+        JobQueue.of_vm(vm_id, request.account_id, zone_id)
+        if vm_id is not None
+        else JobQueue.of_volume(volume_id, request.account_id, zone_id)
     )
-    try:
-        accepted: VmJobAccepted = await services.temporal.execute_update_with_start_workflow(
-            "submit", submission, start_workflow_operation=start, result_type=VmJobAccepted
-        )
-    except WorkflowUpdateFailedError as error:
-        raise ApiError(
-            409,
-            f"the volume's queue refused the job: {error.cause}",
-            code=ErrorCode.PARAM_ERROR,
-            kind="refused",
-        ) from None
-    if accepted.conflict:
-        raise idempotency_conflict()
-    return accepted
+    return await submit_to_queue(services, queue, submission)
 
 
 def _accepted(

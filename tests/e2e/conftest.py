@@ -26,7 +26,7 @@ from api.services import CloudServices
 from domain.cloud import Cloud
 from projections.runner import Projector
 from projections.store import ReadStore
-from tests.support import ADMIN_KEY, seed_zone, wrap_activity
+from tests.support import ADMIN_KEY, seed_zone, started, wrap_activity
 from workers.demo_cloud import DemoCloud
 from workers.stack import supervise
 from workers.worker import build_worker, control_plane_activities
@@ -94,7 +94,8 @@ async def serving_stack(
             raise AssertionError(f"the API did not start on port {port}: {serving}")
         await asyncio.sleep(0.05)
     # As `stratus up` does: a projection that lost a race to another projector (the package's
-    # stack and a test's own run at once) restarts; one that failed fails the test at teardown.
+    # stack and a test's own run at once) restarts; one that failed (the projector retries it
+    # and goes on) fails the test at teardown.
     supervisor = asyncio.create_task(supervise(projector, every=0.2))
     async with worker:
         yield Stack(f"http://127.0.0.1:{port}", zone, driver, task_queue, cloud)
@@ -105,6 +106,7 @@ async def serving_stack(
         with contextlib.suppress(asyncio.CancelledError):
             await supervisor
         projector.check()
+        assert not projector.failures, f"a projection failed: {list(projector.failures)}"
     finally:
         projector.stop()
         reads.close()
@@ -128,7 +130,7 @@ async def wait_for_job(http: httpx.AsyncClient, job_id: str, timeout: float = 60
 async def step_reached(client: Client, job_id: str, step: str, timeout: float = 30) -> None:
     """Wait until the job's workflow shows `step` in its current details (the Temporal UI's
     "Current details"): the workflow itself has got there, not only its last activity."""
-    handle = client.get_workflow_handle(job_id)
+    handle = await started(client, uuid.UUID(job_id), timeout)
     deadline = asyncio.get_running_loop().time() + timeout
     while asyncio.get_running_loop().time() < deadline:
         metadata = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)

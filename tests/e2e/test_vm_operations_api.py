@@ -6,10 +6,11 @@ import asyncio
 import uuid
 from typing import Any
 
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecutionStatus
 
 from tests.e2e.conftest import Stack, step_reached, wait_for_job
 from tests.e2e.test_deploy_api import order
+from tests.support import wait_until
 
 
 async def vm_state(http: Any, vm_id: str) -> dict[str, Any]:
@@ -82,16 +83,34 @@ async def test_the_queue_is_visible_and_jobs_cancel_or_refuse_409(
         try:
             running = (await http.post(f"/v1/virtual-machines/{vm_id}/reboot")).json()
             queued = (await http.post(f"/v1/virtual-machines/{vm_id}/stop")).json()
+            # A repeated click gets a job of its own at once, and joins the queued one.
             joined = (await http.post(f"/v1/virtual-machines/{vm_id}/stop")).json()
-            assert joined["job_id"] == queued["job_id"]
-            jobs = (await http.get(f"/v1/virtual-machines/{vm_id}/jobs")).json()
-            assert [j["job_id"] for j in jobs["data"]] == [running["job_id"], queued["job_id"]]
-            assert [j["status"] for j in jobs["data"]][1] == "queued"
+            assert joined["job_id"] != queued["job_id"]
+            assert (await http.get(f"/v1/jobs/{joined['job_id']}")).json()["status"] == "queued"
+
+            async def queue() -> list[dict[str, str]]:
+                listing = (await http.get(f"/v1/virtual-machines/{vm_id}/jobs")).json()
+                return listing["data"]  # type: ignore[no-any-return]
+
+            jobs = await wait_until(
+                queue,
+                lambda jobs: [j["job_id"] for j in jobs] == [running["job_id"], queued["job_id"]],
+                what="the reboot running and one stop queued",
+            )
+            assert jobs[1]["status"] == "queued"
 
             cancelled = await http.post(f"/v1/jobs/{queued['job_id']}/cancel")
             assert cancelled.status_code == 202 and cancelled.json()["was"] == "queued"
             job = await wait_for_job(http, queued["job_id"])
             assert job["status"] == "cancelled" and job["jobstatus"] == 3
+            # The job that joined it ends as it did; in Temporal the job closed as Canceled.
+            assert (await wait_for_job(http, joined["job_id"]))["status"] == "cancelled"
+            closed = await wait_until(
+                lambda: temporal_client.get_workflow_handle(queued["job_id"]).describe(),
+                lambda described: described.status is not WorkflowExecutionStatus.RUNNING,
+                what="the cancelled job's workflow to close",
+            )
+            assert closed.status is WorkflowExecutionStatus.CANCELED
 
             # Once the reboot has reached the hypervisor there is no return from there.
             await step_reached(temporal_client, running["job_id"], "rebooting")

@@ -8,7 +8,8 @@ change, on VMs of their own); each data volume job (create, attach, resize, deta
 delete) and each volume snapshot job (take, make a volume and a template from, revert to,
 delete) once failing and unwinding and once succeeding; the snapshot policy jobs (create,
 delete) likewise, and one RecurringSnapshot run its schedule was triggered for; AddHost; one
-run of PowerStateSync.
+run of PowerStateSync; and jobs submitted by the queue's `enqueue` signal (a deployment waiting
+for its turn, a cancelled start closing as Canceled, the queue with a joined and a withdrawn job).
 
 Run when a workflow changes on purpose (behind `workflow.patched()`). A history whose file exists
 is kept, so the old recordings go on proving that old runs still replay; delete a file to record
@@ -36,6 +37,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
+from api.job_cancellation import cancel as cancel_job
 from domain.cloud import Cloud, postgres_env
 from domain.ids import derived_id
 from domain.infrastructure import AddHostRequest, PowerStateSyncInput, host_id_for
@@ -58,8 +60,11 @@ from tests.integration.volume_jobs import GIB, submit_volume_job
 from tests.support import (
     Harness,
     fail_before,
+    outcome,
     running_worker,
     seed_zone,
+    started,
+    step_reached,
 )
 from workers.demo_cloud import DemoCloud
 
@@ -139,6 +144,7 @@ async def record(database_url: str, temporal_binary: str) -> None:
         await record_volume_snapshots(env.client, cloud, zone)
         await record_snapshot_policies(env.client, cloud, zone)
         await record_infrastructure(env.client, cloud, zone)
+        await record_queue_by_signal(env.client, cloud, zone)
     finally:
         cloud.close()
         await env.shutdown()
@@ -189,18 +195,40 @@ async def record_terminated_jobs(client: Client, cloud: Cloud, zone: DemoCloud) 
         harness.faults.append(
             {"operation": "reboot_vm", "action": "delay", "delay_seconds": 2, "host_id": None}
         )
-        reboot = await submit(client, harness.task_queue, zone, vm_id, S.REBOOT)
-        stop = await submit(client, harness.task_queue, zone, vm_id, S.STOP)
-        rebooting = client.get_workflow_handle(str(reboot.job_id))
-        for _ in range(200):
-            if str(await rebooting.query("current_step")).startswith("rebooting"):
-                break
-            await asyncio.sleep(0.05)
+        reboot = await submit(harness, zone, vm_id, S.REBOOT)
+        stop = await submit(harness, zone, vm_id, S.STOP)
+        rebooting = await step_reached(client, reboot.job_id, "rebooting")
         await rebooting.terminate("recorded: an operator terminated the job")
         await wait(client, stop.job_id)
         harness.faults.clear()
         await run(harness, zone, vm_id, S.DESTROY, None, expunge=True)
         await save(client.get_workflow_handle(vm_queue_id(vm_id)), "vm_queue_terminated_job")
+
+
+async def record_queue_by_signal(client: Client, cloud: Cloud, zone: DemoCloud) -> None:
+    """Jobs as the API submits them since submission stopped waiting for a worker (the
+    queue's `enqueue` signal): a deployment that waits for its turn; a running start cancelled
+    through the API's one cancel path (the update, then Temporal's cancel: it closes as
+    Canceled, the `close-cancelled-as-canceled` patch); a queued reboot cancelled while a
+    repeat of it waits joined to it; the queue's whole life, until its VM is expunged."""
+    async with running_worker(client, cloud) as harness:
+        deploy_job, vm_id = await deploy(harness, zone, "recorded-signal")
+        await save(await started(client, deploy_job), "deploy_waits_for_its_turn")
+        await run(harness, zone, vm_id, S.STOP, None)
+        harness.faults.append(
+            {"operation": "start_vm", "action": "delay", "delay_seconds": 30, "host_id": None}
+        )
+        start = await submit(harness, zone, vm_id, S.START)
+        reboot = await submit(harness, zone, vm_id, S.REBOOT)
+        again = await submit(harness, zone, vm_id, S.REBOOT)
+        await step_reached(client, start.job_id, "starting on")
+        assert await cancel_job(client, cloud, reboot.job_id, "recorded") == "queued"
+        assert await cancel_job(client, cloud, start.job_id, "recorded") == "running"
+        await save(client.get_workflow_handle(str(start.job_id)), "start_vm_cancelled")
+        await outcome(client, again.job_id, cloud=cloud)
+        harness.faults.clear()
+        await run(harness, zone, vm_id, S.DESTROY, None, expunge=True)
+        await save(client.get_workflow_handle(vm_queue_id(vm_id)), "vm_queue_by_enqueue")
 
 
 async def record_migrations(client: Client, cloud: Cloud, zone: DemoCloud) -> None:
@@ -502,8 +530,8 @@ async def run(
     name: str | None,
     **options: Any,
 ) -> UUID:
-    accepted = await submit(harness.client, harness.task_queue, zone, vm_id, operation, **options)
-    handle = harness.client.get_workflow_handle(str(accepted.job_id))
+    accepted = await submit(harness, zone, vm_id, operation, **options)
+    handle = await started(harness.client, accepted.job_id)
     if name is None:
         with contextlib.suppress(Exception):
             await handle.result()
@@ -524,7 +552,7 @@ async def run_volume(
     `recording` names its history (None: not recorded). `options` may name what the job
     makes (`name`)."""
     accepted = await submit_volume_job(harness, zone, volume_id, operation, **options)
-    handle = harness.client.get_workflow_handle(str(accepted.job_id))
+    handle = await started(harness.client, accepted.job_id)
     if recording is None:
         with contextlib.suppress(Exception):
             await handle.result()
@@ -534,7 +562,7 @@ async def run_volume(
 
 
 async def wait(client: Client, job_id: UUID) -> None:
-    await client.get_workflow_handle(str(job_id)).result()
+    await outcome(client, job_id)
 
 
 async def save(handle: WorkflowHandle[Any, Any], name: str) -> None:

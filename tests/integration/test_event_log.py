@@ -19,10 +19,10 @@ from temporalio.client import Client
 from domain.cloud import Cloud
 from domain.host import Host
 from domain.inventory import add_account
-from domain.job_requests import VirtualMachineOperationRequest, VmOperation
 from domain.power_state import HostReport, SyncPolicy, reconcile_cluster
 from domain.virtual_machine import VirtualMachine
 from domain.vm_operations import record_queued_job_cancelled
+from domain.vm_requests import StartVmRequest, StopVmRequest
 from projections.events import (
     EVENT_LOG,
     SYSTEM_USER,
@@ -71,10 +71,9 @@ def drop_event_log(database_url: str) -> None:
 def cancel_while_queued(cloud: Cloud, zone: DemoCloud, vm_id: UUID) -> UUID:
     """A stop job cancelled before its turn came, recorded as the VM's queue records it."""
     job_id = uuid.uuid4()
-    request = VirtualMachineOperationRequest(
+    request = StopVmRequest(
         job_id=job_id,
         vm_id=vm_id,
-        operation=VmOperation.STOP,
         account_id=zone.admin_account_id,
         summary=f"stop {vm_id}",
     )
@@ -197,10 +196,9 @@ def test_the_listing_filters_by_account_time_window_level_and_pages_without_gaps
     theirs = uuid.uuid4()
     record_queued_job_cancelled(
         cloud,
-        VirtualMachineOperationRequest(
+        StartVmRequest(
             job_id=theirs,
             vm_id=vm_id,
-            operation=VmOperation.START,
             account_id=other.id,
             summary="start it",
         ),

@@ -19,33 +19,33 @@ from typing import Any
 from uuid import UUID
 
 import pytest
-from temporalio.client import Client, WithStartWorkflowOperation, WorkflowHandle
-from temporalio.common import SearchAttributeKey, WorkflowIDConflictPolicy
+from temporalio.client import Client, WorkflowHandle
+from temporalio.common import SearchAttributeKey
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
 from temporalio.testing import TimeSkippingConfig, WorkflowEnvironment
 
+from api.job_submission import enqueue_job
 from domain.cloud import Cloud
 from domain.deployment import virtual_machine_id_for
 from domain.ids import derived_id
 from domain.job import JobStatus
 from domain.job_requests import (
     EXPUNGE_DELAY_SECONDS,
-    VM_QUEUE_WORKFLOW,
     DeploymentOrder,
     DeployVirtualMachineRequest,
     JobAttribute,
-    VirtualMachineOperationRequest,
+    JobQueue,
     VmJobSubmission,
     VmOperation,
-    VmQueueState,
     vm_queue_id,
 )
 from domain.virtual_machine import VirtualMachine, VmState
+from domain.vm_requests import DestroyVmRequest, vm_operation_request
 from domain.volume import Volume, VolumeState
 from tests.conftest import temporal_binary
 from tests.integration.vm_jobs import job_of, problems_of
-from tests.support import Harness, running_worker, seed_zone
+from tests.support import Harness, outcome, running_worker, seed_zone
 from workers.demo_cloud import DemoCloud
 
 PAST_THE_DELAY = timedelta(seconds=EXPUNGE_DELAY_SECONDS, minutes=5)
@@ -71,26 +71,16 @@ async def skipping_env() -> AsyncIterator[WorkflowEnvironment]:
 
 
 async def _submit(client: Client, harness: Harness, zone: DemoCloud, submission: Any) -> UUID:
-    """Submit to the VM's queue as the API does, but with no execution timeout (the helper in
-    vm_jobs sets ten minutes): the queue must outlive a skipped day whichever clock a timeout
-    is measured on."""
+    """Submit to the VM's queue as the API does, with the environment's client (its starts
+    carry the time-skipping config) and no execution timeout: the queue must outlive a skipped
+    day whichever clock a timeout is measured on."""
     vm_id = (
         virtual_machine_id_for(submission.job_id)
         if submission.deployment is not None
         else submission.operation.vm_id
     )
-    start: WithStartWorkflowOperation[Any, Any] = WithStartWorkflowOperation(
-        VM_QUEUE_WORKFLOW,
-        VmQueueState(vm_id=vm_id, account_id=zone.admin_account_id, zone_id=zone.zone_id),
-        id=vm_queue_id(vm_id),
-        task_queue=harness.task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-    )
-    await client.execute_update_with_start_workflow(
-        "submit", submission, start_workflow_operation=start
-    )
-    job_id: UUID = submission.job_id
-    return job_id
+    queue = JobQueue.of_vm(vm_id, zone.admin_account_id, zone.zone_id)
+    return await enqueue_job(client, harness.task_queue, harness.cloud, queue, submission)
 
 
 async def _deployed(client: Client, harness: Harness, zone: DemoCloud) -> UUID:
@@ -104,7 +94,9 @@ async def _deployed(client: Client, harness: Harness, zone: DemoCloud) -> UUID:
         name="delayed",
         display_name="delayed",
     )
-    request = DeployVirtualMachineRequest(job_id=job_id, order=order, summary="deploy delayed")
+    request = DeployVirtualMachineRequest(
+        job_id=job_id, order=order, summary="deploy delayed", waits_for_turn=True
+    )
     submission = VmJobSubmission(
         job_id=job_id,
         job_type="DeployVirtualMachine",
@@ -114,7 +106,8 @@ async def _deployed(client: Client, harness: Harness, zone: DemoCloud) -> UUID:
         deployment=request,
     )
     await _submit(client, harness, zone, submission)
-    await client.get_workflow_handle(str(job_id)).result()
+    status, value = await outcome(client, job_id)
+    assert status == "succeeded", value
     return virtual_machine_id_for(job_id)
 
 
@@ -123,14 +116,18 @@ async def _operate(
 ) -> UUID:
     """Run one operation through the queue (production expunge delay); its job id once done."""
     job_id = uuid.uuid4()
-    request = VirtualMachineOperationRequest(
+    request = vm_operation_request(
+        operation,
         job_id=job_id,
         vm_id=vm_id,
-        operation=operation,
         account_id=zone.admin_account_id,
         summary=f"{operation.value} {vm_id}",
     )
-    assert request.expunge_delay_seconds == EXPUNGE_DELAY_SECONDS
+    # A destroy asks for the production expunge delay.
+    assert (
+        not isinstance(request, DestroyVmRequest)
+        or request.expunge_delay_seconds == EXPUNGE_DELAY_SECONDS
+    )
     submission = VmJobSubmission(
         job_id=job_id,
         job_type=operation.job_type,
@@ -140,7 +137,8 @@ async def _operate(
         operation=request,
     )
     await _submit(client, harness, zone, submission)
-    await client.get_workflow_handle(str(job_id)).result()
+    status, value = await outcome(client, job_id)
+    assert status == "succeeded", value
     return job_id
 
 

@@ -7,7 +7,6 @@ for ever, which is CloudStack's "a stuck job blocks every later operation on the
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from typing import Any
 
@@ -17,30 +16,17 @@ from domain.cloud import Cloud
 from domain.job import JobStatus
 from domain.job_requests import VmOperation, vm_queue_id
 from domain.virtual_machine import VirtualMachine, VmState
-from tests.integration.vm_jobs import deploy, job_of, outcome, problems_of, submit
-from tests.support import running_worker, seed_zone
-
-
-async def _step_of(client: Client, job_id: uuid.UUID) -> str:
-    step: str = await client.get_workflow_handle(str(job_id)).query("current_step")
-    return step
-
-
-async def _wait_for_step(client: Client, job_id: uuid.UUID, prefix: str) -> None:
-    for _ in range(200):
-        if (await _step_of(client, job_id)).startswith(prefix):
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"job {job_id} never reached step {prefix!r}")
+from tests.integration.vm_jobs import deploy, job_of, problems_of, submit
+from tests.support import outcome, running_worker, seed_zone, step_reached, wait_until
 
 
 async def _wait_for_queue(client: Client, vm_id: uuid.UUID, expected: list[str]) -> None:
-    """The queue hears of a job's end a moment after the job's own result is readable."""
-    for _ in range(100):
-        if await _queued_ids(client, vm_id) == expected:
-            return
-        await asyncio.sleep(0.05)
-    assert await _queued_ids(client, vm_id) == expected
+    """The queue hears of a job's end (and of a submission) on its next workflow task."""
+    await wait_until(
+        lambda: _queued_ids(client, vm_id),
+        lambda ids: ids == expected,
+        what=f"the queue to list {expected}",
+    )
 
 
 async def _queued_ids(client: Client, vm_id: uuid.UUID) -> list[str]:
@@ -59,17 +45,13 @@ async def test_terminated_queued_and_running_jobs_are_recorded_failed_and_the_ne
         harness.faults.append(
             {"operation": "reboot_vm", "action": "delay", "delay_seconds": 10, "host_id": None}
         )
-        reboot = await submit(temporal_client, harness.task_queue, zone, vm_id, VmOperation.REBOOT)
-        destroy = await submit(
-            temporal_client, harness.task_queue, zone, vm_id, VmOperation.DESTROY
+        reboot = await submit(harness, zone, vm_id, VmOperation.REBOOT)
+        destroy = await submit(harness, zone, vm_id, VmOperation.DESTROY)
+        stop = await submit(harness, zone, vm_id, VmOperation.STOP)
+        await step_reached(temporal_client, reboot.job_id, "rebooting")
+        await _wait_for_queue(
+            temporal_client, vm_id, [str(reboot.job_id), str(destroy.job_id), str(stop.job_id)]
         )
-        stop = await submit(temporal_client, harness.task_queue, zone, vm_id, VmOperation.STOP)
-        await _wait_for_step(temporal_client, reboot.job_id, "rebooting")
-        assert await _queued_ids(temporal_client, vm_id) == [
-            str(reboot.job_id),
-            str(destroy.job_id),
-            str(stop.job_id),
-        ]
 
         # A queued job terminated: it leaves the queue, recorded failed, and never ran.
         await temporal_client.get_workflow_handle(str(destroy.job_id)).terminate("operator")

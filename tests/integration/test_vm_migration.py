@@ -22,8 +22,15 @@ from domain.host import Host
 from domain.job import JobStatus
 from domain.job_requests import VmOperation
 from domain.virtual_machine import VirtualMachine, VmState
-from tests.integration.vm_jobs import deploy, fail_in, job_of, outcome, problems_of, submit
-from tests.support import Harness, crash_after_first, event_names, run_twice, running_worker
+from tests.integration.vm_jobs import deploy, fail_in, job_of, problems_of, submit
+from tests.support import (
+    Harness,
+    crash_after_first,
+    event_names,
+    outcome,
+    run_twice,
+    running_worker,
+)
 from tests.support import seed_zone as seed
 from workers.demo_cloud import DemoCloud
 
@@ -56,9 +63,7 @@ async def running_vm(harness: Harness, zone: DemoCloud, name: str) -> uuid.UUID:
 async def migrate(
     harness: Harness, zone: DemoCloud, vm_id: uuid.UUID, host_id: uuid.UUID | None = None
 ) -> tuple[uuid.UUID, str, Any]:
-    accepted = await submit(
-        harness.client, harness.task_queue, zone, vm_id, MIGRATE, host_id=host_id
-    )
+    accepted = await submit(harness, zone, vm_id, MIGRATE, host_id=host_id)
     status, value = await outcome(harness.client, accepted.job_id)
     return accepted.job_id, status, value
 

@@ -4,7 +4,6 @@ Temporal dev server."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections import Counter
 from typing import Any
@@ -15,6 +14,7 @@ from psycopg.rows import dict_row
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 
+from api.job_cancellation import cancel as cancel_job
 from domain.catalog import GIB
 from domain.cloud import Cloud
 from domain.host import Host
@@ -28,15 +28,18 @@ from domain.vm_operations import restored_root_volume_id_for
 from domain.vm_snapshot import VmSnapshot, VmSnapshotState, vm_snapshot_id_for
 from domain.volume import Volume, VolumeState
 from projections.usage_types import UsageType
-from tests.integration.vm_jobs import deploy, fail_in, job_of, outcome, problems_of, submit
+from tests.integration.vm_jobs import deploy, fail_in, job_of, problems_of, submit
 from tests.integration.volume_jobs import run_volume_job
 from tests.support import (
     Harness,
     SlowStep,
     crash_after_first,
     event_names,
+    outcome,
     run_twice,
     running_worker,
+    started,
+    step_reached,
 )
 from tests.support import seed_zone as seed
 from tests.usage_support import project
@@ -57,9 +60,7 @@ async def job(
     job_id = uuid.uuid4()
     if operation is S.SNAPSHOT:
         options = {"snapshot_id": vm_snapshot_id_for(job_id), **options}
-    accepted = await submit(
-        harness.client, harness.task_queue, zone, vm_id, operation, job_id=job_id, **options
-    )
+    accepted = await submit(harness, zone, vm_id, operation, job_id=job_id, **options)
     status, value = await outcome(harness.client, accepted.job_id)
     return accepted.job_id, status, value
 
@@ -360,10 +361,10 @@ async def test_a_restore_cancelled_during_each_step_unwinds_after_the_step_ends(
     async with running_worker(temporal_client, cloud, around=slow) as harness:
         vm_id = await running_vm(harness, zone, "uncancelled")
         before = vm(cloud, vm_id)
-        restore = await submit(temporal_client, harness.task_queue, zone, vm_id, S.RESTORE)
+        restore = await submit(harness, zone, vm_id, S.RESTORE)
         await slow.wait_started()
-        handle = temporal_client.get_workflow_handle(str(restore.job_id))
-        assert await handle.execute_update("cancel", "test") == "running"
+        await started(temporal_client, restore.job_id)
+        assert await cancel_job(temporal_client, cloud, restore.job_id, "test") == "running"
         slow.release()  # the job has the cancel: now the step ends
         assert (await outcome(temporal_client, restore.job_id))[0] == "ended"
         assert job_of(cloud, restore.job_id).status is JobStatus.CANCELLED
@@ -490,10 +491,9 @@ async def test_a_cancelled_restore_unwinds_until_the_old_root_volume_is_being_de
         harness.faults.append(
             {"operation": "create_volume", "action": "delay", "delay_seconds": 30, "host_id": None}
         )
-        restore = await submit(temporal_client, harness.task_queue, zone, vm_id, S.RESTORE)
-        handle = temporal_client.get_workflow_handle(str(restore.job_id))
-        await step_reached(handle, "creating the new root volume")
-        assert await handle.execute_update("cancel", "test") == "running"
+        restore = await submit(harness, zone, vm_id, S.RESTORE)
+        handle = await step_reached(temporal_client, restore.job_id, "creating the new root volume")
+        assert await cancel_job(temporal_client, cloud, restore.job_id, "test") == "running"
         assert (await outcome(temporal_client, restore.job_id))[0] == "ended"
         harness.faults.clear()
         assert job_of(cloud, restore.job_id).status is JobStatus.CANCELLED
@@ -509,9 +509,8 @@ async def test_a_cancelled_restore_unwinds_until_the_old_root_volume_is_being_de
         harness.faults.append(
             {"operation": "delete_volume", "action": "delay", "delay_seconds": 6, "host_id": None}
         )
-        restore = await submit(temporal_client, harness.task_queue, zone, vm_id, S.RESTORE)
-        handle = temporal_client.get_workflow_handle(str(restore.job_id))
-        await step_reached(handle, "deleting the old root volume")
+        restore = await submit(harness, zone, vm_id, S.RESTORE)
+        handle = await step_reached(temporal_client, restore.job_id, "deleting the old root volume")
         with pytest.raises(WorkflowUpdateFailedError) as refused:
             await handle.execute_update("cancel", "test")
         cause = refused.value.cause
@@ -520,14 +519,6 @@ async def test_a_cancelled_restore_unwinds_until_the_old_root_volume_is_being_de
         harness.faults.clear()
         assert volume_leaks(cloud, zone, harness, before.root_volume_id) == []
         assert problems_of(cloud, zone, harness, vm_id) == []
-
-
-async def step_reached(handle: Any, step: str) -> None:
-    for _ in range(200):
-        if (await handle.query("current_step")).startswith(step):
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"the job never reached {step!r}")
 
 
 # -- expunge deletes the VM's snapshots --------------------------------------------------------

@@ -13,19 +13,24 @@ import pytest
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 
+from api.job_cancellation import cancel as cancel_job
 from domain.cloud import Cloud
 from domain.job import JobStatus
 from domain.job_requests import VmOperation, vm_queue_id
 from domain.virtual_machine import VirtualMachine, VmState
-from tests.integration.vm_jobs import deploy, fail_in, job_of, outcome, problems_of, submit
+from tests.integration.vm_jobs import deploy, fail_in, job_of, problems_of, submit
 from tests.support import (
     crash_after_first,
     event_names,
+    outcome,
     queue_drained,
     queue_settled_to,
     run_twice,
     running_worker,
     seed_zone,
+    started,
+    step_reached,
+    wait_until,
 )
 
 S = VmOperation
@@ -36,7 +41,7 @@ def vm(cloud: Cloud, vm_id: uuid.UUID) -> VirtualMachine:
 
 
 async def run_job(harness: Any, zone: Any, vm_id: uuid.UUID, op: VmOperation, **kw: Any) -> Any:
-    accepted = await submit(harness.client, harness.task_queue, zone, vm_id, op, **kw)
+    accepted = await submit(harness, zone, vm_id, op, **kw)
     status, value = await outcome(harness.client, accepted.job_id)
     return accepted.job_id, status, value
 
@@ -119,13 +124,6 @@ STEPS: dict[VmOperation, tuple[list[VmOperation], VmState, list[str]]] = {
 CASES = [(op, step) for op, (_, _, steps) in STEPS.items() for step in steps]
 
 
-async def wait_until(predicate: Any, timeout: float = 20.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.1)
-
-
 @pytest.mark.parametrize(("operation", "step"), CASES, ids=[f"{o.value}-{s}" for o, s in CASES])
 async def test_a_failure_at_each_step_unwinds_without_leaks(
     temporal_client: Client, cloud: Cloud, operation: VmOperation, step: str
@@ -145,7 +143,7 @@ async def test_a_failure_at_each_step_unwinds_without_leaks(
         assert "injected failure" in (job.error_text or "")
         if operation is S.EXPUNGE and step != "vm.begin":
             # Past its point of no return: the VM stays Expunging and its queue tries again.
-            await wait_until(lambda: vm(cloud, vm_id).is_removed)
+            await wait_until(lambda: vm(cloud, vm_id).is_removed, what="the VM removed")
         else:
             assert vm(cloud, vm_id).state is before
         assert problems_of(cloud, zone, harness, vm_id) == []
@@ -202,23 +200,26 @@ async def test_a_queued_job_cancelled_leaves_the_queue_and_a_running_start_unwin
             # Long enough that the cancel lands mid-call on a busy machine; it cuts it short.
             {"operation": "start_vm", "action": "delay", "delay_seconds": 30, "host_id": None}
         )
-        start = await submit(temporal_client, harness.task_queue, zone, vm_id, S.START)
-        queued = await submit(temporal_client, harness.task_queue, zone, vm_id, S.REBOOT)
+        start = await submit(harness, zone, vm_id, S.START)
+        queued = await submit(harness, zone, vm_id, S.REBOOT)
         expected = [start.job_id, queued.job_id]
         assert await queue_settled_to(temporal_client, vm_id, expected) == [
             str(j) for j in expected
         ]
 
         # The queued job leaves the queue at once, without running.
-        handle = temporal_client.get_workflow_handle(str(queued.job_id))
-        assert await handle.execute_update("cancel", "test") == "queued"
+        await started(temporal_client, queued.job_id)
+        assert await cancel_job(temporal_client, cloud, queued.job_id, "test") == "queued"
         assert (await outcome(temporal_client, queued.job_id))[0] == "ended"
         assert job_of(cloud, queued.job_id).status is JobStatus.CANCELLED
 
         # The running start stops at its hypervisor step and unwinds: Stopped, nothing held.
-        await wait_until(lambda: "starting" in (job_of_or_none(cloud, start.job_id) or ""))
-        running = temporal_client.get_workflow_handle(str(start.job_id))
-        assert await running.execute_update("cancel", "test") == "running"
+        await wait_until(
+            lambda: "starting" in (job_of_or_none(cloud, start.job_id) or ""),
+            what="the start on the hypervisor",
+        )
+        await started(temporal_client, start.job_id)
+        assert await cancel_job(temporal_client, cloud, start.job_id, "test") == "running"
         assert (await outcome(temporal_client, start.job_id))[0] == "ended"
         harness.faults.clear()
         assert job_of(cloud, start.job_id).status is JobStatus.CANCELLED
@@ -231,16 +232,10 @@ async def test_a_queued_job_cancelled_leaves_the_queue_and_a_running_start_unwin
         harness.faults.append(
             {"operation": "reboot_vm", "action": "delay", "delay_seconds": 5, "host_id": None}
         )
-        reboot = await submit(temporal_client, harness.task_queue, zone, vm_id, S.REBOOT)
-        rebooting = temporal_client.get_workflow_handle(str(reboot.job_id))
-        for _ in range(400):
-            if (await rebooting.query("current_step")).startswith("rebooting"):
-                break
-            await asyncio.sleep(0.05)
+        reboot = await submit(harness, zone, vm_id, S.REBOOT)
+        rebooting = await step_reached(temporal_client, reboot.job_id, "rebooting", timeout=20)
         with pytest.raises(WorkflowUpdateFailedError) as refused:
-            await temporal_client.get_workflow_handle(str(reboot.job_id)).execute_update(
-                "cancel", "test"
-            )
+            await rebooting.execute_update("cancel", "test")
         cause = refused.value.cause
         assert isinstance(cause, ApplicationError) and "point of no return" in cause.message
         assert (await outcome(temporal_client, reboot.job_id))[0] == "succeeded"
@@ -269,24 +264,30 @@ async def test_identical_pending_requests_join_and_operations_run_in_submission_
         mixed = [S.REBOOT, S.STOP, S.START, S.REBOOT, S.STOP, S.START]
         mixed += [S.REBOOT, S.STOP, S.START, S.REBOOT]
         # Submitted back to back: all are queued long before the first one ends.
-        theirs = await submit(temporal_client, harness.task_queue, zone, other_vm, S.REBOOT)
-        ours = [await submit(temporal_client, harness.task_queue, zone, vm_id, op) for op in mixed]
-        # A repeat of the queue's last request joins it instead of queuing a duplicate.
-        again = await submit(temporal_client, harness.task_queue, zone, vm_id, mixed[-1])
-        assert again.joined and again.job_id == ours[-1].job_id
-        queued = await temporal_client.get_workflow_handle(vm_queue_id(vm_id)).query("jobs")
+        theirs = await submit(harness, zone, other_vm, S.REBOOT)
+        ours = [await submit(harness, zone, vm_id, op) for op in mixed]
+        # A repeat of the queue's last request joins it instead of queuing a duplicate: it
+        # has a job id of its own (the API answers before the queue runs), never runs, and
+        # ends as the job it joined ends.
+        again = await submit(harness, zone, vm_id, mixed[-1])
+        assert again.job_id != ours[-1].job_id
+        queue = temporal_client.get_workflow_handle(vm_queue_id(vm_id))
+        ids = [str(a.job_id) for a in ours]
+        queued = await wait_until(
+            lambda: queue.query("jobs"),
+            lambda jobs: len(jobs) >= 5 and str(jobs[-1]["job_id"]) == ids[-1],
+            what="the queue listing every submitted job",
+        )
         # The queue shows the running job and the queued ones, in submission order.
-        assert len(queued) >= 5
-        assert [str(j["job_id"]) for j in queued] == [str(a.job_id) for a in ours[-len(queued) :]]
+        assert [str(j["job_id"]) for j in queued] == ids[-len(queued) :]
         assert [j["status"] for j in queued][1:] == ["queued"] * (len(queued) - 1)
         results = await asyncio.gather(*(outcome(temporal_client, a.job_id) for a in ours))
         other = await outcome(temporal_client, theirs.job_id)
+        joined = await outcome(temporal_client, again.job_id, cloud=cloud)
         harness.faults.clear()
-    by_order = sorted(ours, key=lambda a: a.sequence)
-    assert by_order == ours
-    spans = [
-        (job_of(cloud, a.job_id).created_on, job_of(cloud, a.job_id).modified_on) for a in by_order
-    ]
+    assert joined[0] == "succeeded", joined
+    assert joined[1]["joined_job_id"] == str(ours[-1].job_id)
+    spans = [(job_of(cloud, a.job_id).began_at, job_of(cloud, a.job_id).modified_on) for a in ours]
     for (_, previous_end), (start, _) in itertools.pairwise(spans):
         assert start >= previous_end  # one after another, never overlapping
     assert all(status == "succeeded" for status, _ in results), results

@@ -17,8 +17,15 @@ from domain.job import JobStatus
 from domain.job_requests import VmOperation
 from domain.virtual_machine import VirtualMachine, VmState
 from domain.vm_snapshot import IN_PROGRESS, VmSnapshot, VmSnapshotState, vm_snapshot_id_for
-from tests.integration.vm_jobs import deploy, fail_in, job_of, outcome, problems_of, submit
-from tests.support import Harness, crash_after_first, event_names, run_twice, running_worker
+from tests.integration.vm_jobs import deploy, fail_in, job_of, problems_of, submit
+from tests.support import (
+    Harness,
+    crash_after_first,
+    event_names,
+    outcome,
+    run_twice,
+    running_worker,
+)
 from tests.support import seed_zone as seed
 from workers.demo_cloud import DemoCloud
 
@@ -40,9 +47,7 @@ async def job(
     job_id = uuid.uuid4()
     if operation is S.SNAPSHOT:
         options = {"snapshot_id": vm_snapshot_id_for(job_id), **options}
-    accepted = await submit(
-        harness.client, harness.task_queue, zone, vm_id, operation, job_id=job_id, **options
-    )
+    accepted = await submit(harness, zone, vm_id, operation, job_id=job_id, **options)
     status, value = await outcome(harness.client, accepted.job_id)
     return accepted.job_id, status, value
 

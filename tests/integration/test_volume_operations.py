@@ -3,7 +3,6 @@ or their own, against a real PostgreSQL and a real Temporal dev server."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections import Counter
 from typing import Any
@@ -13,12 +12,13 @@ from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 
 from activities.drivers.hypervisor import HostRef
+from api.job_cancellation import cancel as cancel_job
 from domain.cloud import Cloud
 from domain.job import JobStatus
 from domain.job_requests import VmOperation, VolumeOperation, vm_queue_id, volume_queue_id
 from domain.virtual_machine import VirtualMachine
 from domain.volume import Volume, VolumeState
-from tests.integration.vm_jobs import deploy, fail_in, job_of, outcome, problems_of
+from tests.integration.vm_jobs import deploy, fail_in, job_of, problems_of
 from tests.integration.vm_jobs import submit as submit_vm_job
 from tests.integration.volume_jobs import (
     GIB,
@@ -30,7 +30,17 @@ from tests.integration.volume_jobs import (
     volume,
     volume_problems,
 )
-from tests.support import crash_after_first, event_names, run_twice, running_worker, seed_zone
+from tests.support import (
+    crash_after_first,
+    event_names,
+    outcome,
+    run_twice,
+    running_worker,
+    seed_zone,
+    started,
+    step_reached,
+    wait_until,
+)
 
 V = VolumeOperation
 
@@ -247,9 +257,7 @@ async def test_a_destroyed_vms_data_volume_stays_attached_and_survives_its_expun
         volume_id = await create_volume(harness, zone)
         job = await run_volume_job(harness, zone, volume_id, V.ATTACH, vm_id=vm_id)
         assert job[1] == "succeeded", job[2]
-        destroyed = await submit_vm_job(
-            temporal_client, harness.task_queue, zone, vm_id, VmOperation.DESTROY
-        )
+        destroyed = await submit_vm_job(harness, zone, vm_id, VmOperation.DESTROY)
         assert (await outcome(temporal_client, destroyed.job_id))[0] == "succeeded"
         # Destroyed: the data volume stays attached (the VM can still be recovered).
         assert volume(cloud, volume_id).vm_id == vm_id
@@ -261,9 +269,7 @@ async def test_a_destroyed_vms_data_volume_stays_attached_and_survives_its_expun
         assert "Destroyed" in (job_of(cloud, job_id).error_text or "")
         assert volume(cloud, other).state is VolumeState.ALLOCATED
 
-        expunged = await submit_vm_job(
-            temporal_client, harness.task_queue, zone, vm_id, VmOperation.EXPUNGE
-        )
+        expunged = await submit_vm_job(harness, zone, vm_id, VmOperation.EXPUNGE)
         assert (await outcome(temporal_client, expunged.job_id))[0] == "succeeded"
         # The VM's queue detaches its data volumes before it ends: they survive, detached.
         await temporal_client.get_workflow_handle(vm_queue_id(vm_id)).result()
@@ -274,15 +280,6 @@ async def test_a_destroyed_vms_data_volume_stays_attached_and_survives_its_expun
         # And it can be deleted now, through its own queue.
         assert (await run_volume_job(harness, zone, volume_id, V.DELETE))[1] == "succeeded"
         assert volume_problems(cloud, zone, harness, volume_id) == []
-
-
-async def current_step_startswith(client: Client, job_id: uuid.UUID, prefix: str) -> None:
-    handle = client.get_workflow_handle(str(job_id))
-    for _ in range(200):
-        if (await handle.query("current_step")).startswith(prefix):
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"job {job_id} never reached {prefix!r}")
 
 
 async def test_volume_jobs_queue_join_cancel_and_refuse_cancel_past_no_return(
@@ -297,9 +294,8 @@ async def test_volume_jobs_queue_join_cancel_and_refuse_cancel_past_no_return(
         )
         # The running attach stops at its hypervisor step and unwinds: no disk, no device.
         attach = await submit_volume_job(harness, zone, volume_id, V.ATTACH, vm_id=vm_id)
-        await current_step_startswith(temporal_client, attach.job_id, "plugging in")
-        running = temporal_client.get_workflow_handle(str(attach.job_id))
-        assert await running.execute_update("cancel", "test") == "running"
+        await step_reached(temporal_client, attach.job_id, "plugging in")
+        assert await cancel_job(temporal_client, cloud, attach.job_id, "test") == "running"
         assert (await outcome(temporal_client, attach.job_id))[0] == "ended"
         harness.faults.clear()
         assert job_of(cloud, attach.job_id).status is JobStatus.CANCELLED
@@ -316,20 +312,26 @@ async def test_volume_jobs_queue_join_cancel_and_refuse_cancel_past_no_return(
         resize = await submit_volume_job(harness, zone, volume_id, V.RESIZE, size_bytes=9 * GIB)
         queued = await submit_volume_job(harness, zone, volume_id, V.DETACH)
         again = await submit_volume_job(harness, zone, volume_id, V.DETACH)
-        assert again.joined and again.job_id == queued.job_id
-        jobs = await temporal_client.get_workflow_handle(vm_queue_id(vm_id)).query("jobs")
-        assert [str(j["job_id"]) for j in jobs] == [str(resize.job_id), str(queued.job_id)]
-        handle = temporal_client.get_workflow_handle(str(queued.job_id))
-        assert await handle.execute_update("cancel", "test") == "queued"
+        assert again.job_id != queued.job_id
+        queue = temporal_client.get_workflow_handle(vm_queue_id(vm_id))
+        expected = [str(resize.job_id), str(queued.job_id)]
+        await wait_until(
+            lambda: queue.query("jobs"),
+            lambda jobs: [str(j["job_id"]) for j in jobs] == expected,
+            what="the resize running and the detach queued",
+        )
+        await started(temporal_client, queued.job_id)
+        assert await cancel_job(temporal_client, cloud, queued.job_id, "test") == "queued"
         assert (await outcome(temporal_client, queued.job_id))[0] == "ended"
         assert job_of(cloud, queued.job_id).status is JobStatus.CANCELLED
+        # The repeat joined the queued detach, so it ends as that one did.
+        assert (await outcome(temporal_client, again.job_id, cloud=cloud))[0] == "ended"
+        assert job_of(cloud, again.job_id).status is JobStatus.CANCELLED
 
         # The resize is past its point of no return once the disk is being grown.
-        await current_step_startswith(temporal_client, resize.job_id, "resizing the disk")
+        resizing = await step_reached(temporal_client, resize.job_id, "resizing the disk")
         with pytest.raises(WorkflowUpdateFailedError) as refused:
-            await temporal_client.get_workflow_handle(str(resize.job_id)).execute_update(
-                "cancel", "test"
-            )
+            await resizing.execute_update("cancel", "test")
         cause = refused.value.cause
         assert isinstance(cause, ApplicationError) and "point of no return" in cause.message
         assert (await outcome(temporal_client, resize.job_id))[0] == "succeeded"
@@ -345,9 +347,7 @@ async def test_attach_checks_hypervisor_and_reach_at_run_time_and_a_stopped_vm_g
     zone = seed_zone(cloud)
     async with running_worker(temporal_client, cloud) as harness:
         vm_id = await running_vm(harness, zone, "picky")
-        stop = await submit_vm_job(
-            temporal_client, harness.task_queue, zone, vm_id, VmOperation.STOP
-        )
+        stop = await submit_vm_job(harness, zone, vm_id, VmOperation.STOP)
         assert (await outcome(temporal_client, stop.job_id))[0] == "succeeded"
 
         # A stopped VM is defined on no hypervisor: the disk is made, plugged in nowhere.
@@ -396,7 +396,7 @@ async def test_a_stopped_vm_started_again_comes_back_with_its_data_disks(
         attached = await run_volume_job(harness, zone, volume_id, V.ATTACH, vm_id=vm_id)
         assert attached[1] == "succeeded", attached[2]
         for operation in (VmOperation.STOP, VmOperation.START):
-            job = await submit_vm_job(temporal_client, harness.task_queue, zone, vm_id, operation)
+            job = await submit_vm_job(harness, zone, vm_id, operation)
             assert (await outcome(temporal_client, job.job_id))[0] == "succeeded"
 
         vm = cloud.load(VirtualMachine, vm_id)

@@ -22,7 +22,7 @@ from domain.snapshot_policy import SnapshotPolicy, policy_id_for
 from domain.storage import SecondaryStorage
 from domain.volume import Volume, VolumeState
 from domain.volume_operations import volume_id_for
-from tests.integration.vm_jobs import fail_in, job_of, outcome
+from tests.integration.vm_jobs import fail_in, job_of
 from tests.integration.vm_jobs import submit as submit_vm_job
 from tests.integration.volume_jobs import (
     GIB,
@@ -31,7 +31,14 @@ from tests.integration.volume_jobs import (
     volume,
     volume_problems,
 )
-from tests.support import Harness, crash_after_first, event_names, run_twice, running_worker
+from tests.support import (
+    Harness,
+    crash_after_first,
+    event_names,
+    outcome,
+    run_twice,
+    running_worker,
+)
 from tests.support import seed_zone as seed
 from workers.demo_cloud import DemoCloud
 
@@ -178,9 +185,7 @@ async def test_a_snapshot_is_backed_up_reverted_to_made_into_a_volume_and_templa
         # The volume grows after the snapshot; a revert brings it back to the snapshot's size.
         grow = await run_volume_job(harness, zone, volume_id, V.RESIZE, size_bytes=SIZE + GIB)
         assert grow[1] == "succeeded", grow[2]
-        stop = await submit_vm_job(
-            harness.client, harness.task_queue, zone, vm_id, VmOperation.STOP
-        )
+        stop = await submit_vm_job(harness, zone, vm_id, VmOperation.STOP)
         assert (await outcome(harness.client, stop.job_id))[0] == "succeeded"
         _, status, value = await snapshot_job(harness, zone, snapshot_id, V.REVERT_TO_SNAPSHOT)
         assert status == "succeeded", value
@@ -296,9 +301,7 @@ async def test_a_failure_at_each_snapshot_step_unwinds_without_leaks(
             snapshot_id, status, value = await take_snapshot(harness, zone, volume_id)
             assert status == "succeeded", value
         if operation is V.REVERT_TO_SNAPSHOT:
-            stop = await submit_vm_job(
-                harness.client, harness.task_queue, zone, vm_id, VmOperation.STOP
-            )
+            stop = await submit_vm_job(harness, zone, vm_id, VmOperation.STOP)
             assert (await outcome(harness.client, stop.job_id))[0] == "succeeded"
         held_before = dict(cloud.load(SecondaryStorage, zone.secondary_storage_id).stored)
         templates_before = set(templates_made(harness))
@@ -349,9 +352,7 @@ async def test_every_snapshot_step_run_twice_duplicates_nothing(
         vm_id, volume_id = await running_vm_with_data_volume(harness, zone)
         snapshot_id, status, value = await take_snapshot(harness, zone, volume_id)
         assert status == "succeeded", value
-        stop = await submit_vm_job(
-            harness.client, harness.task_queue, zone, vm_id, VmOperation.STOP
-        )
+        stop = await submit_vm_job(harness, zone, vm_id, VmOperation.STOP)
         assert (await outcome(harness.client, stop.job_id))[0] == "succeeded"
         jobs = []
         for op in (

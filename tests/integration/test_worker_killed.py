@@ -28,9 +28,9 @@ from domain.snapshot import Snapshot, SnapshotState, snapshot_id_for
 from domain.virtual_machine import VirtualMachine, VmState
 from domain.vm_operations import restored_root_volume_id_for
 from domain.volume import Volume, VolumeState
-from tests.integration.vm_jobs import deploy, outcome, problems_of, submit
+from tests.integration.vm_jobs import deploy, problems_of, submit
 from tests.integration.volume_jobs import create_volume, submit_volume_job, volume_problems
-from tests.support import Harness, event_names, job_of, running_worker, seed_zone, vm_of
+from tests.support import Harness, event_names, job_of, outcome, running_worker, seed_zone, vm_of
 
 
 def vm_of_id(cloud: Cloud, vm_id: uuid.UUID) -> VirtualMachine:
@@ -134,7 +134,7 @@ async def test_a_worker_killed_mid_vm_job_leaves_a_job_the_next_worker_finishes(
     async with running_worker(temporal_client, cloud, task_queue=task_queue) as setup:
         deploy_job, vm_id = await deploy(setup, zone, f"killed-{kind}")
         assert (await outcome(temporal_client, deploy_job))[0] == "succeeded"
-        stop = await submit(temporal_client, task_queue, zone, vm_id, VmOperation.STOP)
+        stop = await submit(setup, zone, vm_id, VmOperation.STOP)
         assert (await outcome(temporal_client, stop.job_id))[0] == "succeeded"
         data_volume = await create_volume(setup, zone) if kind == "attach" else None
     driver = setup.driver
@@ -157,9 +157,7 @@ async def test_a_worker_killed_mid_vm_job_leaves_a_job_the_next_worker_finishes(
         starter = Harness(temporal_client, cloud, task_queue, SimulatorDriver())
         job_id = uuid.uuid4()
         if kind == "restore":
-            accepted = await submit(
-                temporal_client, task_queue, zone, vm_id, VmOperation.RESTORE, job_id=job_id
-            )
+            accepted = await submit(starter, zone, vm_id, VmOperation.RESTORE, job_id=job_id)
         elif kind == "snapshot":
             accepted = await submit_volume_job(
                 starter,

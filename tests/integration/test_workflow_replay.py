@@ -17,7 +17,7 @@ HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 #: Every workflow with a recording, each job (VM snapshot, restore, service offering change,
 #: data volume, volume snapshot and snapshot policy jobs included) once succeeding and once
 #: unwinding, the queue with a terminated job (the `record-terminated-jobs` patch), a
-#: RecurringSnapshot run, AddHost and a PowerStateSync run.
+#: RecurringSnapshot run, AddHost, a PowerStateSync run, and jobs submitted by signal.
 EXPECTED = {
     "deploy_succeeds",
     "deploy_retries_next_host",
@@ -59,11 +59,16 @@ EXPECTED = {
     "vm_queue_terminated_job",
     "add_host_succeeds",
     "power_state_sync_two_passes",
+    # Submitted by the queue's `enqueue` signal; cancelled through the update and Temporal's
+    # cancel (the `close-cancelled-as-canceled` patch).
+    "deploy_waits_for_its_turn",
+    "start_vm_cancelled",
+    "vm_queue_by_enqueue",
 }
 
 
 def test_there_are_recorded_histories_to_replay() -> None:
-    assert len(HISTORIES) >= len(EXPECTED) == 58
+    assert len(HISTORIES) >= len(EXPECTED) == 61
     missing = EXPECTED - {p.stem for p in HISTORIES}
     assert not missing, f"record them: python -m tests.integration.record_histories ({missing})"
 

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from datetime import timedelta
+from dataclasses import replace
 from typing import Any
 from uuid import UUID
 
 from temporalio import activity
-from temporalio.client import Client, WithStartWorkflowOperation, WorkflowHandle
-from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError
 
 from domain.cloud import Cloud
@@ -20,26 +18,23 @@ from domain.guest_network import GuestNetwork
 from domain.host import Host
 from domain.job import Job
 from domain.job_requests import (
-    VM_QUEUE_WORKFLOW,
     DeploymentOrder,
     DeployVirtualMachineRequest,
-    VirtualMachineOperationRequest,
+    JobQueue,
     VmJobAccepted,
     VmJobSubmission,
     VmOperation,
-    VmQueueState,
-    vm_queue_id,
 )
 from domain.storage import PrimaryStorage
 from domain.virtual_machine import TRANSITIONAL_STATES, VirtualMachine, VmState
+from domain.vm_requests import vm_operation_request
 from domain.volume import Volume, VolumeState
-from tests.support import Harness
+from tests.support import Harness, enqueue
 from workers.demo_cloud import DemoCloud
 
 
 async def submit(
-    client: Client,
-    task_queue: str,
+    harness: Harness,
     zone: DemoCloud,
     vm_id: UUID,
     operation: VmOperation,
@@ -49,17 +44,16 @@ async def submit(
     **options: Any,
 ) -> VmJobAccepted:
     job_id = job_id or uuid.uuid4()
-    request = VirtualMachineOperationRequest(
+    request = vm_operation_request(
+        operation,
         job_id=job_id,
         vm_id=vm_id,
-        operation=operation,
         account_id=zone.admin_account_id,
         summary=f"{operation.value} {vm_id}",
         **options,
     )
     return await _submit(
-        client,
-        task_queue,
+        harness,
         zone,
         vm_id,
         VmJobSubmission(
@@ -91,8 +85,7 @@ async def deploy(
         display_name=name,
     )
     await _submit(
-        harness.client,
-        harness.task_queue,
+        harness,
         zone,
         vm_id,
         VmJobSubmission(
@@ -102,7 +95,7 @@ async def deploy(
             zone_id=zone.zone_id,
             summary=f"deploy {name}",
             deployment=DeployVirtualMachineRequest(
-                job_id=job_id, order=order, summary=f"deploy {name}"
+                job_id=job_id, order=order, summary=f"deploy {name}", waits_for_turn=True
             ),
         ),
         expunge_retry_seconds,
@@ -111,39 +104,16 @@ async def deploy(
 
 
 async def _submit(
-    client: Client,
-    task_queue: str,
+    harness: Harness,
     zone: DemoCloud,
     vm_id: UUID,
     submission: VmJobSubmission,
     expunge_retry_seconds: float,
 ) -> VmJobAccepted:
-    start: WithStartWorkflowOperation[Any, Any] = WithStartWorkflowOperation(
-        VM_QUEUE_WORKFLOW,
-        VmQueueState(
-            vm_id=vm_id,
-            account_id=zone.admin_account_id,
-            zone_id=zone.zone_id,
-            expunge_retry_seconds=expunge_retry_seconds,
-        ),
-        id=vm_queue_id(vm_id),
-        task_queue=task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        execution_timeout=timedelta(minutes=10),
-    )
-    accepted: VmJobAccepted = await client.execute_update_with_start_workflow(
-        "submit", submission, start_workflow_operation=start, result_type=VmJobAccepted
-    )
-    return accepted
-
-
-async def outcome(client: Client, job_id: UUID) -> tuple[str, Any]:
-    """('succeeded', result) or ('failed'/'cancelled', error) once the job's workflow ends."""
-    handle: WorkflowHandle[Any, Any] = client.get_workflow_handle(str(job_id))
-    try:
-        return "succeeded", await handle.result()
-    except Exception as error:
-        return "ended", error
+    """As the API submits, with a short retry of an incomplete expunge."""
+    queue = JobQueue.of_vm(vm_id, zone.admin_account_id, zone.zone_id)
+    state = queue.state.model_copy(update={"expunge_retry_seconds": expunge_retry_seconds})
+    return await enqueue(harness, replace(queue, state=state), submission)
 
 
 def job_of(cloud: Cloud, job_id: UUID) -> Job:

@@ -5,31 +5,23 @@ does (the VM's while attached, the volume's own otherwise), and check that a vol
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
-from temporalio.client import WithStartWorkflowOperation
-from temporalio.common import WorkflowIDConflictPolicy
-
 from domain.cloud import Cloud
 from domain.job_requests import (
-    VM_QUEUE_WORKFLOW,
+    JobQueue,
     VmJobAccepted,
     VmJobSubmission,
-    VmQueueState,
     VolumeCreation,
     VolumeOperation,
-    VolumeOperationRequest,
-    vm_queue_id,
-    volume_queue_id,
 )
 from domain.storage import PrimaryStorage
 from domain.volume import Volume, VolumeState
 from domain.volume_attachments import VolumeAttachments, attachments_id_for
 from domain.volume_operations import volume_id_for
-from tests.integration.vm_jobs import outcome
-from tests.support import Harness
+from domain.volume_requests import volume_operation_request
+from tests.support import Harness, enqueue, outcome
 from workers.demo_cloud import DemoCloud
 
 GIB = 1024**3
@@ -48,10 +40,10 @@ async def submit_volume_job(
     """Into the VM's queue while the volume is attached, its own queue otherwise; `route_by`
     names the volume whose queue it is when that is not `volume_id` (a snapshot's source)."""
     job_id = job_id or uuid.uuid4()
-    request = VolumeOperationRequest(
+    request = volume_operation_request(
+        operation,
         job_id=job_id,
         volume_id=volume_id,
-        operation=operation,
         account_id=zone.admin_account_id,
         summary=f"{operation.value} {volume_id}",
         **options,
@@ -59,28 +51,14 @@ async def submit_volume_job(
     queue_volume_id = route_by or volume_id
     volume = harness.cloud.find(Volume, queue_volume_id)
     attached_to = volume.vm_id if volume is not None else None
-    if attached_to is not None:
-        queue_id, state = (
-            vm_queue_id(attached_to),
-            VmQueueState(vm_id=attached_to, account_id=zone.admin_account_id),
-        )
-    else:
-        queue_id, state = (
-            volume_queue_id(queue_volume_id),
-            VmQueueState(
-                vm_id=queue_volume_id, account_id=zone.admin_account_id, resource_type="Volume"
-            ),
-        )
-    start: WithStartWorkflowOperation[Any, Any] = WithStartWorkflowOperation(
-        VM_QUEUE_WORKFLOW,
-        state,
-        id=queue_id,
-        task_queue=harness.task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        execution_timeout=timedelta(minutes=10),
+    queue = (
+        JobQueue.of_vm(attached_to, zone.admin_account_id, zone.zone_id)
+        if attached_to is not None
+        else JobQueue.of_volume(queue_volume_id, zone.admin_account_id, zone.zone_id)
     )
-    accepted: VmJobAccepted = await harness.client.execute_update_with_start_workflow(
-        "submit",
+    return await enqueue(
+        harness,
+        queue,
         VmJobSubmission(
             job_id=job_id,
             job_type=operation.job_type,
@@ -90,10 +68,7 @@ async def submit_volume_job(
             fingerprint=operation.value,
             volume=request,
         ),
-        start_workflow_operation=start,
-        result_type=VmJobAccepted,
     )
-    return accepted
 
 
 async def run_volume_job(

@@ -90,7 +90,12 @@ class Command:
 
     @property
     def options(self) -> dict[str, bool]:
-        return {"forced": self.forced, "expunge": self.expunge}
+        """The fields its operation takes (a stop may be forced; a destroy may also expunge)."""
+        if self.operation is S.DESTROY:
+            return {"forced": self.forced, "expunge": self.expunge}
+        if self.operation is S.STOP:
+            return {"forced": self.forced}
+        return {}
 
     @property
     def fault_step(self) -> tuple[str, str] | None:

@@ -9,9 +9,11 @@ BIN    := $(VENV)/bin
 run: $(VENV)/.installed
 	$(BIN)/stratus up
 
-## test: install what the tests need (Debian packages for the hypervisor tests too) and run them all
+## test: install what the tests need (Debian packages for the hypervisor tests too) and run them
+##       all, on TEST_WORKERS pytest-xdist workers (`make test TEST_WORKERS=0` runs them in one)
+TEST_WORKERS ?= 4
 test: $(VENV)/.installed-test
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
 ## lint: ruff and mypy, as CI runs them
 lint: $(VENV)/.installed-test

@@ -181,11 +181,7 @@ class SlowStep:
         return result if self.after else call()
 
     async def wait_started(self, timeout: float = 30.0) -> None:
-        for _ in range(int(timeout / 0.05)):
-            if self.started.is_set():
-                return
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"{self.step} never ran")
+        await wait_until(self.started.is_set, timeout=timeout, what=f"{self.step} to run")
 
     def release(self) -> None:
         self._released.set()
@@ -194,16 +190,17 @@ class SlowStep:
 async def cancel_seen(handle: WorkflowHandle[Any, Any], timeout: float = 30.0) -> None:
     """Wait until the workflow has run a workflow task after the cancel request reached it,
     so it has seen the cancel (Temporal's cancel call returns once the server has it)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    async def seen() -> bool:
         requested = False
         async for event in handle.fetch_history_events():
             if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED:
                 requested = True
             elif requested and event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
-                return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{handle.id} did not see its cancel within {timeout}s")
+                return True
+        return False
+
+    await wait_until(seen, timeout=timeout, what=f"{handle.id} to see its cancel")
 
 
 def run_twice(name: str, call: Callable[[], Any]) -> Any:
@@ -416,13 +413,15 @@ async def queue_drained(client: Client, vm_id: UUID, timeout: float = 20.0) -> l
 async def queue_settled_to(
     client: Client, vm_id: UUID, expected: Sequence[UUID], timeout: float = 20.0
 ) -> list[str]:
-    """The VM queue's job ids once they are `expected` (or at the deadline). A job's end
-    reaches its queue on the queue's next workflow task, a moment after the job's own result,
-    so a job that just ended may still be listed."""
+    """The VM queue's job ids once they are `expected`. A job's end reaches its queue on the
+    queue's next workflow task, a moment after the job's own result, so a job that just ended
+    may still be listed."""
     queue = client.get_workflow_handle(vm_queue_id(vm_id))
-    deadline = time.monotonic() + timeout
-    while True:
-        ids = [str(job["job_id"]) for job in await queue.query("jobs")]
-        if ids == [str(job_id) for job_id in expected] or time.monotonic() > deadline:
-            return ids
-        await asyncio.sleep(0.05)
+    wanted = [str(job_id) for job_id in expected]
+
+    async def ids() -> list[str]:
+        return [str(job["job_id"]) for job in await queue.query("jobs")]
+
+    return await wait_until(
+        ids, lambda listed: listed == wanted, timeout=timeout, what=f"the queue to list {wanted}"
+    )

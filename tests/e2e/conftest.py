@@ -26,7 +26,7 @@ from api.services import CloudServices
 from domain.cloud import Cloud
 from projections.runner import Projector
 from projections.store import ReadStore
-from tests.support import ADMIN_KEY, seed_zone, started, wrap_activity
+from tests.support import ADMIN_KEY, seed_zone, started, wait_until, wrap_activity
 from workers.demo_cloud import DemoCloud
 from workers.stack import supervise
 from workers.worker import build_worker, control_plane_activities
@@ -52,10 +52,29 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="package")
+async def projector(cloud_env: dict[str, str]) -> AsyncIterator[Projector]:
+    """The package's one projector, which every stack's API reads through: a projector holds
+    four PostgreSQL connections per projection, so a second one would cost forty for nothing.
+    As `stratus up` does, a projection that lost a race to another projector (a test's own
+    elsewhere on the database) restarts; one that failed fails the package at teardown."""
+    running = Projector(cloud_env)
+    supervisor = asyncio.create_task(supervise(running, every=0.2))
+    try:
+        yield running
+        supervisor.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await supervisor
+        running.check()
+        assert not running.failures, f"a projection failed: {list(running.failures)}"
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="package")
 async def stack(
-    temporal_client: Client, cloud: Cloud, cloud_env: dict[str, str], database_url: str
+    temporal_client: Client, cloud: Cloud, projector: Projector, database_url: str
 ) -> AsyncIterator[Stack]:
-    async with serving_stack(temporal_client, cloud, cloud_env, database_url) as served:
+    async with serving_stack(temporal_client, cloud, database_url) as served:
         yield served
 
 
@@ -63,13 +82,13 @@ async def stack(
 async def serving_stack(
     temporal_client: Client,
     cloud: Cloud,
-    cloud_env: dict[str, str],
     database_url: str,
     *,
     around: Callable[[str, Callable[[], Any]], Any] | None = None,
 ) -> AsyncIterator[Stack]:
-    """API, worker and projector on a zone and task queue of their own; `around` controls
-    the worker's activities as in the integration tests."""
+    """API and worker on a zone and task queue of their own, read models kept by the package's
+    `projector` (request it too); `around` controls the worker's activities as in the
+    integration tests."""
     zone = seed_zone(cloud)
     task_queue = f"e2e-{uuid.uuid4().hex[:8]}"
     driver = SimulatorDriver(lambda: faults_from(cloud))
@@ -77,7 +96,6 @@ async def serving_stack(
     if around is not None:
         activities = [wrap_activity(a, around) for a in activities]
     worker = build_worker(temporal_client, task_queue, activities)
-    projector = Projector(cloud_env)
     reads = ReadStore(database_url)
     reads.index_event_topics()
     services = CloudServices(
@@ -88,53 +106,53 @@ async def serving_stack(
         uvicorn.Config(create_app(services), host="127.0.0.1", port=port, log_level="warning")
     )
     serving = asyncio.create_task(server.serve())
-    deadline = asyncio.get_running_loop().time() + 30
-    while not server.started:
-        if serving.done() or asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"the API did not start on port {port}: {serving}")
-        await asyncio.sleep(0.05)
-    # As `stratus up` does: a projection that lost a race to another projector (the package's
-    # stack and a test's own run at once) restarts; one that failed (the projector retries it
-    # and goes on) fails the test at teardown.
-    supervisor = asyncio.create_task(supervise(projector, every=0.2))
-    async with worker:
-        yield Stack(f"http://127.0.0.1:{port}", zone, driver, task_queue, cloud)
-    server.should_exit = True
-    await serving
+    await wait_until(
+        lambda: server.started or serving.done(), what=f"the API to start on port {port}"
+    )
+    if serving.done():
+        raise AssertionError(f"the API did not start on port {port}: {serving}")
     try:
-        supervisor.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await supervisor
-        projector.check()
-        assert not projector.failures, f"a projection failed: {list(projector.failures)}"
+        async with worker:
+            yield Stack(f"http://127.0.0.1:{port}", zone, driver, task_queue, cloud)
     finally:
-        projector.stop()
+        server.should_exit = True
+        await serving
         reads.close()
 
 
 async def wait_for_job(http: httpx.AsyncClient, job_id: str, timeout: float = 60) -> dict:  # type: ignore[type-arg]
     """Poll the job as a client would, until it ends."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while asyncio.get_running_loop().time() < deadline:
+
+    async def read() -> httpx.Response:
         response = await http.get(f"/v1/jobs/{job_id}", params={"consistent": "true"})
         assert response.status_code == 200, response.text
-        job = response.json()
+        return response
+
+    def ended(response: httpx.Response) -> bool:
         # Only a read that saw every write so far counts: one that gave up waiting for the
         # projection (a busy machine) may show a stale row, or Temporal's view without one.
-        if job["jobstatus"] != 0 and response.headers[CONSISTENCY_HEADER] == "true":
-            return job  # type: ignore[no-any-return]
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"job {job_id} did not end within {timeout}s")
+        return bool(
+            response.json()["jobstatus"] != 0 and response.headers[CONSISTENCY_HEADER] == "true"
+        )
+
+    response = await wait_until(
+        read, ended, timeout=timeout, interval=0.2, what=f"job {job_id} to end"
+    )
+    return response.json()  # type: ignore[no-any-return]
 
 
 async def step_reached(client: Client, job_id: str, step: str, timeout: float = 30) -> None:
     """Wait until the job's workflow shows `step` in its current details (the Temporal UI's
     "Current details"): the workflow itself has got there, not only its last activity."""
     handle = await started(client, uuid.UUID(job_id), timeout)
-    deadline = asyncio.get_running_loop().time() + timeout
-    while asyncio.get_running_loop().time() < deadline:
+
+    async def current_details() -> str:
         metadata = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
-        if step in metadata.current_details:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"job {job_id} did not reach {step!r} within {timeout}s")
+        return metadata.current_details
+
+    await wait_until(
+        current_details,
+        lambda details: step in details,
+        timeout=timeout,
+        what=f"job {job_id} to reach {step!r}",
+    )

@@ -14,6 +14,7 @@ from api.job_submission import job_id_for
 from domain.catalog import GIB
 from domain.inventory import add_account, register_template
 from tests.e2e.conftest import Stack, wait_for_job
+from tests.support import wait_until
 
 
 def order(stack: Stack, **overrides: Any) -> dict[str, Any]:
@@ -210,12 +211,13 @@ async def test_jobs_are_found_in_temporal_by_job_type_and_account(
         f"JobType = 'DeployVirtualMachine' AND AccountId = '{stack.zone.admin_account_id}' "
         f"AND ResourceId = '{accepted['virtual_machine_id']}'"
     )
-    for _ in range(50):  # visibility is eventually consistent
-        found = [w.id async for w in temporal_client.list_workflows(query)]
-        if found:
-            break
-        await asyncio.sleep(0.2)
-    assert found == [accepted["job_id"]]
+
+    async def found() -> list[str]:  # visibility is eventually consistent
+        return [w.id async for w in temporal_client.list_workflows(query)]
+
+    assert await wait_until(found, interval=0.2, what="the job in visibility") == [
+        accepted["job_id"]
+    ]
 
 
 async def test_a_user_sees_only_their_own_vms_and_jobs(stack: Stack) -> None:

@@ -3,24 +3,24 @@ of it: the API already answers as the record says."""
 
 from __future__ import annotations
 
-import asyncio
-
+import pytest
 from temporalio.client import Client
 
 from domain.cloud import Cloud
 from domain.job_requests import vm_queue_id
 from tests.e2e.conftest import serving_stack, wait_for_job
 from tests.e2e.test_deploy_api import order
-from tests.support import SlowStep
+from tests.support import SlowStep, wait_until
 
 
+@pytest.mark.usefixtures("projector")
 async def test_a_job_whose_end_is_recorded_leaves_the_queue_listing_and_refuses_cancel_as_ended(
-    temporal_client: Client, cloud: Cloud, cloud_env: dict[str, str], database_url: str
+    temporal_client: Client, cloud: Cloud, database_url: str
 ) -> None:
     # The reboot records its success, then its answer to the workflow is held back.
     held = SlowStep("vm.complete_reboot", after=True)
     async with (
-        serving_stack(temporal_client, cloud, cloud_env, database_url, around=held) as stack,
+        serving_stack(temporal_client, cloud, database_url, around=held) as stack,
         stack.http() as http,
     ):
         accepted = (await http.post("/v1/virtual-machines", json=order(stack, name="r"))).json()
@@ -49,8 +49,8 @@ async def test_a_job_whose_end_is_recorded_leaves_the_queue_listing_and_refuses_
         finally:
             held.release()
         assert (await wait_for_job(http, stop["job_id"]))["status"] == "succeeded"
-        for _ in range(200):
-            if (await http.get(f"/v1/virtual-machines/{vm_id}/jobs")).json()["count"] == 0:
-                break
-            await asyncio.sleep(0.05)
-        assert (await http.get(f"/v1/virtual-machines/{vm_id}/jobs")).json()["count"] == 0
+
+        async def listed() -> int:
+            return int((await http.get(f"/v1/virtual-machines/{vm_id}/jobs")).json()["count"])
+
+        await wait_until(listed, lambda count: count == 0, what="the VM's queue listing empty")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from typing import Any
 
@@ -23,10 +22,11 @@ async def test_every_operation_through_http_and_bad_states_are_refused_4xx(stack
     async with stack.http() as http:
         accepted = (await http.post("/v1/virtual-machines", json=order(stack, name="ops"))).json()
         vm_id = accepted["virtual_machine_id"]
-        for _ in range(1000):  # registered (the deployment's first step), not yet Running
-            if (await http.get(f"/v1/virtual-machines/{vm_id}")).status_code == 200:
-                break
-            await asyncio.sleep(0.02)
+
+        async def registered() -> bool:  # the deployment's first step, not yet Running
+            return (await http.get(f"/v1/virtual-machines/{vm_id}")).status_code == 200
+
+        await wait_until(registered, interval=0.02, what=f"VM {vm_id} registered")
         # Submitted while the deployment runs: it waits behind it in the VM's queue.
         stop = await http.post(f"/v1/virtual-machines/{vm_id}/stop", json={"forced": True})
         assert stop.status_code == 202, stop.text

@@ -3,11 +3,11 @@ job; states the read models already forbid are refused 4xx at submission."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from tests.e2e.conftest import Stack, wait_for_job
 from tests.e2e.test_deploy_api import order
+from tests.support import wait_until
 
 
 async def volume_row(http: Any, volume_id: str) -> dict[str, Any]:
@@ -81,11 +81,13 @@ async def test_a_volume_goes_through_every_operation_over_http_and_bad_requests_
         try:
             detach = await http.post(f"/v1/volumes/{volume_id}/detach")
             assert detach.status_code == 202, detach.text
-            for _ in range(50):
-                queue = (await http.get(f"/v1/volumes/{volume_id}/jobs")).json()
-                if queue["count"]:
-                    break
-                await asyncio.sleep(0.05)
+
+            async def listed() -> dict[str, Any]:
+                return (await http.get(f"/v1/volumes/{volume_id}/jobs")).json()  # type: ignore[no-any-return]
+
+            queue = await wait_until(
+                listed, lambda queue: queue["count"] > 0, what="the detach in the volume's queue"
+            )
             assert [j["job_id"] for j in queue["data"]] == [detach.json()["job_id"]]
             assert (await wait_for_job(http, detach.json()["job_id"]))["status"] == "succeeded"
         finally:

@@ -11,7 +11,6 @@ turns skipping off again. Job workflows started by the queue inherit its config.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
@@ -45,7 +44,7 @@ from domain.vm_requests import DestroyVmRequest, vm_operation_request
 from domain.volume import Volume, VolumeState
 from tests.conftest import temporal_binary
 from tests.integration.vm_jobs import job_of, problems_of
-from tests.support import Harness, outcome, running_worker, seed_zone
+from tests.support import Harness, outcome, running_worker, seed_zone, wait_until
 from workers.demo_cloud import DemoCloud
 
 PAST_THE_DELAY = timedelta(seconds=EXPUNGE_DELAY_SECONDS, minutes=5)
@@ -145,13 +144,17 @@ async def _operate(
 async def _expunge_at(queue: WorkflowHandle[Any, Any], *, expected: bool) -> datetime | None:
     """The queue's expunge time, once it has taken in the last job's end (a moment after the
     job's own result is readable)."""
-    for _ in range(100):
+
+    async def expunge_at() -> datetime | None:
         raw = await queue.query("expunge_at")
-        at = datetime.fromisoformat(raw) if raw is not None else None
-        if (at is not None) is expected:
-            return at
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"the queue's expunge time never became {'set' if expected else 'None'}")
+        return datetime.fromisoformat(raw) if raw is not None else None
+
+    return await wait_until(
+        expunge_at,
+        lambda at: (at is not None) is expected,
+        timeout=5,
+        what=f"the queue's expunge time to be {'set' if expected else 'None'}",
+    )
 
 
 async def _exists(handle: WorkflowHandle[Any, Any]) -> bool:

@@ -4,7 +4,6 @@ projectors following the same event store write every row exactly once."""
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 import psycopg
@@ -14,7 +13,7 @@ from temporalio.client import Client, WorkflowFailureError
 from domain.cloud import Cloud
 from projections.runner import PROJECTIONS, Projector
 from projections.store import ReadStore
-from tests.support import fail_before, running_worker, seed_zone
+from tests.support import fail_before, running_worker, seed_zone, wait_until
 
 TABLES = [view.tables[0].name for _, view in PROJECTIONS]
 
@@ -31,15 +30,15 @@ def drop_read_models(database_url: str, projections: Any = PROJECTIONS) -> None:
             conn.execute(f"DROP TABLE IF EXISTS {projection.name}_tracking")
 
 
-def catch_up(projectors: list[Projector], reads: ReadStore, tables: list[str] = TABLES) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+async def catch_up(
+    projectors: list[Projector], reads: ReadStore, tables: list[str] = TABLES
+) -> None:
+    def current() -> bool:
         for projector in projectors:
             projector.check()
-        if all(reads.is_current(table) for table in tables):
-            return
-        time.sleep(0.05)
-    raise AssertionError("the projections did not catch up within 60 s")
+        return all(reads.is_current(table) for table in tables)
+
+    await wait_until(current, timeout=60, what="the projections to catch up")
 
 
 async def test_dropping_the_read_models_and_replaying_gives_the_same_rows(
@@ -58,19 +57,19 @@ async def test_dropping_the_read_models_and_replaying_gives_the_same_rows(
     reads = ReadStore(database_url)
     try:
         with Projector(cloud_env) as first:
-            catch_up([first], reads)
+            await catch_up([first], reads)
         before = snapshot(database_url)
         assert before["virtual_machines"] and before["jobs"] and before["host_capacity"]
 
         drop_read_models(database_url)
         with Projector(cloud_env) as rebuilt:
-            catch_up([rebuilt], reads)
+            await catch_up([rebuilt], reads)
         assert snapshot(database_url) == before
     finally:
         reads.close()
 
 
-def test_two_projectors_at_once_write_every_row_exactly_once(
+async def test_two_projectors_at_once_write_every_row_exactly_once(
     cloud: Cloud, cloud_env: dict[str, str], database_url: str
 ) -> None:
     # Two busy read models are enough to make the projectors collide; all eight twice over
@@ -83,12 +82,12 @@ def test_two_projectors_at_once_write_every_row_exactly_once(
     reads = ReadStore(database_url)
     try:
         with Projector(cloud_env, pair) as alone:
-            catch_up([alone], reads, tables)
+            await catch_up([alone], reads, tables)
         expected = snapshot(database_url, tables)
 
         drop_read_models(database_url, pair)
         with Projector(cloud_env, pair) as one, Projector(cloud_env, pair) as two:
-            catch_up([one, two], reads, tables)
+            await catch_up([one, two], reads, tables)
         assert snapshot(database_url, tables) == expected
     finally:
         reads.close()

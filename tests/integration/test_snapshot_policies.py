@@ -7,7 +7,6 @@ clock with the real worker, queues and event store.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import itertools
 import uuid
@@ -54,7 +53,14 @@ from domain.volume import Volume, VolumeState
 from tests.conftest import temporal_binary
 from tests.integration.vm_jobs import deploy, job_of, submit
 from tests.integration.volume_jobs import create_volume, run_volume_job
-from tests.support import Harness, activity_name, outcome, running_worker, seed_zone
+from tests.support import (
+    Harness,
+    activity_name,
+    outcome,
+    running_worker,
+    seed_zone,
+    wait_until,
+)
 from workers.demo_cloud import DemoCloud
 from workers.worker import build_worker, control_plane_activities
 
@@ -153,11 +159,16 @@ async def run_days(
     """Fast-forward the schedule's clock; the scheduled times of its runs, once all ran."""
     scheduler = env.client.get_workflow_handle(f"temporal-sys-scheduler:{schedule.id}")
     assert await env.fast_forward(scheduler, timedelta(days=days))
-    for _ in range(200):
-        actions = (await schedule.describe()).info.recent_actions
-        if len(actions) >= expected_runs:
-            break
-        await asyncio.sleep(0.05)
+
+    async def recent_actions() -> list[Any]:
+        return list((await schedule.describe()).info.recent_actions)
+
+    actions = await wait_until(
+        recent_actions,
+        lambda actions: len(actions) >= expected_runs,
+        timeout=10,
+        what=f"{expected_runs} runs of {schedule.id}",
+    )
     assert len(actions) == expected_runs, actions
     for action in actions:
         assert action.action.workflow_id.startswith(f"{schedule.id}/run-")  # type: ignore[attr-defined]

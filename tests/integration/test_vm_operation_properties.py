@@ -217,18 +217,16 @@ async def settled(client: Client, cloud: Cloud, vm_id: uuid.UUID) -> None:
     """Until the queue has no job and no expunge retry due soon (a destroy's day-long expunge
     delay is the VM's final word here, not pending work)."""
     queue = client.get_workflow_handle(vm_queue_id(vm_id))
-    deadline = asyncio.get_running_loop().time() + 45
-    while asyncio.get_running_loop().time() < deadline:
-        vm = cloud.load(VirtualMachine, vm_id)
-        if vm.is_removed:
-            return
+
+    async def quiet() -> bool:
+        if cloud.load(VirtualMachine, vm_id).is_removed:
+            return True
         jobs = await queue.query("jobs")
         raw = await queue.query("expunge_at")
         due = datetime.fromisoformat(raw) if raw is not None else None
-        if not jobs and (due is None or due - datetime.now(UTC) > timedelta(hours=1)):
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"the queue of {vm_id} never settled")
+        return not jobs and (due is None or due - datetime.now(UTC) > timedelta(hours=1))
+
+    await wait_until(quiet, timeout=45, interval=0.1, what=f"the queue of {vm_id} to settle")
 
 
 @settings(

@@ -12,9 +12,11 @@ import sys
 import uuid
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
-from temporalio.client import Client
+from temporalio.api.enums.v1 import PendingActivityState
+from temporalio.client import Client, WorkflowHandle
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
@@ -30,7 +32,16 @@ from domain.vm_operations import restored_root_volume_id_for
 from domain.volume import Volume, VolumeState
 from tests.integration.vm_jobs import deploy, problems_of, submit
 from tests.integration.volume_jobs import create_volume, submit_volume_job, volume_problems
-from tests.support import Harness, event_names, job_of, outcome, running_worker, seed_zone, vm_of
+from tests.support import (
+    Harness,
+    event_names,
+    job_of,
+    outcome,
+    running_worker,
+    seed_zone,
+    vm_of,
+    wait_until,
+)
 
 
 def vm_of_id(cloud: Cloud, vm_id: uuid.UUID) -> VirtualMachine:
@@ -50,6 +61,26 @@ def start_worker_process(
     return subprocess.Popen(
         [str(stratus), "worker"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
+
+
+async def activity_started(
+    handle: WorkflowHandle[Any, Any], activity: str, worker: subprocess.Popen[bytes]
+) -> None:
+    """Until the worker has started the workflow's `activity` (the slowed hypervisor call):
+    killed then, it dies inside that call, which its heartbeat timeout hands to the next
+    worker. (Killed a moment earlier, in the control step that records the step, the next
+    worker would wait out that step's whole start-to-close timeout instead.)"""
+
+    async def started() -> bool:
+        assert worker.poll() is None, worker.stderr.read() if worker.stderr else b""
+        pending = (await handle.describe()).raw_description.pending_activities
+        return any(
+            a.activity_type.name == activity
+            and a.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
+            for a in pending
+        )
+
+    await wait_until(started, timeout=60, what=f"{activity} of {handle.id} to start")
 
 
 async def test_a_worker_killed_mid_deploy_leaves_a_job_the_next_worker_finishes(
@@ -80,15 +111,19 @@ async def test_a_worker_killed_mid_deploy_leaves_a_job_the_next_worker_finishes(
         starter = Harness(temporal_client, cloud, task_queue, SimulatorDriver())
         handle = await starter.deploy(zone, "survivor")
         job_id = uuid.UUID(handle.id)
-        for _ in range(300):
-            job = cloud.find(Job, job_id)
-            if job is not None and (job.step or "").startswith("starting VM"):
-                break
+
+        def step() -> str:
             assert doomed.poll() is None, doomed.stderr.read() if doomed.stderr else b""
-            await asyncio.sleep(0.1)
-        else:
-            raise AssertionError("the deployment never reached the hypervisor")
-        await asyncio.sleep(1)  # inside the 30 s simulated boot
+            job = cloud.find(Job, job_id)
+            return (job.step or "") if job is not None else ""
+
+        await wait_until(
+            step,
+            lambda current: current.startswith("starting VM"),
+            timeout=60,
+            what="the deployment to reach the hypervisor",
+        )
+        await activity_started(handle, "hypervisor.launch_vm", doomed)  # in the 30 s boot
     finally:
         doomed.send_signal(signal.SIGKILL)
         doomed.wait(timeout=30)
@@ -173,15 +208,20 @@ async def test_a_worker_killed_mid_vm_job_leaves_a_job_the_next_worker_finishes(
                 starter, zone, data_volume, VolumeOperation.ATTACH, job_id=job_id, vm_id=vm_id
             )
         handle = temporal_client.get_workflow_handle(str(accepted.job_id))
-        for _ in range(300):
+
+        async def current_step() -> str:
             assert doomed.poll() is None, doomed.stderr.read() if doomed.stderr else b""
             with contextlib.suppress(RPCError):
-                if (await handle.query("current_step")).startswith(step):
-                    break
-            await asyncio.sleep(0.1)
-        else:
-            raise AssertionError(f"the job never reached {step!r}")
-        await asyncio.sleep(1)  # inside the 30 s simulated call
+                return str(await handle.query("current_step"))
+            return ""  # its queue has not started the job's workflow yet
+
+        await wait_until(
+            current_step,
+            lambda current: current.startswith(step),
+            timeout=60,
+            what=f"the job to reach {step!r}",
+        )
+        await activity_started(handle, f"hypervisor.{operation}", doomed)  # in the 30 s call
     finally:
         doomed.send_signal(signal.SIGKILL)
         doomed.wait(timeout=30)

@@ -45,10 +45,16 @@ def checked(response: httpx.Response) -> Any:
 
 
 def table(rows: list[dict[str, Any]], columns: list[str]) -> None:
+    """Rows as a table; piped or redirected (no terminal to fit), every value is printed whole
+    rather than cut to the 80 columns a terminal would have, so it can be read and searched."""
     out = Table(*columns)
     for row in rows:
         out.add_row(*(str(row.get(c, "")) for c in columns))
-    console.print(out)
+    if console.is_terminal:
+        console.print(out)
+        return
+    wide = Console(file=console.file, width=100_000, color_system=None)
+    Console(file=console.file, width=wide.measure(out).maximum, color_system=None).print(out)
 
 
 @vm_app.command("deploy")

@@ -287,7 +287,9 @@ def announce(
         )
         key_reference = f"$(cat {key_file})"
     else:
-        console.print(f"Admin API key  kept in {key_file} (shown on the first start only)")
+        console.print(
+            f"Admin API key  kept in {key_file} (shown on the first start only)", soft_wrap=True
+        )
         key_reference = f"$(cat {key_file})"
     if demo is not None:
         console.print(f"Demo zone      {demo.zone_id}")

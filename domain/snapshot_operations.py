@@ -28,6 +28,7 @@ from domain import job_records
 from domain.catalog import Template
 from domain.cloud import Cloud, Decision
 from domain.cluster import Cluster
+from domain.disk_placement import host_for_volume, host_reaching, pool_hypervisor
 from domain.errors import IllegalStateTransition, InsufficientCapacity, InvalidParameter
 from domain.host import Host
 from domain.job import Job
@@ -49,13 +50,7 @@ from domain.snapshot_policy import SnapshotPolicy
 from domain.storage import PrimaryStorage, SecondaryStorage
 from domain.virtual_machine import VirtualMachine, VmState
 from domain.volume import Volume, VolumeEvent, VolumeState, VolumeType
-from domain.volume_operations import (
-    _host_for_volume,
-    host_reaching,
-    open_job,
-    pool_hypervisor,
-    volume_facts,
-)
+from domain.volume_operations import open_job, volume_facts
 from domain.volume_requests import (
     DeleteSnapshotRequest,
     RevertSnapshotRequest,
@@ -190,7 +185,7 @@ def _host_for_secondary(d: Decision, snapshot: Snapshot) -> UUID:
     the snapshot's hypervisor."""
     volume = d.find(Volume, snapshot.volume_id)
     if volume is not None and volume.pool_id is not None and volume.state is not _V.EXPUNGED:
-        return _host_for_volume(d, volume, d.get(PrimaryStorage, volume.pool_id))
+        return host_for_volume(d, volume, d.get(PrimaryStorage, volume.pool_id))
     zone = d.cloud.load(Zone, snapshot.zone_id)
     hosts = [
         d.cloud.load(Host, h)
@@ -279,7 +274,7 @@ def begin_snapshot(
             snapshot_id=snapshot.id,
             volume_id=volume.id,
             pool_id=pool.id,
-            host_id=_host_for_volume(d, volume, pool),
+            host_id=host_for_volume(d, volume, pool),
             secondary_storage_id=secondary.id,
         )
 
@@ -556,7 +551,7 @@ def begin_revert(
         assert volume.pool_id is not None and snapshot.secondary_storage_id is not None
         return RevertPlan(
             pool_id=volume.pool_id,
-            host_id=_host_for_volume(d, volume, d.get(PrimaryStorage, volume.pool_id)),
+            host_id=host_for_volume(d, volume, d.get(PrimaryStorage, volume.pool_id)),
             secondary_storage_id=snapshot.secondary_storage_id,
             snapshot_size_bytes=snapshot.size_bytes,
         )

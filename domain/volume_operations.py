@@ -26,20 +26,25 @@ from domain import job_records
 from domain.catalog import DiskOffering
 from domain.cloud import Cloud, Decision
 from domain.cluster import Cluster
+from domain.disk_placement import (
+    host_for_volume,
+    host_reaching,
+    pool_for_new_disk,
+    pool_hypervisor,
+    reaches,
+    vm_cluster_id,
+)
 from domain.errors import (
     IllegalStateTransition,
-    InsufficientCapacity,
     InvalidParameter,
     ResourceInUse,
-    ResourceUnavailable,
 )
-from domain.host import Host
 from domain.job import Job
 from domain.job_records import JobTicket
 from domain.job_results import DeletedVolume, VolumeJobResult, succeed_with
 from domain.snapshot import IN_PROGRESS as SNAPSHOT_IN_PROGRESS
 from domain.snapshot import Snapshot, SnapshotEvent, SnapshotState
-from domain.storage import PrimaryStorage, StorageScope
+from domain.storage import PrimaryStorage
 from domain.virtual_machine import VirtualMachine, VmState
 from domain.volume import VOLUME_STATE_MACHINE, Volume, VolumeEvent, VolumeState, VolumeType
 from domain.volume_attachments import VolumeAttachments, attachments_id_for
@@ -55,20 +60,14 @@ from domain.volume_requests import (
     VolumeOperation,
     VolumeRequest,
 )
+from domain.volume_rules import (
+    VM_STATES_FOR_ATTACHMENT,
+    check_allowed,
+    check_new_size,
+)
 from domain.zone import Zone
 
 _V = VolumeState
-#: The states each operation starts from.
-ALLOWED_FROM: dict[VolumeOperation, frozenset[VolumeState]] = {
-    VolumeOperation.ATTACH: frozenset({_V.ALLOCATED, _V.READY}),
-    VolumeOperation.DETACH: frozenset({_V.READY, _V.ALLOCATED}),
-    VolumeOperation.RESIZE: frozenset({_V.ALLOCATED, _V.READY}),
-    VolumeOperation.MIGRATE: frozenset({_V.READY}),
-    # Destroy/Expunging: a delete that failed past its point of no return is finished by the next.
-    VolumeOperation.DELETE: frozenset({_V.ALLOCATED, _V.READY, _V.DESTROY, _V.EXPUNGING}),
-}
-#: The VM states a volume may be attached to or detached from (CloudStack's check).
-VM_STATES_FOR_ATTACHMENT = frozenset({VmState.RUNNING, VmState.STOPPED})
 #: What a failed job's volume goes back to: every busy state fails back to a stable one.
 _FAILS_BACK = frozenset(
     {
@@ -86,96 +85,6 @@ def volume_id_for(job_id: UUID) -> UUID:
     from domain.ids import derived_id
 
     return derived_id(job_id, "volume")
-
-
-# -- checks --------------------------------------------------------------------------------
-def check_allowed(volume: Volume, operation: VolumeOperation) -> None:
-    """At run time: refuse an operation the volume's state does not allow (431)."""
-    if volume.state not in ALLOWED_FROM[operation]:
-        raise IllegalStateTransition(
-            f"cannot {operation.value} volume {volume.name} in state {volume.state} "
-            f"(it must be {' or '.join(sorted(ALLOWED_FROM[operation]))})"
-        )
-
-
-def check_new_size(name: str, current: int, wanted: int, shrink_ok: bool) -> None:
-    if wanted <= 0:
-        raise InvalidParameter(field="size_gib", message="must be positive")
-    if wanted < current and not shrink_ok:
-        raise InvalidParameter(
-            field="size_gib",
-            message=f"volume {name} is {current} bytes; shrinking it to {wanted} bytes needs "
-            "shrink_ok",
-        )
-
-
-def refusal_at_submission(
-    request: VolumeRequest,
-    *,
-    name: str,
-    state: str,
-    volume_type: str,
-    attached_to: UUID | None,
-    size_bytes: int,
-    vm_state: str | None = None,
-    vm_name: str | None = None,
-    pool_id: UUID | None = None,
-) -> Exception | None:
-    """At submission, from the read models: a refusal when they already show the operation
-    cannot succeed. A busy (transitional) volume is not judged: the job queues and checks again
-    when its turn comes. `vm_*` describe the VM attached to, or to attach to."""
-    operation = request.operation
-    volume_state = VolumeState(state)
-    if volume_state is _V.EXPUNGED:
-        return IllegalStateTransition(f"volume {name} has been deleted")
-    if volume_state in (_V.DESTROY, _V.EXPUNGING) and operation is not VolumeOperation.DELETE:
-        return IllegalStateTransition(f"volume {name} is being deleted")
-    if operation is VolumeOperation.ATTACH:
-        if volume_type != VolumeType.DATADISK.value:
-            return InvalidParameter(f"volume {name} is a root volume and cannot be attached")
-        if attached_to is not None:
-            return ResourceInUse(f"volume {name} is already attached to a virtual machine")
-        if vm_state is not None and VmState(vm_state) not in _VM_STATES_OR_BUSY:
-            return IllegalStateTransition(
-                f"cannot attach volume {name} to virtual machine {vm_name} in state {vm_state} "
-                "(it must be Running or Stopped)"
-            )
-    if operation is VolumeOperation.DETACH:
-        if volume_type != VolumeType.DATADISK.value:
-            return InvalidParameter(f"volume {name} is a root volume and cannot be detached")
-        if attached_to is None:
-            return IllegalStateTransition(f"volume {name} is not attached")
-    if operation is VolumeOperation.DELETE and attached_to is not None:
-        return ResourceInUse(
-            f"volume {name} is attached to a virtual machine; detach it before deleting it"
-        )
-    if isinstance(request, ResizeVolumeRequest):
-        try:
-            check_new_size(name, size_bytes, request.size_bytes, request.shrink_ok)
-        except InvalidParameter as error:
-            return error
-    if isinstance(request, MigrateVolumeRequest):
-        if volume_state is _V.ALLOCATED:
-            return IllegalStateTransition(
-                f"volume {name} is not on primary storage yet (it is created when first attached)"
-            )
-        if request.pool_id == pool_id:
-            return InvalidParameter(
-                field="pool_id", message=f"volume {name} is already on that pool"
-            )
-        if vm_state == VmState.RUNNING.value:
-            return IllegalStateTransition(
-                f"volume {name} is attached to running VM {vm_name}: stop it before migrating "
-                "the volume (live storage migration is not supported)"
-            )
-    return None
-
-
-_VM_STATES_OR_BUSY = VM_STATES_FOR_ATTACHMENT | {
-    VmState.STARTING,
-    VmState.STOPPING,
-    VmState.MIGRATING,
-}
 
 
 # -- the job -------------------------------------------------------------------------------
@@ -279,78 +188,6 @@ def _succeed(d: Decision, job_id: UUID, volume: Volume) -> VolumeJobResult:
 
 def _step(d: Decision, job_id: UUID, step: str, name: str) -> None:
     job_records.enter_step(d, job_id, step, f"{name}-step")
-
-
-# -- where a disk lives and who can reach it ------------------------------------------------
-def pool_hypervisor(cloud: Cloud, pool: PrimaryStorage) -> str | None:
-    if pool.cluster_id is not None:
-        return cloud.load(Cluster, pool.cluster_id).hypervisor
-    return None
-
-
-def host_reaching(cloud: Cloud, pool: PrimaryStorage, hypervisor: str | None) -> Host:
-    """A host (up ones first) that reaches the pool, for the driver to work on the disk."""
-    if pool.scope is StorageScope.CLUSTER and pool.cluster_id is not None:
-        cluster_ids = [pool.cluster_id]
-    else:
-        zone = cloud.load(Zone, pool.zone_id)
-        cluster_ids = [
-            c
-            for c in zone.cluster_ids
-            if hypervisor is None or cloud.load(Cluster, c).hypervisor == hypervisor
-        ]
-    hosts = [cloud.load(Host, h) for c in cluster_ids for h in cloud.load(Cluster, c).host_ids]
-    hosts.sort(key=lambda h: not h.can_take_deployments())
-    if not hosts:
-        raise ResourceUnavailable(f"no host reaches primary storage {pool.name}")
-    return hosts[0]
-
-
-def vm_cluster_id(cloud: Cloud, vm: VirtualMachine) -> UUID | None:
-    """The cluster the VM runs in, or would start in (its root disk's, or its last host's)."""
-    if vm.host_id is not None:
-        return cloud.load(Host, vm.host_id).cluster_id
-    root = cloud.load(Volume, vm.root_volume_id)
-    if root.pool_id is not None:
-        pool = cloud.load(PrimaryStorage, root.pool_id)
-        if pool.cluster_id is not None:
-            return pool.cluster_id
-    last = getattr(vm, "last_host_id", None)
-    return cloud.load(Host, last).cluster_id if last is not None else None
-
-
-def reaches(pool: PrimaryStorage, cluster_id: UUID | None) -> bool:
-    return pool.scope is StorageScope.ZONE or cluster_id is None or pool.cluster_id == cluster_id
-
-
-def _pool_for_new_disk(cloud: Cloud, vm: VirtualMachine, size_bytes: int) -> PrimaryStorage:
-    """Where an allocated volume is made when first attached: the root disk's pool if it has
-    room, then the VM's cluster's other pools, then zone-wide pools."""
-    cluster_id = vm_cluster_id(cloud, vm)
-    candidates: list[UUID] = []
-    root = cloud.load(Volume, vm.root_volume_id)
-    if root.pool_id is not None:
-        candidates.append(root.pool_id)
-    zone = cloud.load(Zone, vm.zone_id)
-    cluster_ids = (
-        [cluster_id]
-        if cluster_id is not None
-        else [c for c in zone.cluster_ids if cloud.load(Cluster, c).hypervisor == vm.hypervisor]
-    )
-    for c in cluster_ids:
-        candidates.extend(cloud.load(Cluster, c).storage_pool_ids)
-    candidates.extend(zone.zone_storage_pool_ids)
-    seen: set[UUID] = set()
-    for pool_id in candidates:
-        if pool_id in seen:
-            continue
-        seen.add(pool_id)
-        pool = cloud.load(PrimaryStorage, pool_id)
-        if pool.enabled and pool.fits(size_bytes):
-            return pool
-    raise InsufficientCapacity(
-        f"no primary storage reachable by virtual machine {vm.name} has room for {size_bytes} bytes"
-    )
 
 
 # -- create ----------------------------------------------------------------------------------
@@ -480,7 +317,7 @@ def _begin_disk(d: Decision, job_id: UUID, volume: Volume, vm: VirtualMachine) -
         ]
         if held:
             return held[0]
-    pool = _pool_for_new_disk(d.cloud, vm, volume.size_bytes)
+    pool = pool_for_new_disk(d.cloud, vm, volume.size_bytes)
     d.get(PrimaryStorage, pool.id).allocate(volume.id, volume.size_bytes, f"{job_id}/pool-allocate")
     if volume.state is _V.ALLOCATED:
         volume.transition(VolumeEvent.CREATE_REQUESTED, f"{job_id}/create-requested")
@@ -682,21 +519,11 @@ def begin_resize(cloud: Cloud, request: ResizeVolumeRequest, submitted_at: datet
             pool.allocate(volume.id, new_size, f"{job_id}/pool-allocate-new")
         return ResizePlan(
             pool_id=pool.id,
-            host_id=_host_for_volume(d, volume, pool),
+            host_id=host_for_volume(d, volume, pool),
             new_size_bytes=new_size,
         )
 
     return cloud.decide(decide)
-
-
-def _host_for_volume(d: Decision, volume: Volume, pool: PrimaryStorage) -> UUID:
-    """The host to work on a disk through: its running VM's, or one that reaches the pool."""
-    if volume.vm_id is not None:
-        vm = d.cloud.find(VirtualMachine, volume.vm_id)
-        if vm is not None and vm.state is VmState.RUNNING and vm.host_id is not None:
-            return vm.host_id
-    hypervisor = volume.hypervisor or pool_hypervisor(d.cloud, pool)
-    return host_reaching(d.cloud, pool, hypervisor).id
 
 
 def undo_resize(
@@ -767,7 +594,7 @@ def begin_migrate(
         return MigratePlan(
             source_pool_id=source.id,
             target_pool_id=target.id,
-            host_id=_host_for_volume(d, volume, source),
+            host_id=host_for_volume(d, volume, source),
         )
 
     return cloud.decide(decide)
@@ -878,7 +705,7 @@ def begin_delete(cloud: Cloud, request: DeleteVolumeRequest, submitted_at: datet
         if volume.pool_id is None:
             return DeletePlan(pool_id=None, host_id=None)
         pool = d.get(PrimaryStorage, volume.pool_id)
-        return DeletePlan(pool_id=pool.id, host_id=_host_for_volume(d, volume, pool))
+        return DeletePlan(pool_id=pool.id, host_id=host_for_volume(d, volume, pool))
 
     return cloud.decide(decide)
 

@@ -47,7 +47,7 @@ from domain.catalog import GIB
 from domain.errors import IllegalStateTransition
 from domain.job_requests import JobQueue, VmJobSubmission, vm_queue_id, volume_queue_id
 from domain.volume import VolumeState
-from domain.volume_operations import refusal_at_submission, validate_creation, volume_id_for
+from domain.volume_operations import validate_creation, volume_id_for
 from domain.volume_requests import (
     AttachVolumeRequest,
     CreateVolumeRequest,
@@ -59,6 +59,7 @@ from domain.volume_requests import (
     VolumeOperation,
     VolumeOperationRequest,
 )
+from domain.volume_rules import refusal_at_submission
 
 B = TypeVar("B", bound=BaseModel | None)
 

@@ -1,6 +1,7 @@
 """Volume snapshot activities on the control plane: decisions over the event store, no
-hypervisor. Each is a thin call into `domain.snapshot_operations`, idempotent by command id,
-turning the plans into what the hypervisor worker is told (host, pool, secondary storage)."""
+hypervisor. Each is a thin call into `domain.snapshot_operations` or `domain.snapshot_uses`,
+idempotent by command id, turning the plans into what the hypervisor worker is told (host,
+pool, secondary storage)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from activities.snapshot_operation_models import (
     VolumeFromSnapshotOrder,
 )
 from activities.volume_operation_models import VolumeJobInput
-from domain import snapshot_operations
+from domain import snapshot_operations, snapshot_uses
 from domain.cloud import Cloud
 from domain.cluster import Cluster
 from domain.host import Host
@@ -151,7 +152,7 @@ class SnapshotOperationActivities:
     @reports_cloud_errors
     def begin_revert(self, given: VolumeJobInput[RevertSnapshotRequest]) -> RevertOrder:
         request = given.request
-        plan = snapshot_operations.begin_revert(self.cloud, request, given.submitted_at)
+        plan = snapshot_uses.begin_revert(self.cloud, request, given.submitted_at)
         return RevertOrder(
             work=SnapshotWork(
                 host=host_ref(self.cloud, plan.host_id),
@@ -166,12 +167,12 @@ class SnapshotOperationActivities:
     @activity.defn(name="snapshot.undo_revert")
     @reports_cloud_errors
     def undo_revert(self, step: SnapshotStep) -> None:
-        snapshot_operations.undo_revert(self.cloud, step.job_id, step.volume_id)
+        snapshot_uses.undo_revert(self.cloud, step.job_id, step.volume_id)
 
     @activity.defn(name="snapshot.complete_revert")
     @reports_cloud_errors
     def complete_revert(self, step: SnapshotStep) -> VolumeFromSnapshot:
-        return snapshot_operations.complete_revert(
+        return snapshot_uses.complete_revert(
             self.cloud, step.job_id, step.volume_id, step.snapshot_id, step.size_bytes
         )
 
@@ -182,9 +183,7 @@ class SnapshotOperationActivities:
         self, given: VolumeJobInput[VolumeFromSnapshotRequest]
     ) -> VolumeFromSnapshotOrder:
         request = given.request
-        plan = snapshot_operations.begin_volume_from_snapshot(
-            self.cloud, request, given.submitted_at
-        )
+        plan = snapshot_uses.begin_volume_from_snapshot(self.cloud, request, given.submitted_at)
         host = host_ref(self.cloud, plan.host_id)
         pool = pool_ref(self.cloud, plan.pool_id)
         return VolumeFromSnapshotOrder(
@@ -207,7 +206,7 @@ class SnapshotOperationActivities:
     @reports_cloud_errors
     def undo_volume(self, step: SnapshotStep) -> None:
         assert step.pool_id is not None
-        snapshot_operations.undo_volume_from_snapshot(
+        snapshot_uses.undo_volume_from_snapshot(
             self.cloud, step.job_id, step.volume_id, step.pool_id
         )
 
@@ -215,7 +214,7 @@ class SnapshotOperationActivities:
     @reports_cloud_errors
     def complete_volume(self, step: SnapshotStep) -> VolumeFromSnapshot:
         assert step.pool_id is not None
-        return snapshot_operations.complete_volume_from_snapshot(
+        return snapshot_uses.complete_volume_from_snapshot(
             self.cloud,
             step.job_id,
             step.volume_id,
@@ -230,9 +229,7 @@ class SnapshotOperationActivities:
     @reports_cloud_errors
     def begin_template(self, given: VolumeJobInput[TemplateFromSnapshotRequest]) -> TemplateOrder:
         request = given.request
-        plan = snapshot_operations.begin_template_from_snapshot(
-            self.cloud, request, given.submitted_at
-        )
+        plan = snapshot_uses.begin_template_from_snapshot(self.cloud, request, given.submitted_at)
         snapshot = self.cloud.load(Snapshot, request.snapshot_id)
         return TemplateOrder(
             work=SnapshotWork(
@@ -250,14 +247,14 @@ class SnapshotOperationActivities:
     @reports_cloud_errors
     def undo_template(self, step: SnapshotStep) -> None:
         assert step.secondary_storage_id is not None and step.template_id is not None
-        snapshot_operations.undo_template_from_snapshot(
+        snapshot_uses.undo_template_from_snapshot(
             self.cloud, step.job_id, step.template_id, step.secondary_storage_id
         )
 
     @activity.defn(name="snapshot.complete_template")
     @reports_cloud_errors
     def complete_template(self, record: TemplateRecord) -> TemplateFromSnapshot:
-        return snapshot_operations.complete_template_from_snapshot(
+        return snapshot_uses.complete_template_from_snapshot(
             self.cloud, record.request, record.url, record.image_format, record.size_bytes
         )
 

@@ -88,7 +88,7 @@ class Clock:
     def __init__(self) -> None:
         self.now = MONTH_START
         self._original = CanCreateTimestamp.__dict__["create_timestamp"]
-        CanCreateTimestamp.create_timestamp = staticmethod(lambda: self.now)  # type: ignore
+        CanCreateTimestamp.create_timestamp = staticmethod(lambda: self.now)  # type: ignore[method-assign]
 
     def close(self) -> None:
         CanCreateTimestamp.create_timestamp = self._original  # type: ignore[method-assign]

@@ -47,14 +47,36 @@ ADMIN_KEY = "test-admin-key"
 T = typing.TypeVar("T")
 
 
+@typing.overload
 async def wait_until(
-    probe: Callable[[], Awaitable[T] | T],
-    done: Callable[[T], bool] = bool,
+    probe: Callable[[], Awaitable[T]],
+    done: Callable[[T], bool] = ...,
+    *,
+    timeout: float = ...,
+    interval: float = ...,
+    what: str = ...,
+) -> T: ...
+
+
+@typing.overload
+async def wait_until(
+    probe: Callable[[], T],
+    done: Callable[[T], bool] = ...,
+    *,
+    timeout: float = ...,
+    interval: float = ...,
+    what: str = ...,
+) -> T: ...
+
+
+async def wait_until(
+    probe: Callable[[], Any],
+    done: Callable[[Any], bool] = bool,
     *,
     timeout: float = 30.0,
     interval: float = 0.05,
     what: str = "the condition",
-) -> T:
+) -> Any:
     """Poll `probe` until `done` holds for what it returns, and return that; fail at the
     deadline saying what was awaited and what was last seen. The one way tests wait for
     something asynchronous (never a sleep of a guessed length)."""
@@ -63,8 +85,8 @@ async def wait_until(
         value = probe()
         if inspect.isawaitable(value):
             value = await value
-        if done(value):  # type: ignore[arg-type]
-            return value  # type: ignore[return-value]
+        if done(value):
+            return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}: {value!r}")
         await asyncio.sleep(interval)
@@ -115,7 +137,9 @@ def wrap_activity(fn: Callable[..., Any], around: Callable[[str, Callable[[], An
 
     wrapper.__name__ = wrapper.__qualname__ = fn.__name__
     wrapper.__annotations__ = {parameter.name: hints[parameter.name], "return": hints["return"]}
-    wrapper.__signature__ = signature.replace(  # type: ignore[attr-defined]
+    # What inspect.signature() reads; typeshed declares no __signature__ on a function, so it
+    # goes into the function's __dict__ directly (the same thing an attribute assignment does).
+    vars(wrapper)["__signature__"] = signature.replace(
         parameters=[parameter.replace(annotation=hints[parameter.name])],
         return_annotation=hints["return"],
     )

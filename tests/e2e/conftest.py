@@ -120,7 +120,7 @@ async def serving_stack(
         reads.close()
 
 
-async def wait_for_job(http: httpx.AsyncClient, job_id: str, timeout: float = 60) -> dict:  # type: ignore[type-arg]
+async def wait_for_job(http: httpx.AsyncClient, job_id: str, timeout: float = 60) -> dict[str, Any]:
     """Poll the job as a client would, until it ends."""
 
     async def read() -> httpx.Response:
@@ -138,7 +138,7 @@ async def wait_for_job(http: httpx.AsyncClient, job_id: str, timeout: float = 60
     response = await wait_until(
         read, ended, timeout=timeout, interval=0.2, what=f"job {job_id} to end"
     )
-    return response.json()  # type: ignore[no-any-return]
+    return response.json()
 
 
 async def step_reached(client: Client, job_id: str, step: str, timeout: float = 30) -> None:

@@ -181,7 +181,11 @@ async def test_listings_page_by_cursor_and_by_page_number(stack: Stack) -> None:
             for n in range(3)
         ]
         await asyncio.gather(*(wait_for_job(http, a["job_id"]) for a in accepted))
-        params = {"zone_id": str(stack.zone.zone_id), "consistent": "true", "limit": 2}
+        params: dict[str, str | int] = {
+            "zone_id": str(stack.zone.zone_id),
+            "consistent": "true",
+            "limit": 2,
+        }
         first = (await http.get("/v1/virtual-machines", params=params)).json()
         assert len(first["data"]) == 2 and first["count"] >= 3 and first["next_cursor"]
         second = (

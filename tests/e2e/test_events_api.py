@@ -19,7 +19,7 @@ async def events(http: httpx.AsyncClient, **params: Any) -> dict[str, Any]:
     response = await http.get("/v1/events", params={"consistent": "true", **params})
     assert response.status_code == 200, response.text
     assert response.headers["Stratus-Read-Consistent"] == "true"
-    return response.json()  # type: ignore[no-any-return]
+    return response.json()
 
 
 def steps(listing: dict[str, Any], job_id: str) -> list[tuple[str, str, str]]:

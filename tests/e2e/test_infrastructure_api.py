@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import tomllib
 import uuid
+from typing import Any
 
 import pytest
 from temporalio.client import Client
@@ -22,7 +23,7 @@ from workers.agent import build_agent_workers
 from workers.agent_config import parse_agent_config
 
 
-def loc(response_json: dict) -> list[str]:  # type: ignore[type-arg]
+def loc(response_json: dict[str, Any]) -> list[str]:
     return [str(part) for part in response_json["detail"][0]["loc"]]
 
 

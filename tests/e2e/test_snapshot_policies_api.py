@@ -34,7 +34,7 @@ async def succeeded(http: Any, response: Any) -> dict[str, Any]:
     assert response.status_code == 202, response.text
     job = await wait_for_job(http, response.json()["job_id"])
     assert job["status"] == "succeeded", job
-    return job  # type: ignore[no-any-return]
+    return job
 
 
 def policy(volume_id: str, **overrides: Any) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from tests.e2e.test_volumes_api import succeeded, volume_row
 async def snapshot_row(http: Any, snapshot_id: str) -> dict[str, Any]:
     response = await http.get(f"/v1/snapshots/{snapshot_id}", params={"consistent": "true"})
     assert response.status_code == 200, response.text
-    return response.json()  # type: ignore[no-any-return]
+    return response.json()
 
 
 async def test_a_snapshot_over_http_from_take_to_delete_and_bad_requests_get_4xx(

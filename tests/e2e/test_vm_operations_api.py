@@ -15,7 +15,7 @@ from tests.support import wait_until
 async def vm_state(http: Any, vm_id: str) -> dict[str, Any]:
     response = await http.get(f"/v1/virtual-machines/{vm_id}", params={"consistent": "true"})
     assert response.status_code == 200, response.text
-    return response.json()  # type: ignore[no-any-return]
+    return response.json()
 
 
 async def test_every_operation_through_http_and_bad_states_are_refused_4xx(stack: Stack) -> None:
@@ -58,7 +58,11 @@ async def test_every_operation_through_http_and_bad_states_are_refused_4xx(stack
                 assert recover.status_code == 409
         gone = await vm_state(http, vm_id)
         assert gone["removed"] is not None
-        params = {"consistent": "true", "zone_id": str(stack.zone.zone_id), "limit": 500}
+        params: dict[str, str | int] = {
+            "consistent": "true",
+            "zone_id": str(stack.zone.zone_id),
+            "limit": 500,
+        }
         listing = (await http.get("/v1/virtual-machines", params=params)).json()
         assert vm_id not in {v["id"] for v in listing["data"]}
         everything = (
@@ -90,7 +94,7 @@ async def test_the_queue_is_visible_and_jobs_cancel_or_refuse_409(
 
             async def queue() -> list[dict[str, str]]:
                 listing = (await http.get(f"/v1/virtual-machines/{vm_id}/jobs")).json()
-                return listing["data"]  # type: ignore[no-any-return]
+                return listing["data"]
 
             jobs = await wait_until(
                 queue,

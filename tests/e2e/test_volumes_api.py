@@ -13,14 +13,14 @@ from tests.support import wait_until
 async def volume_row(http: Any, volume_id: str) -> dict[str, Any]:
     response = await http.get(f"/v1/volumes/{volume_id}", params={"consistent": "true"})
     assert response.status_code == 200, response.text
-    return response.json()  # type: ignore[no-any-return]
+    return response.json()
 
 
 async def succeeded(http: Any, response: Any) -> dict[str, Any]:
     assert response.status_code == 202, response.text
     job = await wait_for_job(http, response.json()["job_id"])
     assert job["status"] == "succeeded", job
-    return job  # type: ignore[no-any-return]
+    return job
 
 
 async def test_a_volume_goes_through_every_operation_over_http_and_bad_requests_get_4xx(
@@ -83,7 +83,7 @@ async def test_a_volume_goes_through_every_operation_over_http_and_bad_requests_
             assert detach.status_code == 202, detach.text
 
             async def listed() -> dict[str, Any]:
-                return (await http.get(f"/v1/volumes/{volume_id}/jobs")).json()  # type: ignore[no-any-return]
+                return (await http.get(f"/v1/volumes/{volume_id}/jobs")).json()
 
             queue = await wait_until(
                 listed, lambda queue: queue["count"] > 0, what="the detach in the volume's queue"

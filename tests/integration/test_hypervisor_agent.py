@@ -125,7 +125,7 @@ async def test_a_launch_that_times_out_after_starting_the_vm_succeeds_without_a_
     def flaky(driver: HypervisorDriver) -> HypervisorDriver:
         wrapper = TimesOutAfterDoing(driver, {"define_vm", "start_vm"})
         wrappers.append(wrapper)
-        return wrapper  # type: ignore[return-value]
+        return wrapper
 
     async with (
         running_worker(temporal_client, cloud) as harness,
@@ -158,9 +158,7 @@ async def sync_now(client: Client, workflow_id: str) -> dict[str, Any]:
 
 def transitions(cloud: Cloud, vm_id: uuid.UUID) -> list[str]:
     return [
-        e.vm_event  # type: ignore[attr-defined]
-        for e in cloud.events.get(vm_id)
-        if type(e).__qualname__ == "VirtualMachine.Transitioned"
+        e.vm_event for e in cloud.events.get(vm_id) if isinstance(e, VirtualMachine.Transitioned)
     ]
 
 

@@ -18,7 +18,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 from uuid import UUID
 
 import httpx
@@ -92,7 +92,7 @@ def data_volume(cloud: Cloud, zone_id: UUID, account_id: UUID, name: str, size: 
 
 def rows(url: str, query: str, *params: Any) -> list[dict[str, Any]]:
     with psycopg.connect(url, row_factory=dict_row) as conn:
-        return conn.execute(query, params).fetchall()  # type: ignore[arg-type]
+        return conn.execute(query, params).fetchall()
 
 
 def messages(caplog: pytest.LogCaptureFixture, level: int, *parts: str) -> list[str]:
@@ -122,14 +122,22 @@ def until(projector: Projector, condition: Callable[[], T | None], what: str) ->
     raise AssertionError(f"not within 60 s: {what}")
 
 
-async def eventually(condition: Callable[[], Awaitable[T | None] | T | None], what: str) -> T:
+@overload
+async def eventually(condition: Callable[[], Awaitable[T | None]], what: str) -> T: ...
+
+
+@overload
+async def eventually(condition: Callable[[], T | None], what: str) -> T: ...
+
+
+async def eventually(condition: Callable[[], Any], what: str) -> Any:
     deadline = asyncio.get_running_loop().time() + 60
     while asyncio.get_running_loop().time() < deadline:
         found = condition()
         if inspect.isawaitable(found):
             found = await found
         if found:
-            return found  # type: ignore[return-value]
+            return found
         await asyncio.sleep(0.05)
     raise AssertionError(f"not within 60 s: {what}")
 

@@ -52,6 +52,7 @@ async def test_dropping_the_read_models_and_replaying_gives_the_same_rows(
         temporal_client, cloud, around=fail_before("deployment.complete")
     ) as h:
         failing = await h.deploy(zone, "lost")
+        lost: object
         (lost,) = await asyncio.gather(failing.result(), return_exceptions=True)
         assert isinstance(lost, WorkflowFailureError), lost
     reads = ReadStore(database_url)

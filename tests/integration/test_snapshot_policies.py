@@ -18,7 +18,13 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from temporalio import activity
-from temporalio.client import Client, ScheduleHandle, WorkflowFailureError
+from temporalio.client import (
+    Client,
+    ScheduleActionExecutionStartWorkflow,
+    ScheduleActionResult,
+    ScheduleHandle,
+    WorkflowFailureError,
+)
 from temporalio.common import SearchAttributeKey
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
@@ -50,6 +56,7 @@ from domain.snapshot_policy_operations import (
 )
 from domain.virtual_machine import VirtualMachine
 from domain.volume import Volume, VolumeState
+from domain.volume_requests import SnapshotVolumeRequest
 from tests.conftest import temporal_binary
 from tests.integration.vm_jobs import deploy, job_of, submit
 from tests.integration.volume_jobs import create_volume, run_volume_job
@@ -160,7 +167,7 @@ async def run_days(
     scheduler = env.client.get_workflow_handle(f"temporal-sys-scheduler:{schedule.id}")
     assert await env.fast_forward(scheduler, timedelta(days=days))
 
-    async def recent_actions() -> list[Any]:
+    async def recent_actions() -> list[ScheduleActionResult]:
         return list((await schedule.describe()).info.recent_actions)
 
     actions = await wait_until(
@@ -171,16 +178,17 @@ async def run_days(
     )
     assert len(actions) == expected_runs, actions
     for action in actions:
-        assert action.action.workflow_id.startswith(f"{schedule.id}/run-")  # type: ignore[attr-defined]
-        await env.client.get_workflow_handle(action.action.workflow_id).result()  # type: ignore[attr-defined]
+        started = action.action
+        assert isinstance(started, ScheduleActionExecutionStartWorkflow)  # the schedule's only kind
+        assert started.workflow_id.startswith(f"{schedule.id}/run-")
+        await env.client.get_workflow_handle(started.workflow_id).result()
     return [action.scheduled_at for action in actions]
 
 
 async def run_result(client: Client, schedule: ScheduleHandle, index: int) -> dict[str, Any]:
-    action = (await schedule.describe()).info.recent_actions[index]
-    result: dict[str, Any] = await client.get_workflow_handle(
-        action.action.workflow_id  # type: ignore[attr-defined]
-    ).result()
+    started = (await schedule.describe()).info.recent_actions[index].action
+    assert isinstance(started, ScheduleActionExecutionStartWorkflow)  # the schedule's only kind
+    result: dict[str, Any] = await client.get_workflow_handle(started.workflow_id).result()
     return result
 
 
@@ -364,7 +372,7 @@ async def test_a_retried_run_joins_its_job_instead_of_taking_a_second_snapshot(
     first_plan = activities.plan_run(RunPlanRequest(policy_id=policy_id, scheduled_at=at))
     second_plan = activities.plan_run(RunPlanRequest(policy_id=policy_id, scheduled_at=at))
     assert first_plan.submission is not None and first_plan.submission == second_plan.submission
-    assert first_plan.submission.volume is not None
+    assert isinstance(first_plan.submission.volume, SnapshotVolumeRequest)
     assert (first_plan.submission.volume.name or "").endswith("_HOURLY_20300101100000")
     assert first_plan.submission.volume.snapshot_id == snapshot_id_for(
         recurring_job_id(policy_id, at)

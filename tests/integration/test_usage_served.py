@@ -311,7 +311,7 @@ class Gated(UsageProjection):
     limit: ClassVar[int] = 0
     gate: ClassVar[threading.Event] = threading.Event()
 
-    def process_event(self, domain_event: Any, tracking: Tracking) -> None:  # type: ignore[override]
+    def process_event(self, domain_event: Any, tracking: Tracking) -> None:
         if tracking.notification_id > Gated.limit:
             assert Gated.gate.wait(timeout=60)
         super().process_event(domain_event, tracking)

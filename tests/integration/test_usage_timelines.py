@@ -181,7 +181,7 @@ def test_every_hourly_record_matches_the_hand_computed_usage(
     found = records(url, HOURLY, period("2024-03-12 09:00", "2024-03-12 15:00"))
     vm, vol, tpl, snap = (str(ids[k]) for k in ("vm", "volume", "template", "snapshot"))
     h = "2024-03-12T{:02d}:00:00+00:00".format
-    expected = {
+    expected: dict[tuple[str, str, str, int | None], int] = {
         # RUNNING_VM: 10:20-11:05, 11:30-13:00
         ("RUNNING_VM", vm, h(10), None): minutes(40),
         ("RUNNING_VM", vm, h(11), None): minutes(5 + 30),

@@ -114,7 +114,7 @@ async def test_migrate_moves_the_vm_and_its_capacity_within_its_cluster(
             assert vm(cloud, vm_id).host_id == source
             assert problems_of(cloud, zone, harness, vm_id) == []
     transitions = [
-        e.vm_event for e in cloud.events.get(vm_id) if type(e).__qualname__.endswith("Transitioned")
+        e.vm_event for e in cloud.events.get(vm_id) if isinstance(e, VirtualMachine.Transitioned)
     ]
     assert transitions.count("MigrationRequested") == 4
     assert transitions.count("OperationFailed") == 2
@@ -166,9 +166,7 @@ async def test_every_migration_step_run_twice_duplicates_nothing(
     assert capacity["Host.CapacityReserved"] == 3
     assert capacity["Host.CapacityReleased"] == 2
     transitions = Counter(
-        e.vm_event
-        for e in cloud.events.get(vm_id)
-        if type(e).__qualname__ == "VirtualMachine.Transitioned"
+        e.vm_event for e in cloud.events.get(vm_id) if isinstance(e, VirtualMachine.Transitioned)
     )
     assert transitions["MigrationRequested"] == 2
     assert transitions["OperationSucceeded"] == 3  # the deployment's start, two migrations

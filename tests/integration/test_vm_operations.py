@@ -167,7 +167,7 @@ async def test_every_step_run_twice_duplicates_nothing(
     transitions = [
         (e.vm_event, e.new_state)
         for e in cloud.events.get(vm_id)
-        if type(e).__qualname__ == "VirtualMachine.Transitioned"
+        if isinstance(e, VirtualMachine.Transitioned)
     ]
     reserved = Counter(
         type(e).__qualname__

@@ -252,9 +252,7 @@ async def test_every_snapshot_step_run_twice_duplicates_nothing(
             "VmSnapshot.Created": 1,
         }
     transitions = Counter(
-        e.vm_event
-        for e in cloud.events.get(vm_id)
-        if type(e).__qualname__ == "VirtualMachine.Transitioned"
+        e.vm_event for e in cloud.events.get(vm_id) if isinstance(e, VirtualMachine.Transitioned)
     )
     # The deployment's start, the disk-only revert's stop, the start after it.
     assert transitions == {

@@ -165,7 +165,7 @@ def test_a_decision_that_lost_a_race_reloads_and_decides_again(
     refused if the rival left no room, granted if it did; never both beyond the host."""
     host_id = saved_host(memory_cloud)
     vm, rival = uuid.uuid4(), uuid.uuid4()
-    attempts = []
+    attempts: list[int] = []
 
     def reserve(d: Decision) -> None:
         host = d.get(Host, host_id)

@@ -159,7 +159,7 @@ def test_a_vm_result_says_what_the_operation_adds_only_when_it_holds() -> None:
 
 
 def test_a_snapshot_result_says_removed_only_when_its_volumes_queue_may_end() -> None:
-    facts = {
+    facts: dict[str, Any] = {
         "snapshot_id": uuid.uuid4(),
         "volume_id": uuid.uuid4(),
         "state": "Destroyed",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
@@ -133,7 +135,7 @@ def test_a_uri_needs_a_scheme_and_a_path_takes_no_control_character() -> None:
     ],
 )
 def test_the_domain_refuses_credentials_in_connection_settings_however_they_were_built(
-    hypervisor: str, settings: dict[str, object], field: str
+    hypervisor: str, settings: dict[str, Any], field: str
 ) -> None:
     built = ConnectionSettings.model_construct(**settings)  # past the API's types
     with pytest.raises(InvalidParameter) as refused:

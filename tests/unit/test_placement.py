@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import replace
+from typing import TypedDict, Unpack
 from uuid import UUID
 
 import pytest
@@ -23,6 +24,27 @@ from domain.placement import (
 )
 
 GIB = 1024**3
+
+
+class HostOptions(TypedDict, total=False):
+    """What `cluster` passes on to `host` for each of its hosts."""
+
+    cpu_used: int
+    mem_used: int
+    cpu: int
+    mem: int
+    available: bool
+    tags: frozenset[str]
+
+
+class RequestOptions(TypedDict, total=False):
+    """The optional fields of a DeploymentRequest, as `request` takes them."""
+
+    last_host_id: UUID | None
+    host_tags: frozenset[str]
+    is_ha_restart: bool
+    required_pool_id: UUID | None
+    avoid: AvoidSet
 
 
 def host(
@@ -46,7 +68,7 @@ def cluster(
     mem_factor: float = 1.0,
     threshold: float = 1.0,
     pool_bytes: int = 100 * GIB,
-    **host_kwargs: object,
+    **host_kwargs: Unpack[HostOptions],
 ) -> ClusterSnapshot:
     cluster_id = uuid.uuid4()
     return ClusterSnapshot(
@@ -54,7 +76,7 @@ def cluster(
         name="c",
         pod_id=uuid.uuid4(),
         hypervisor=hypervisor,
-        hosts=tuple(host(cluster_id, **host_kwargs) for _ in range(hosts)),  # type: ignore[arg-type]
+        hosts=tuple(host(cluster_id, **host_kwargs) for _ in range(hosts)),
         pools=(PoolSnapshot(uuid.uuid4(), "p", pool_bytes, 0),),
         cpu_overprovisioning=cpu_factor,
         memory_overprovisioning=mem_factor,
@@ -63,11 +85,11 @@ def cluster(
 
 
 def request(
-    cpu: int = 1000, mem: int = 1024, disk: int = GIB, **kwargs: object
+    cpu: int = 1000, mem: int = 1024, disk: int = GIB, **kwargs: Unpack[RequestOptions]
 ) -> DeploymentRequest:
     return DeploymentRequest(
         cpu_mhz=cpu, memory_mib=mem, root_disk_bytes=disk, hypervisor="Simulator", **kwargs
-    )  # type: ignore[arg-type]
+    )
 
 
 planner = FirstFitPlanner()

@@ -77,7 +77,7 @@ class Names(Projection[Any]):
 
     name = "names"
 
-    def process_event(self, domain_event: Any, tracking: Tracking) -> None:  # type: ignore[override]
+    def process_event(self, domain_event: Any, tracking: Tracking) -> None:
         self.view.record({domain_event.originator_id: domain_event.name}, tracking)
 
 
@@ -92,7 +92,7 @@ class BatchedNames(Projection[Any]):
         self.pending: dict[UUID, str] = {}
         self.count = 0
 
-    def process_event(self, domain_event: Any, tracking: Tracking) -> None:  # type: ignore[override]
+    def process_event(self, domain_event: Any, tracking: Tracking) -> None:
         self.pending[domain_event.originator_id] = domain_event.name
         self.count += 1
         if self.count >= self.BATCH_SIZE:
@@ -102,7 +102,7 @@ class BatchedNames(Projection[Any]):
 
 def guarded(projection: type[Projection[Any]], **kwargs: Any) -> Any:
     cls = bind(projection, {}, **kwargs)
-    return cls(FakeView())  # type: ignore[arg-type]
+    return cls(FakeView())
 
 
 def event(name: str = "web") -> NameGiven:

@@ -27,6 +27,7 @@ from domain.virtual_machine import (
     ON_HOST_STATES,
     TRANSITIONAL_STATES,
     VM_STATE_MACHINE,
+    VirtualMachine,
     VmEvent,
     VmState,
 )
@@ -317,6 +318,7 @@ def test_any_event_sequence_follows_the_table_and_replays_to_the_same_aggregate(
             assert aggregate.state is before
         if m.name == "vm":
             # A VM holds a host exactly while it is on one.
+            assert isinstance(aggregate, VirtualMachine)
             assert (aggregate.host_id is not None) == (aggregate.state in ON_HOST_STATES)
     replayed = None
     for domain_event in aggregate.collect_events():

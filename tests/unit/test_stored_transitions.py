@@ -324,7 +324,9 @@ def store_old_events(cloud: Cloud, name: str) -> UUID:
 def test_events_stored_before_the_mixin_load_to_the_same_aggregate(
     memory_cloud: Cloud, name: str
 ) -> None:
-    aggregate = memory_cloud.repository.get(store_old_events(memory_cloud, name))
+    aggregate: StateMachineAggregate[Any, Any] = memory_cloud.repository.get(
+        store_old_events(memory_cloud, name)
+    )
     assert type(aggregate).__name__ == name
     assert state_of(aggregate) == {**OLD_STATES[name], **ADDED_STATE.get(name, {})}
 
@@ -379,7 +381,7 @@ def test_a_volume_restored_from_a_snapshot_taken_before_it_kept_a_reason_answers
     memory_cloud.snapshots.recorder.insert_events(  # type: ignore[union-attr]
         [StoredEvent(volume_id, version, topic, state.encode())]
     )
-    volume = memory_cloud.repository.get(volume_id)
+    volume: Volume = memory_cloud.repository.get(volume_id)
     assert "last_reason" not in vars(volume) and volume.last_reason is None
     assert volume.state is VolumeState.ALLOCATED
     volume.transition(VolumeEvent.CREATE_REQUESTED, "job-f/create", reason="again")

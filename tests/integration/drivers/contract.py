@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, Protocol
 
 import pytest
 
@@ -124,8 +124,9 @@ def new_id() -> str:
 class HypervisorContract:
     """The behaviour every `HypervisorDriver` proves. Subclasses provide the `backend` fixture."""
 
-    #: operation → why this backend cannot do it.
-    unsupported: ClassVar[dict[str, str]] = {}
+    #: operation → why this backend cannot do it. A class's own; a backend fixture may replace it
+    #: for its test's instance (the QEMU backend without a second daemon cannot migrate).
+    unsupported: dict[str, str] = {}
 
     # -- helpers ---------------------------------------------------------------------------
     @pytest.fixture

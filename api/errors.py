@@ -37,6 +37,7 @@ from domain.errors import (
     ResourceUnavailable,
     UnsupportedAction,
 )
+from domain.resource_limits import ResourceLimitExceeded
 from projections.store import InvalidCursor
 
 log = logging.getLogger("stratus.api")
@@ -80,7 +81,8 @@ class ErrorBody(BaseModel):
     detail: list[ErrorDetail]
     errorcode: int = Field(
         description="CloudStack's error code: 401, 405, 430 malformed, 431 parameter error, "
-        "432 unsupported, 530 internal, 531 account, 533 capacity, 534 unavailable, 536 in use"
+        "432 unsupported, 530 internal, 531 account, 532 resource limit, 533 capacity, "
+        "534 unavailable, 536 in use"
     )
 
 
@@ -115,6 +117,8 @@ def error_response(error: ApiError) -> JSONResponse:
 
 
 def status_of(error: DomainError) -> int:
+    if isinstance(error, ResourceLimitExceeded):
+        return 409
     if error.field is not None:
         return 422
     if isinstance(error, NotFound):
@@ -128,6 +132,11 @@ def status_of(error: DomainError) -> int:
     return 400
 
 
+def _place_of(error: DomainError) -> str:
+    """Where the field an error names lives: a limit is named under `limits`, not `body`."""
+    return "limits" if isinstance(error, ResourceLimitExceeded) else "body"
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(_: Request, error: ApiError) -> JSONResponse:
@@ -135,7 +144,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(DomainError)
     async def domain_error(_: Request, error: DomainError) -> JSONResponse:
-        loc = ("body", error.field) if error.field else ()
+        loc = (_place_of(error), error.field) if error.field else ()
         return body(status_of(error), error.message, int(error.code), loc, error.kind)
 
     @app.exception_handler(InvalidCursor)

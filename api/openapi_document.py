@@ -20,17 +20,19 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute, iter_route_contexts
 
 from api.admission import OPEN_PATHS
-from api.auth import require_admin
+from api.auth import require_admin, require_any_admin
 from api.errors import ErrorBody
 from domain.text import TEXT_PATTERN
 
 ERROR_SCHEMA = "ErrorBody"
 
 EVERY_OPERATION = {
-    401: "No API key, an unknown one, or a disabled account (checked before the body is read)",
+    401: "No API key, an unknown one, or a disabled user or account (checked before the body "
+    "is read)",
     413: "The request body is larger than the limit (STRATUS_MAX_REQUEST_BODY_BYTES)",
     422: "A malformed parameter or body field (errorcode 430), or one naming something that "
     "cannot be used (431); `loc` names it",
+    429: "Too many requests with this key (errorcode 429); Retry-After says when to retry",
     500: "An unforeseen error, logged (errorcode 530)",
 }
 NAMES_A_RESOURCE = {404: "The resource the path names does not exist, or is not yours"}
@@ -42,8 +44,8 @@ SUBMITS_WORK = {
     400: "An action the resource does not support (errorcode 432)",
     403: "Acting for another account, or an operation for administrators (errorcode 531)",
     404: "A resource named in the request does not exist, or is not yours",
-    409: "The resource's state forbids it now, or the Idempotency-Key was used for another "
-    "request (errorcode 431, 536)",
+    409: "The resource's state forbids it now, the Idempotency-Key was used for another "
+    "request (errorcode 431, 536), or a resource limit would be exceeded (532)",
     503: "No capacity, or a resource unavailable (errorcode 533, 534)",
 }
 
@@ -54,9 +56,10 @@ def refusals_of(dependant: Dependant, methods: set[str], path: str = "") -> dict
     statuses = dict(EVERY_OPERATION)
     if path in OPEN_PATHS:
         del statuses[401]
+        del statuses[429]
     if dependant.path_params:
         statuses.update(NAMES_A_RESOURCE)
-    if any(d.call is require_admin for d in _dependencies(dependant)):
+    if any(d.call in (require_admin, require_any_admin) for d in _dependencies(dependant)):
         statuses.update(FOR_ADMINISTRATORS)
     if any(p.alias in SCOPED_PARAMETERS for p in dependant.query_params):
         statuses.update(SCOPED)

@@ -23,10 +23,11 @@ def consistent_read(services: CloudServices, table: str, wanted: bool, response:
         response.headers[CONSISTENCY_HEADER] = "true" if caught_up else "false"
 
 
-def scoped_account(caller: Caller, requested: UUID | None) -> UUID | None:
-    """Users see their own account only; admins see all, or the one they ask for."""
-    if caller.is_admin:
+def scoped_account(caller: Caller, requested: UUID | None) -> UUID | list[UUID] | None:
+    """The account filter of a listing: users see their own account only, a domain admin
+    the accounts of its subtree, the root admin all; each may narrow to one it may see."""
+    if requested is not None:
+        if not caller.may_see(requested):
+            raise forbidden("you can only list the resources of accounts you administer")
         return requested
-    if requested is not None and requested != caller.account_id:
-        raise forbidden("you can only list your own account's resources")
-    return caller.account_id
+    return caller.visible_accounts()

@@ -18,3 +18,21 @@ class ApiSettings(BaseSettings):
         le=64 * 1024 * 1024,
         description="a larger request body is refused with 413 before it is read",
     )
+
+    # Rate limiting (api/rate_limit.py): a token bucket per caller (user, or account), per API
+    # replica (N replicas allow N times these), answered with 429 and Retry-After.
+    api_rate_limit_enabled: bool = Field(
+        default=True, description="limit the requests of each caller (off: no limit)"
+    )
+    api_rate_limit_per_second: float = Field(
+        default=50.0,
+        gt=0,
+        le=100_000,
+        description="requests a second each caller may make, on average, per API replica",
+    )
+    api_rate_limit_burst: int = Field(
+        default=200,
+        ge=1,
+        le=1_000_000,
+        description="requests each caller may make at once, before the rate applies",
+    )

@@ -30,10 +30,13 @@ from api.models import (
     VirtualMachineStop,
     VmSnapshotCreate,
 )
+from api.resource_usage import check_account_limits
 from api.services import CloudServices
+from domain.catalog import ServiceOffering
 from domain.cloud import Cloud
 from domain.errors import IllegalStateTransition
 from domain.job_requests import JobQueue, VmJobSubmission
+from domain.resource_limits import ResourceType
 from domain.virtual_machine import VirtualMachine
 from domain.vm_operations import (
     check_restore_template,
@@ -311,6 +314,27 @@ VM_OPERATIONS: tuple[VmOperationRoute[Any], ...] = (
 )
 
 
+def _resources_wanted(
+    services: CloudServices, operation: VmOperation, row: dict[str, Any], body: Any
+) -> dict[ResourceType, int]:
+    """What an operation takes on top of what the VM holds: a recovered VM counts again; a
+    new offering counts its difference."""
+    if operation is VmOperation.RECOVER:
+        return {
+            ResourceType.USER_VM: 1,
+            ResourceType.CPU: row["cpu_count"],
+            ResourceType.MEMORY: row["memory_mib"],
+        }
+    if operation is VmOperation.CHANGE_SERVICE_OFFERING and body is not None:
+        offering = services.cloud.find(ServiceOffering, body.service_offering_id)
+        if offering is not None:
+            return {
+                ResourceType.CPU: offering.cpu_count - row["cpu_count"],
+                ResourceType.MEMORY: offering.memory_mib - row["memory_mib"],
+            }
+    return {}
+
+
 async def submit_vm_operation(route: VmOperationRoute[B], call: JobCall[B]) -> JobAccepted:
     """Every VM operation's submission: refuse what the read models already show cannot be
     done (4xx), build the job's input, and hand it to the VM's queue."""
@@ -328,6 +352,9 @@ async def submit_vm_operation(route: VmOperationRoute[B], call: JobCall[B]) -> J
         raise refusal
     if route.check is not None:
         await run_in_threadpool(_check_inputs, services, vm_id, route.check, call.body)
+    wanted = await run_in_threadpool(_resources_wanted, services, route.operation, row, call.body)
+    if wanted:
+        await run_in_threadpool(check_account_limits, services, row["account_id"], wanted)
     draft = VmJobDraft(
         job_id=job_id_for(caller, call.idempotency_key),
         vm_id=vm_id,

@@ -20,9 +20,11 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError
 
+from domain.account import Account
 from domain.aggregate import CloudAggregate
 from domain.catalog import DiskOffering, ServiceOffering, Template
 from domain.cluster import Cluster
+from domain.domain_tree import Domain
 from domain.errors import ConcurrentChangeConflict, NotFound
 from domain.guest_network import GuestNetwork
 from domain.host import Host
@@ -30,6 +32,7 @@ from domain.job import Job
 from domain.snapshot import Snapshot
 from domain.snapshot_policy import SnapshotPolicy
 from domain.storage import PrimaryStorage, SecondaryStorage
+from domain.user import User
 from domain.virtual_machine import VirtualMachine
 from domain.volume import Volume
 from domain.zone import Zone
@@ -59,6 +62,9 @@ class Cloud(Application[UUID]):
         Template: 100,
         Snapshot: 100,
         SnapshotPolicy: 100,
+        Account: 100,
+        Domain: 100,
+        User: 100,
     }
 
     def load(self, cls: type[A], aggregate_id: UUID) -> A:

@@ -16,10 +16,12 @@ from domain.aggregate import CloudAggregate
 from domain.catalog import DiskOffering, HypervisorType, ServiceOffering, Template
 from domain.cloud import Cloud, Decision
 from domain.cluster import Cluster
+from domain.domain_tree import ROOT_DOMAIN_ID
 from domain.errors import InvalidParameter
 from domain.guest_network import GuestNetwork
 from domain.host import Host
 from domain.storage import PrimaryStorage, SecondaryStorage, StorageScope
+from domain.tenancy import open_account
 from domain.zone import Pod, Zone
 
 A = TypeVar("A", bound=CloudAggregate)
@@ -183,13 +185,15 @@ def register_template(
 
 
 def add_account(
-    cloud: Cloud, account_id: UUID, name: str, account_type: str, api_key: str
+    cloud: Cloud,
+    account_id: UUID,
+    name: str,
+    account_type: str,
+    api_key: str,
+    *,
+    domain_id: UUID = ROOT_DOMAIN_ID,
 ) -> Account:
-    return _add(
-        cloud,
-        Account,
-        account_id,
-        name=name,
-        account_type=account_type,
-        api_key_sha256=api_key_digest(api_key),
+    """An account with one user holding `api_key` (the seeded admin, test tenants)."""
+    return open_account(
+        cloud, account_id, name, account_type, api_key_digest(api_key), domain_id=domain_id
     )

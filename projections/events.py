@@ -453,7 +453,10 @@ def page_event_log(
             continue
         if column not in FILTERABLE:
             raise KeyError(f"{EVENT_LOG.name} cannot be filtered on {column}")
-        clauses.append(sql.SQL("{} = %s").format(sql.Identifier(column)))
+        if isinstance(value, list):
+            clauses.append(sql.SQL("{} = ANY(%s)").format(sql.Identifier(column)))
+        else:
+            clauses.append(sql.SQL("{} = %s").format(sql.Identifier(column)))
         params.append(value)
     if start is not None:
         clauses.append(sql.SQL("created >= %s"))

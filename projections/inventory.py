@@ -1,8 +1,9 @@
 """The inventory read model: zones, pods, clusters, storage, offerings, templates, networks
 and accounts, one row each, with the public fields of each kind in `data`.
 
-Accounts also carry the digest of their API key in `lookup_key`, which is how the API
-authenticates a caller without loading aggregates; the digest is never returned in `data`.
+Users (and accounts made before users existed) carry the digest of their API key in
+`lookup_key`, which is how the API authenticates a caller without loading aggregates; the
+digest is never returned in `data`.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ from typing import Any
 from domain.account import Account
 from domain.catalog import DiskOffering, ServiceOffering, Template
 from domain.cluster import Cluster
+from domain.domain_tree import Domain
 from domain.guest_network import GuestNetwork
 from domain.storage import PrimaryStorage, SecondaryStorage
+from domain.user import User
 from domain.zone import Pod, Zone
 from projections.read_model import AggregateStateProjection, ReadModelView, Row, Table, event_topics
 
@@ -43,6 +46,8 @@ KINDS: dict[type, str] = {
     Template: "template",
     GuestNetwork: "network",
     Account: "account",
+    Domain: "domain",
+    User: "user",
 }
 
 
@@ -63,7 +68,7 @@ class InventoryProjection(AggregateStateProjection):
             "kind": kind,
             "name": item.name,
             "zone_id": getattr(item, "zone_id", None),
-            "lookup_key": item.api_key_sha256 if isinstance(item, Account) else None,
+            "lookup_key": (getattr(item, "api_key_sha256", None) or None),
             "data": data,
             "created": item.created_on,
             "updated": item.modified_on,

@@ -206,8 +206,12 @@ def _where(table: Table, filters: Mapping[str, Any]) -> tuple[sql.Composable, li
             continue
         if column not in table.columns:
             raise KeyError(f"{table.name} has no column {column}")
-        clauses.append(sql.SQL("{} = %s").format(sql.Identifier(column)))
-        params.append(value)
+        if isinstance(value, list | tuple | frozenset | set):
+            clauses.append(sql.SQL("{} = ANY(%s)").format(sql.Identifier(column)))
+            params.append(list(value))
+        else:
+            clauses.append(sql.SQL("{} = %s").format(sql.Identifier(column)))
+            params.append(value)
     if not clauses:
         return sql.SQL(""), params
     return sql.SQL("WHERE ") + sql.SQL(" AND ").join(clauses), params

@@ -14,7 +14,8 @@ from uuid import UUID
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
-from projections.store import Page, decode_cursor, encode_cursor
+from projections.inventory_pages import page_inventory
+from projections.store import Page
 
 _VISIBLE = sql.SQL("((data->>'public')::boolean IS TRUE OR data->>'account_id' = %s)")
 
@@ -37,8 +38,11 @@ def page_templates(
     limit: int,
     cursor: str | None = None,
     page: int | None = None,
+    own_only: UUID | None = None,
+    template_id: UUID | None = None,
 ) -> Page:
-    """Templates oldest first, as `ReadStore.page` pages them; `visible_to` None lists all."""
+    """Templates oldest first, as `ReadStore.page` pages them; `visible_to` None lists all;
+    `own_only` narrows to one account's private templates, `template_id` to one template."""
     clauses: list[sql.Composable] = [sql.SQL("kind = 'template'")]
     params: list[Any] = []
     if zone_id is not None:
@@ -47,23 +51,10 @@ def page_templates(
     if visible_to is not None:
         clauses.append(_VISIBLE)
         params.append(str(visible_to))
-    where = sql.SQL(" AND ").join(clauses)
-    page_clauses = list(clauses)
-    page_params = list(params)
-    if cursor:
-        created, row_id = decode_cursor(cursor)
-        page_clauses.append(sql.SQL("(created, id) > (%s, %s)"))
-        page_params += [created, row_id]
-    offset = (page - 1) * limit if page and not cursor else 0
-    count_query = sql.SQL("SELECT count(*) AS n FROM inventory WHERE {}").format(where)
-    rows_query = sql.SQL(
-        "SELECT * FROM inventory WHERE {} ORDER BY created, id LIMIT %s OFFSET %s"
-    ).format(sql.SQL(" AND ").join(page_clauses))
-    with pool.connection() as conn:
-        count = conn.execute(count_query, params).fetchone()["n"]
-        rows = conn.execute(rows_query, [*page_params, limit + 1, offset]).fetchall()
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        next_cursor = encode_cursor(rows[-1]["created"], rows[-1]["id"])
-    return Page(data=rows, count=count, next_cursor=next_cursor)
+    if own_only is not None:
+        clauses.append(sql.SQL("data->>'account_id' = %s"))
+        params.append(str(own_only))
+    if template_id is not None:
+        clauses.append(sql.SQL("id = %s"))
+        params.append(template_id)
+    return page_inventory(pool, clauses, params, limit=limit, cursor=cursor, page=page)

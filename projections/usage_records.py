@@ -90,7 +90,8 @@ class UsageRebuilding(RuntimeError):
 class RecordQuery:
     start: datetime
     end: datetime
-    account_id: UUID | None = None
+    #: One account, or the accounts of a subtree (a domain admin's), or None for all.
+    account_id: UUID | list[UUID] | None = None
     usage_type: UsageType | None = None
     zone_id: UUID | None = None
 
@@ -162,8 +163,8 @@ def records_sql(
         "final_until": cut.final_until,
     }
     if query.account_id is not None:
-        filters.append("i.account_id = %(account_id)s")
-        params["account_id"] = query.account_id
+        filters.append("i.account_id = ANY(%(account_id)s)")
+        params["account_id"] = _as_list(query.account_id)
     if query.usage_type is not None:
         filters.append("i.usage_type = %(usage_type)s")
         params["usage_type"] = int(query.usage_type)
@@ -511,8 +512,8 @@ class UsageRecords:
         filters = ["period_start < %(end)s", "period_end > %(start)s"]
         params: dict[str, Any] = {"start": query.start, "end": query.end}
         if query.account_id is not None:
-            filters.append("account_id = %(account_id)s")
-            params["account_id"] = query.account_id
+            filters.append("account_id = ANY(%(account_id)s)")
+            params["account_id"] = _as_list(query.account_id)
         if query.usage_type is not None:
             filters.append("usage_type = %(usage_type)s")
             params["usage_type"] = int(query.usage_type)
@@ -678,3 +679,7 @@ __all__ = [
     "record_id",
     "usage_type_listing",
 ]
+
+
+def _as_list(accounts: UUID | list[UUID]) -> list[UUID]:
+    return accounts if isinstance(accounts, list) else [accounts]

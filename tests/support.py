@@ -44,6 +44,7 @@ from workers.demo_cloud import DemoCloud, seed_demo_cloud
 from workers.worker import build_worker, control_plane_activities
 
 ADMIN_KEY = "test-admin-key"
+ADMIN_SECRET = "test-admin-secret-key"
 T = typing.TypeVar("T")
 
 

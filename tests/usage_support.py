@@ -137,18 +137,22 @@ class Timeline:
 
     def __init__(self, cloud: Cloud) -> None:
         self.cloud = cloud
-        self.account_id = named_id("account", f"usage-{uuid.uuid4().hex[:8]}")
+        self.account_name = f"acct-{uuid.uuid4().hex[:8]}"
+        self.account_id = named_id("account", self.account_name)
         self.zone_id = uuid.uuid4()
         self.offering_id = uuid.uuid4()
         self.template_id = uuid.uuid4()
         self._step = 0
 
-    def account(self, at: datetime, domain: str = "ROOT/usage") -> UUID:
+    def account(self, at: datetime) -> UUID:
         with clock(at):
             add_account(
-                self.cloud, self.account_id, "acct", AccountType.USER.value, uuid.uuid4().hex
+                self.cloud,
+                self.account_id,
+                self.account_name,
+                AccountType.USER.value,
+                uuid.uuid4().hex,
             )
-        # add_account ignores domain; the default ROOT is what records show.
         return self.account_id
 
     def _command(self) -> str:

@@ -45,6 +45,17 @@ class Settings(BaseSettings):
         description="admin API key for a new cloud, at least 32 characters; unset: generated "
         "and saved in the state folder",
     )
+    admin_secret_key: str | None = Field(
+        default=None,
+        min_length=MIN_ADMIN_API_KEY_LENGTH,
+        description="the admin's secret key (signs CloudStack requests); unset: generated and "
+        "saved in the state folder",
+    )
+    credentials_key: str | None = Field(
+        default=None,
+        description="Fernet key encrypting users' secret keys in the database; unset: "
+        "generated and saved in the state folder",
+    )
     seed_demo_cloud: bool = Field(default=True, description="seed the demo cloud on `up`")
     activity_threads: int = Field(default=32, ge=1, le=512)
     expunge_delay_seconds: int = Field(

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import secrets
 import shutil
 import socket
 import subprocess
@@ -27,6 +26,7 @@ from rich.console import Console
 from temporalio.client import Client
 
 from api.app import create_app
+from api.credentials import CredentialStore
 from api.services import CloudServices
 from domain.cloud import Cloud, postgres_env
 from projections.runner import Projector
@@ -36,6 +36,13 @@ from projections.usage_settings import UsageSettings
 from workers.demo_cloud import DemoCloud, seed_demo_cloud
 from workers.settings import Settings
 from workers.temporal_connection import connect, search_attribute_flags
+from workers.tenants import (
+    Tenant,
+    admin_pair,
+    credentials_key,
+    ensure_admin,
+    ensure_demo_user,
+)
 from workers.worker import build_worker, control_plane_activities, default_drivers
 
 console = Console()
@@ -157,16 +164,7 @@ def key_file_of(settings: Settings) -> Path:
 
 def admin_api_key(settings: Settings) -> str:
     """The configured key, or the one generated for this state folder (kept there, 0600)."""
-    if settings.admin_api_key:
-        return settings.admin_api_key
-    key_file = key_file_of(settings)
-    if key_file.exists():
-        return key_file.read_text().strip()
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
-    key = secrets.token_urlsafe(32)
-    key_file.write_text(key + "\n")
-    os.chmod(key_file, 0o600)
-    return key
+    return admin_pair(settings).api_key
 
 
 # -- the processes ---------------------------------------------------------------------------
@@ -192,6 +190,8 @@ async def stack(settings: Settings) -> AsyncIterator[Stack]:
 async def serve_api(settings: Settings, cloud: Cloud, client: Client, database_url: str) -> None:
     reads = ReadStore(database_url)
     reads.index_event_topics()
+    credentials = CredentialStore(reads.pool, credentials_key(settings))
+    credentials.create_table()
     services = CloudServices(
         cloud=cloud,
         reads=reads,
@@ -200,6 +200,7 @@ async def serve_api(settings: Settings, cloud: Cloud, client: Client, database_u
         namespace=settings.temporal_namespace,
         temporal_ui_url=settings.ui_url,
         expunge_delay_seconds=settings.expunge_delay_seconds,
+        credentials=credentials,
     )
     app = create_app(services)
     app.state.usage_settings, app.state.usage_tariff = usage_configuration()
@@ -235,15 +236,14 @@ async def up(settings: Settings) -> None:
     make_state_private(settings.state_dir)
     first_start = not settings.admin_api_key and not key_file_of(settings).exists()
     async with stack(settings) as running:
-        key = admin_api_key(settings)
-        demo = seed_demo_cloud(running.cloud, key) if settings.seed_demo_cloud else None
+        admin, demo, demo_user = seed_tenants(settings, running)
         projector = Projector(postgres_env(running.database_url))
         worker_task = asyncio.create_task(
             run_worker_until_cancelled(settings, running.cloud, running.client)
         )
         supervisor = asyncio.create_task(supervise(projector))
         try:
-            announce(settings, key, demo, first_start=first_start)
+            announce(settings, admin.keys.api_key, demo, first_start=first_start, user=demo_user)
             await serve_api(settings, running.cloud, running.client, running.database_url)
         finally:
             supervisor.cancel()
@@ -252,6 +252,23 @@ async def up(settings: Settings) -> None:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await worker_task
             projector.stop()
+
+
+def seed_tenants(
+    settings: Settings, running: Stack
+) -> tuple[Tenant, DemoCloud | None, Tenant | None]:
+    """The admin (always) and, with the demo cloud, the demo user, with their secrets kept."""
+    pair = admin_pair(settings)
+    reads = ReadStore(running.database_url, max_size=1)
+    try:
+        store = CredentialStore(reads.pool, credentials_key(settings))
+        store.create_table()
+        demo = seed_demo_cloud(running.cloud, pair.api_key) if settings.seed_demo_cloud else None
+        admin = ensure_admin(running.cloud, store, pair)
+        user = ensure_demo_user(settings, running.cloud, store) if demo else None
+    finally:
+        reads.close()
+    return admin, demo, user
 
 
 async def supervise(projector: Projector, every: float = 1.0) -> None:
@@ -268,10 +285,16 @@ async def supervise(projector: Projector, every: float = 1.0) -> None:
 
 
 def announce(
-    settings: Settings, key: str, demo: DemoCloud | None, *, first_start: bool = False
+    settings: Settings,
+    key: str,
+    demo: DemoCloud | None,
+    *,
+    first_start: bool = False,
+    user: Tenant | None = None,
 ) -> None:
-    """What is up, and where. The admin key is shown once, when it is made: later starts say
-    where it is kept (a terminal's scrollback and a service's journal keep what is printed)."""
+    """What is up, and where. The keys are shown once, when they are made: later starts say
+    where they are kept (a terminal's scrollback and a service's journal keep what is
+    printed)."""
     api = f"http://{settings.api_host}:{settings.api_port}"
     key_file = key_file_of(settings)
     console.rule("[bold]Stratus is up")
@@ -291,6 +314,28 @@ def announce(
             f"Admin API key  kept in {key_file} (shown on the first start only)", soft_wrap=True
         )
         key_reference = f"$(cat {key_file})"
+    secret_file = settings.state_dir / "admin-secret-key"
+    if settings.admin_secret_key:
+        console.print("Admin secret   the one in STRATUS_ADMIN_SECRET_KEY")
+    else:
+        console.print(
+            f"Admin secret   kept in {secret_file} (signs CloudStack requests)", soft_wrap=True
+        )
+    if user is not None:
+        where = settings.state_dir
+        if first_start:
+            console.print(
+                f"Demo user      account {user.name} in domain ROOT/demo: API key "
+                f"[bold]{user.keys.api_key}[/bold] secret [bold]{user.keys.secret_key}[/bold] "
+                f"(shown this once; kept in {where}/demo-api-key and demo-secret-key)",
+                soft_wrap=True,
+            )
+        else:
+            console.print(
+                f"Demo user      account {user.name} in domain ROOT/demo: keys kept in "
+                f"{where}/demo-api-key and {where}/demo-secret-key",
+                soft_wrap=True,
+            )
     if demo is not None:
         console.print(f"Demo zone      {demo.zone_id}")
         console.print(f"Small offering {demo.small_offering_id}")

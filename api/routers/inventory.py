@@ -1,5 +1,6 @@
 """Inventory listings: zones, networks, offerings and templates for everyone; pods,
-clusters, storage and accounts for administrators; hosts with their capacity (listHosts).
+clusters and storage for administrators; hosts with their capacity (listHosts). Accounts
+have routes of their own (api/routers/accounts.py).
 
 A user sees the public templates and its own account's private ones (CloudStack's
 listTemplates with templatefilter=executable); an administrator sees every template."""
@@ -32,7 +33,6 @@ KINDS = (
     ("clusters", "cluster", "cluster", True),
     ("storage-pools", "primary_storage", "primary storage pool", True),
     ("secondary-storage", "secondary_storage", "secondary storage", True),
-    ("accounts", "account", "account", True),
 )
 
 

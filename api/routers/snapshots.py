@@ -42,9 +42,11 @@ from api.models import (
     VolumeJobAccepted,
 )
 from api.reads import consistent_read, scoped_account
+from api.resource_usage import check_account_limits
 from api.routers.volumes import VM_TABLE, _accepted, _submit, _volume_row
 from domain.errors import IllegalStateTransition
 from domain.ids import derived_id
+from domain.resource_limits import ResourceType
 from domain.snapshot import SnapshotState, snapshot_id_for
 from domain.snapshot_operations import refusal_for_snapshot_use, refusal_to_snapshot
 from domain.volume_operations import volume_id_for
@@ -145,6 +147,9 @@ async def create_snapshot(
     )
     if refusal is not None:
         raise refusal
+    await run_in_threadpool(
+        check_account_limits, services, row["account_id"], {ResourceType.SNAPSHOT: 1}
+    )
     job_id = job_id_for(caller, idempotency_key)
     snapshot_id = snapshot_id_for(job_id)
     name = body.name if body is not None and body.name else None
@@ -315,7 +320,7 @@ async def _operate(route: SnapshotOperationRoute[B, Q], call: JobCall[B]) -> Bas
     return route.answer(request, links)
 
 
-def _submission_of(
+def submission_of(
     route: SnapshotOperationRoute[B, Q],
 ) -> Callable[[JobCall[B]], Awaitable[BaseModel]]:
     async def submit(call: JobCall[B]) -> BaseModel:
@@ -325,7 +330,7 @@ def _submission_of(
 
 
 for _route in OPERATIONS:
-    add_job_route(router, _route, _submission_of(_route), accepted=_route.accepted)
+    add_job_route(router, _route, submission_of(_route), accepted=_route.accepted)
 
 
 def template_id_for(job_id: UUID) -> UUID:

@@ -31,6 +31,7 @@ from api.models import (
     VmSnapshotPublic,
 )
 from api.reads import consistent_read, scoped_account
+from api.resource_usage import check_account_limits, deployment_resources
 from api.vm_operation_routes import (
     VM_OPERATIONS,
     VM_SNAPSHOTS_TABLE,
@@ -74,7 +75,7 @@ async def deploy_virtual_machine(
     idempotency_key: IdempotencyKey = None,
 ) -> JobAccepted:
     account_id = body.account_id or caller.account_id
-    if account_id != caller.account_id and not caller.is_admin:
+    if not caller.may_see(account_id):
         raise forbidden("only administrators deploy on behalf of another account")
     job_id = job_id_for(caller, idempotency_key)
     network_id = body.network_id
@@ -93,6 +94,9 @@ async def deploy_virtual_machine(
     )
     validated: ValidatedDeployment = await run_in_threadpool(
         validate_deployment, services.cloud, order
+    )
+    await run_in_threadpool(
+        check_account_limits, services, account_id, deployment_resources(validated)
     )
     vm_id = virtual_machine_id_for(job_id)
     summary = (

@@ -42,6 +42,7 @@ from api.models import (
     VolumeResize,
 )
 from api.reads import consistent_read, scoped_account
+from api.resource_usage import check_account_limits, volume_resources
 from api.services import CloudServices
 from domain.catalog import GIB
 from domain.errors import IllegalStateTransition
@@ -162,6 +163,9 @@ async def create_volume(
     size = body.size_gib * GIB if body.size_gib is not None else None
     offering, size_bytes = await run_in_threadpool(
         validate_creation, services.cloud, body.zone_id, body.disk_offering_id, size
+    )
+    await run_in_threadpool(
+        check_account_limits, services, caller.account_id, volume_resources(size_bytes)
     )
     job_id = job_id_for(caller, idempotency_key)
     volume_id = volume_id_for(job_id)
@@ -300,7 +304,7 @@ async def _operate(route: VolumeOperationRoute[B], call: JobCall[B]) -> VolumeJo
     return _accepted(services, call.response, job_id, volume_id)
 
 
-def _submission_of(
+def submission_of(
     route: VolumeOperationRoute[B],
 ) -> Callable[[JobCall[B]], Awaitable[VolumeJobAccepted]]:
     async def submit(call: JobCall[B]) -> VolumeJobAccepted:
@@ -310,7 +314,7 @@ def _submission_of(
 
 
 for _route in OPERATIONS:
-    add_job_route(router, _route, _submission_of(_route), accepted=VolumeJobAccepted)
+    add_job_route(router, _route, submission_of(_route), accepted=VolumeJobAccepted)
 
 
 @router.get(

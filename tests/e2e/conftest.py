@@ -21,15 +21,21 @@ from temporalio.client import Client
 from activities.drivers.simulator import SimulatorDriver
 from activities.simulator_configuration import faults_from
 from api.app import create_app
+from api.credentials import CredentialStore, KeyPair, new_encryption_key
 from api.reads import CONSISTENCY_HEADER
 from api.services import CloudServices
+from api.settings import ApiSettings
 from domain.cloud import Cloud
+from domain.tenancy import first_user_id
 from projections.runner import Projector
 from projections.store import ReadStore
-from tests.support import ADMIN_KEY, seed_zone, started, wait_until, wrap_activity
+from tests.support import ADMIN_KEY, ADMIN_SECRET, seed_zone, started, wait_until, wrap_activity
 from workers.demo_cloud import DemoCloud
 from workers.stack import supervise
 from workers.worker import build_worker, control_plane_activities
+
+#: The key the test stacks' credential stores encrypt secrets under.
+CREDENTIALS_KEY = new_encryption_key()
 
 
 @dataclass
@@ -43,6 +49,17 @@ class Stack:
     def http(self, key: str | None = ADMIN_KEY) -> httpx.AsyncClient:
         headers = {"X-API-Key": key} if key else {}
         return httpx.AsyncClient(base_url=self.url, headers=headers, timeout=30)
+
+
+def deploy_order(stack: Stack, **overrides: Any) -> dict[str, Any]:
+    """A deployment body on the stack's zone, offering and template."""
+    body: dict[str, Any] = {
+        "zone_id": str(stack.zone.zone_id),
+        "service_offering_id": str(stack.zone.small_offering_id),
+        "template_id": str(stack.zone.template_id),
+    }
+    body.update(overrides)
+    return body
 
 
 def free_port() -> int:
@@ -85,6 +102,7 @@ async def serving_stack(
     database_url: str,
     *,
     around: Callable[[str, Callable[[], Any]], Any] | None = None,
+    settings: ApiSettings | None = None,
 ) -> AsyncIterator[Stack]:
     """API and worker on a zone and task queue of their own, read models kept by the package's
     `projector` (request it too); `around` controls the worker's activities as in the
@@ -98,13 +116,20 @@ async def serving_stack(
     worker = build_worker(temporal_client, task_queue, activities)
     reads = ReadStore(database_url)
     reads.index_event_topics()
+    credentials = CredentialStore(reads.pool, CREDENTIALS_KEY)
+    credentials.create_table()
+    credentials.keep(first_user_id(zone.admin_account_id), KeyPair(ADMIN_KEY, ADMIN_SECRET))
     services = CloudServices(
-        cloud=cloud, reads=reads, temporal=temporal_client, task_queue=task_queue
+        cloud=cloud,
+        reads=reads,
+        temporal=temporal_client,
+        task_queue=task_queue,
+        credentials=credentials,
     )
     port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(services), host="127.0.0.1", port=port, log_level="warning")
-    )
+    # Rate limiting has tests of its own; here it would only slow the conformance run down.
+    app = create_app(services, settings or ApiSettings(api_rate_limit_enabled=False))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     serving = asyncio.create_task(server.serve())
     await wait_until(
         lambda: server.started or serving.done(), what=f"the API to start on port {port}"

@@ -11,6 +11,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from api.auth import Caller
 from api.job_submission import job_id_for
+from domain.account import AccountType
 from domain.catalog import GIB
 from domain.inventory import add_account, register_template
 from tests.e2e.conftest import Stack, wait_for_job
@@ -270,7 +271,9 @@ async def test_a_template_of_another_hypervisor_is_refused_before_any_job_starts
     detail = response.json()["detail"][0]
     assert detail["loc"] == ["body", "template_id"] and "KVM" in detail["msg"]
     assert response.json()["errorcode"] == 431
-    caller = Caller(account_id=stack.zone.admin_account_id, name="test-admin", is_admin=True)
+    caller = Caller(
+        account_id=stack.zone.admin_account_id, name="test-admin", role=AccountType.ADMIN
+    )
     would_be_job = job_id_for(caller, "kvm-on-simulator")
     with pytest.raises(RPCError) as missing:
         await temporal_client.get_workflow_handle(str(would_be_job)).describe()

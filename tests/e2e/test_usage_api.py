@@ -39,7 +39,9 @@ def usage_account(stack: Stack) -> dict[str, Any]:
     """A user account with a VM that ran 09:20-12:10 and a volume, yesterday."""
     key = f"usage-key-{uuid.uuid4().hex}"
     t = Timeline(stack.cloud)
-    add_account(stack.cloud, t.account_id, "usage-user", AccountType.USER.value, key)
+    add_account(
+        stack.cloud, t.account_id, f"usage-user-{t.account_id.hex[:8]}", AccountType.USER.value, key
+    )
     vm = t.deploy(at("09:20"))
     t.volume(at("09:20"), at("09:21"), 4 * 1024**3)
     t.stop(vm, at("12:10"))

@@ -220,7 +220,7 @@ def test_records_carry_account_offering_template_and_cloudstack_fields(
     )
     (record,) = found
     assert record["usage_type"] == 1 and record["usage_type_name"] == "RUNNING_VM"
-    assert record["account_id"] == str(t.account_id) and record["account_name"] == "acct"
+    assert record["account_id"] == str(t.account_id) and record["account_name"] == t.account_name
     assert record["domain"] == "ROOT" and record["zone_id"] == str(t.zone_id)
     assert record["offering_id"] == str(t.offering_id)
     assert record["template_id"] == str(t.template_id)

@@ -32,6 +32,7 @@ class FakeReads:
         if table == "inventory" and filters.get("lookup_key") == api_key_digest(KEY):
             return {
                 "id": uuid.uuid4(),
+                "kind": "account",
                 "name": "admin",
                 "data": {
                     "state": AccountState.ENABLED.value,

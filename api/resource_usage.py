@@ -1,0 +1,103 @@
+"""Resource limits at submission (error 532), and the limits an account or domain shows.
+
+Limits are read from the event store (a limit set a moment ago applies at once); usage from
+the read models. Counting costs queries, so it is done only for holders that limit one of the
+requested resource types: a cloud without limits pays one aggregate load per submission.
+
+Two submissions of one account racing within the read models' lag can both pass a limit that
+only one of them fits; each later one sees both. CloudStack checks at the same point, under a
+lock held by one management server; Stratus has no such lock across API replicas.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+from uuid import UUID
+
+from api.services import CloudServices
+from api.tenancy_models import LimitPublic
+from domain.account import Account, AccountType
+from domain.catalog import GIB
+from domain.deployment import ValidatedDeployment
+from domain.domain_tree import Domain
+from domain.resource_limits import (
+    UNLIMITED,
+    LimitHolder,
+    ResourceType,
+    check_within_limits,
+)
+from projections.resource_counts import accounts_under, resource_counts
+
+
+def check_account_limits(
+    services: CloudServices, account_id: UUID, requested: Mapping[ResourceType, int]
+) -> None:
+    """Refuse with 532 a job that would take the account, or a domain above it, past a limit."""
+    wanted = {kind: amount for kind, amount in requested.items() if amount > 0}
+    account = services.cloud.find(Account, account_id)
+    if not wanted or account is None or account.account_type is AccountType.ADMIN:
+        return
+    #: (label, limits, the domain whose subtree counts; None: the account alone)
+    holders: list[tuple[str, dict[str, int], UUID | None]] = []
+    if _limits_any(account.limits, wanted):
+        holders.append((f"account {account.name}", account.limits, None))
+    for domain_id in account.domain_ancestry:
+        domain = services.cloud.find(Domain, UUID(domain_id))
+        if domain is not None and _limits_any(domain.limits, wanted):
+            holders.append((f"domain {domain.path}", domain.limits, domain.id))
+    if not holders:
+        return
+    with services.reads.pool.connection() as conn:
+        counted = [
+            LimitHolder(
+                label,
+                limits,
+                resource_counts(
+                    conn, [account_id] if scope is None else accounts_under(conn, scope)
+                ),
+            )
+            for label, limits, scope in holders
+        ]
+    check_within_limits(wanted, counted)
+
+
+def deployment_resources(validated: ValidatedDeployment) -> dict[ResourceType, int]:
+    """A deployment takes a VM, its vCPUs and memory, and a root volume on primary storage."""
+    return {
+        ResourceType.USER_VM: 1,
+        ResourceType.CPU: validated.cpu_count,
+        ResourceType.MEMORY: validated.memory_mib,
+        ResourceType.VOLUME: 1,
+        ResourceType.PRIMARY_STORAGE: gib_of(validated.root_disk_bytes),
+    }
+
+
+def volume_resources(size_bytes: int) -> dict[ResourceType, int]:
+    return {ResourceType.VOLUME: 1, ResourceType.PRIMARY_STORAGE: gib_of(size_bytes)}
+
+
+def gib_of(size_bytes: int) -> int:
+    """Primary storage limits count whole GiB, rounded up as CloudStack does."""
+    return -(-size_bytes // GIB)
+
+
+def _limits_any(limits: Mapping[str, int], wanted: Mapping[ResourceType, int]) -> bool:
+    return any(limits.get(kind.value, UNLIMITED) != UNLIMITED for kind in wanted)
+
+
+def limits_of(services: CloudServices, row: dict[str, Any]) -> list[LimitPublic]:
+    """Every resource type's limit on an account or domain row, with what its scope uses."""
+    limits: dict[str, int] = row["data"].get("limits", {})
+    with services.reads.pool.connection() as conn:
+        scope = [row["id"]] if row["kind"] == "account" else accounts_under(conn, row["id"])
+        used = resource_counts(conn, scope)
+    return [
+        LimitPublic(
+            resource_type=kind,
+            resource_type_id=kind.cloudstack_id,
+            max=limits.get(kind.value, UNLIMITED),
+            used=used[kind],
+        )
+        for kind in ResourceType
+    ]

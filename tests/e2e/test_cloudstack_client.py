@@ -1,0 +1,96 @@
+"""An existing CloudStack client, used unchanged, drives Stratus through `/client/api`: the
+`cs` package from PyPI signs each request (GET and POST), pages lists and polls its async jobs
+to completion itself. Its calls block, so they run in a thread beside the stack's server."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import pytest
+from cs import CloudStack
+
+from tests.e2e.conftest import Stack
+from tests.e2e.tenants import Tenant, new_tenant
+from tests.support import wait_until
+
+
+def client_of(stack: Stack, tenant: Tenant, method: str) -> CloudStack:
+    return CloudStack(
+        endpoint=f"{stack.url}/client/api",
+        key=tenant.api_key,
+        secret=tenant.secret_key,
+        method=method,
+        poll_interval=0.2,
+        job_timeout=90,
+        timeout=30,
+    )
+
+
+async def call(command: Callable[..., Any], **params: Any) -> Any:
+    return await asyncio.to_thread(partial(command, **params))
+
+
+@pytest.mark.parametrize("method", ["get", "post"])
+async def test_the_cs_client_deploys_lists_stops_destroys_and_reads_usage_unchanged(
+    stack: Stack, method: str
+) -> None:
+    async with stack.http() as admin:
+        tenant = await new_tenant(admin)
+    cs = client_of(stack, tenant, method)
+
+    zones = await call(cs.listZones, fetch_list=True)
+    assert str(stack.zone.zone_id) in {z["id"] for z in zones}
+    offerings = await call(cs.listServiceOfferings, fetch_list=True)
+    small = next(o for o in offerings if o["id"] == str(stack.zone.small_offering_id))
+    assert small["cpunumber"] >= 1 and small["memory"] >= 1
+    templates = await call(cs.listTemplates, templatefilter="executable", fetch_list=True)
+    assert str(stack.zone.template_id) in {t["id"] for t in templates}
+
+    deployed = await call(
+        cs.deployVirtualMachine,
+        zoneid=str(stack.zone.zone_id),
+        serviceofferingid=small["id"],
+        templateid=str(stack.zone.template_id),
+        name=f"cs-{method}",
+        displayname=f"made by cs over {method.upper()}",
+        fetch_result=True,
+    )
+    vm = deployed["virtualmachine"]
+    assert vm["state"] == "Running" and vm["name"] == f"cs-{method}"
+    assert vm["account"] == tenant.name and vm["zoneid"] == str(stack.zone.zone_id)
+    assert vm["nic"][0]["ipaddress"]
+
+    listed = await call(cs.listVirtualMachines, fetch_list=True)
+    assert [v["id"] for v in listed] == [vm["id"]]
+
+    jobs = await call(cs.listAsyncJobs, fetch_list=True)
+    deploy_job = next(j for j in jobs if j["jobinstanceid"] == vm["id"])
+    result = await call(cs.queryAsyncJobResult, jobid=deploy_job["jobid"])
+    assert result["jobstatus"] == 1 and result["jobresult"]["virtualmachine"]["id"] == vm["id"]
+
+    stopped = await call(cs.stopVirtualMachine, id=vm["id"], fetch_result=True)
+    assert stopped["virtualmachine"]["state"] == "Stopped"
+    destroyed = await call(cs.destroyVirtualMachine, id=vm["id"], fetch_result=True)
+    assert destroyed["virtualmachine"]["state"] == "Destroyed"
+
+    today = dt.datetime.now(dt.UTC).date().isoformat()
+
+    async def usage() -> list[dict[str, Any]]:
+        records: list[dict[str, Any]] = await call(
+            cs.listUsageRecords, startdate=today, enddate=today, fetch_list=True
+        )
+        return records
+
+    records = await wait_until(
+        usage,
+        lambda found: any(r["usageid"] == vm["id"] and r["usagetype"] == 1 for r in found),
+        timeout=60,
+        what="the VM's running usage to be listed",
+    )
+    running = next(r for r in records if r["usageid"] == vm["id"] and r["usagetype"] == 1)
+    assert running["account"] == tenant.name and running["accountid"] == tenant.account_id
+    assert running["domainid"] == tenant.domain_id

@@ -386,6 +386,8 @@ class EventPublic(BaseModel):
     description: str
     account_id: UUID = Field(description="the account that asked (or owns the resource)")
     account_name: str | None
+    domain_id: UUID | None = Field(default=None, description="the account's domain")
+    domain: str | None = Field(default=None, description="the account's domain path")
     username: str = Field(description="who asked: the account's name, or `system`")
     resource_type: str
     resource_id: UUID

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from uuid import UUID
 
 from fastapi import Response
@@ -9,6 +10,8 @@ from fastapi import Response
 from api.auth import Caller
 from api.errors import forbidden
 from api.services import CloudServices
+from domain.domain_tree import ROOT_DOMAIN_ID, ROOT_DOMAIN_NAME
+from projections.resource_counts import accounts_under
 
 CONSISTENCY_HEADER = "Stratus-Read-Consistent"
 
@@ -31,3 +34,40 @@ def scoped_account(caller: Caller, requested: UUID | None) -> UUID | list[UUID] 
             raise forbidden("you can only list the resources of accounts you administer")
         return requested
     return caller.visible_accounts()
+
+
+def account_scope(
+    services: CloudServices, caller: Caller, requested: UUID | None, domain_id: UUID | None
+) -> UUID | list[UUID] | None:
+    """`scoped_account`, narrowed to a domain's subtree when one is asked: what admins filter
+    usage and events by. A domain outside what the caller sees narrows to nothing."""
+    scope = scoped_account(caller, requested)
+    if domain_id is None:
+        return scope
+    with services.reads.pool.connection() as conn:
+        subtree = accounts_under(conn, domain_id)
+    if scope is None:
+        return subtree
+    allowed = {scope} if isinstance(scope, UUID) else set(scope)
+    return [account for account in subtree if account in allowed]
+
+
+def domains_of(
+    services: CloudServices, account_ids: Iterable[UUID | str | None]
+) -> dict[str, tuple[UUID | None, str]]:
+    """Each account's domain (id and path), for rows that carry only the account."""
+    wanted = sorted({str(a) for a in account_ids if a})
+    if not wanted:
+        return {}
+    with services.reads.pool.connection() as conn:
+        rows = conn.execute(
+            "SELECT id, data FROM inventory WHERE kind = 'account' AND id = ANY(%s::uuid[])",
+            (wanted,),
+        ).fetchall()
+    return {
+        str(row["id"]): (
+            UUID(str(row["data"]["domain_id"])) if row["data"].get("domain_id") else ROOT_DOMAIN_ID,
+            row["data"].get("domain") or ROOT_DOMAIN_NAME,
+        )
+        for row in rows
+    }

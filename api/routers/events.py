@@ -23,7 +23,7 @@ from api.dependencies import (
 )
 from api.errors import ApiError
 from api.models import EventPublic, Listing
-from api.reads import consistent_read, scoped_account
+from api.reads import account_scope, consistent_read, domains_of
 from domain.errors import ErrorCode
 from projections.events import EVENT_LOG, EventLevel, EventState, page_event_log
 from projections.store import decode_cursor, encode_cursor
@@ -50,6 +50,9 @@ def list_events(
     resource_id: UUID | None = None,
     job_id: UUID | None = None,
     account_id: UUID | None = None,
+    domain_id: Annotated[
+        UUID | None, Query(description="the accounts of this domain's subtree (admins)")
+    ] = None,
     limit: Limit = 50,
     cursor: Cursor = None,
     page: PageNumber = None,
@@ -70,7 +73,7 @@ def list_events(
         "state": state.value if state else None,
         "resource_id": resource_id,
         "job_id": job_id,
-        "account_id": scoped_account(caller, account_id),
+        "account_id": account_scope(services, caller, account_id, domain_id),
     }
     after = decode_cursor(cursor) if cursor else None
     consistent_read(services, TABLE, consistent, response)
@@ -83,8 +86,16 @@ def list_events(
         after=after,
         page=page,
     )
+    domains = domains_of(services, (row["account_id"] for row in found.rows))
     return Listing[EventPublic](
-        data=[EventPublic(**row) for row in found.rows],
+        data=[
+            EventPublic(
+                **row,
+                domain_id=domains.get(str(row["account_id"]), (None, None))[0],
+                domain=domains.get(str(row["account_id"]), (None, None))[1],
+            )
+            for row in found.rows
+        ],
         count=found.count,
         next_cursor=encode_cursor(*found.last) if found.last else None,
     )

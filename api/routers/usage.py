@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field
 from api.auth import CurrentCaller
 from api.dependencies import Consistent, Cursor, FirstPage, Limit, Services
 from api.errors import ApiError
-from api.reads import consistent_read, scoped_account
+from api.reads import account_scope, consistent_read, domains_of
 from domain.errors import ErrorCode
 from projections.tariff import Tariff
 from projections.usage_records import (
@@ -51,6 +51,10 @@ TypeFilter = Annotated[
     str | None, Query(alias="type", description="usage type id or name (RUNNING_VM or 1)")
 ]
 ZoneFilter = Annotated[UUID | None, Query(alias="zone", description="zone id")]
+DomainFilter = Annotated[
+    UUID | None,
+    Query(alias="domain", description="domain id: the accounts of its subtree (admins)"),
+]
 #: The periods usage can be asked for: no usage predates the epoch, and windows are computed a
 #: day beyond a period's end, which must stay within the calendar's range.
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
@@ -62,6 +66,7 @@ class UsageRecordPublic(BaseModel):
     account_id: UUID
     account_name: str | None
     domain: str | None
+    domain_id: UUID | None = Field(default=None, description="the account's domain")
     zone_id: UUID | None
     usage_type: int
     usage_type_name: str
@@ -200,6 +205,7 @@ def record_query(
     account: UUID | None,
     usage_type: str | None,
     zone: UUID | None,
+    domain: UUID | None = None,
 ) -> RecordQuery:
     """Validated filters: a bounded, well-ordered period, a known type, an allowed account."""
     settings = usage_settings(request)
@@ -225,7 +231,7 @@ def record_query(
     return RecordQuery(
         start=start,
         end=end,
-        account_id=scoped_account(caller, account),
+        account_id=account_scope(request.app.state.services, caller, account, domain),
         usage_type=parsed_type,
         zone_id=zone,
     )
@@ -247,11 +253,12 @@ def list_usage_records(
     account: AccountFilter = None,
     type: TypeFilter = None,
     zone: ZoneFilter = None,
+    domain: DomainFilter = None,
     limit: Limit = 100,
     cursor: Cursor = None,
     consistent: Consistent = False,
 ) -> UsageRecordListing:
-    query = record_query(request, caller, start, end, account, type, zone)
+    query = record_query(request, caller, start, end, account, type, zone, domain)
     consistent_read(services, TABLE, consistent, response)
     try:
         found = usage_records(request, services).page(query, limit=limit, cursor=cursor)
@@ -259,8 +266,12 @@ def list_usage_records(
         raise ApiError(
             422, str(error), code=ErrorCode.MALFORMED_PARAMETER, loc=("query", "cursor")
         ) from None
+    domains = domains_of(services, (row["account_id"] for row in found.data))
     return UsageRecordListing(
-        data=[UsageRecordPublic(**row) for row in found.data],
+        data=[
+            UsageRecordPublic(**row, domain_id=domains.get(str(row["account_id"]), (None, ""))[0])
+            for row in found.data
+        ],
         count=found.count,
         provisional_count=found.provisional_count,
         final_until=found.final_until,
@@ -287,8 +298,9 @@ def export_usage_records(
     account: AccountFilter = None,
     type: TypeFilter = None,
     zone: ZoneFilter = None,
+    domain: DomainFilter = None,
 ) -> StreamingResponse:
-    query = record_query(request, caller, start, end, account, type, zone)
+    query = record_query(request, caller, start, end, account, type, zone, domain)
     usage = usage_records(request, services)
     if usage.rebuilding():
         message = "usage records are being rebuilt; nothing is final until they catch up"
@@ -316,8 +328,9 @@ def summarize_usage(
     account: AccountFilter = None,
     type: TypeFilter = None,
     zone: ZoneFilter = None,
+    domain: DomainFilter = None,
 ) -> list[AccountUsageSummary]:
-    query = record_query(request, caller, start, end, account, type, zone)
+    query = record_query(request, caller, start, end, account, type, zone, domain)
     rows = usage_records(request, services).summary(query, tariff_of(request))
     return [AccountUsageSummary(**row) for row in rows]
 
@@ -335,10 +348,11 @@ def list_usage_corrections(
     end: End,
     account: AccountFilter = None,
     type: TypeFilter = None,
+    domain: DomainFilter = None,
     limit: Limit = 100,
     page: FirstPage = 1,
 ) -> UsageCorrectionListing:
-    query = record_query(request, caller, start, end, account, type, None)
+    query = record_query(request, caller, start, end, account, type, None, domain)
     rows, count = usage_records(request, services).corrections(
         query, limit=limit, offset=(page - 1) * limit
     )

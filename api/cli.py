@@ -34,14 +34,29 @@ def client() -> httpx.Client:
 
 
 def checked(response: httpx.Response) -> Any:
+    """The answer's JSON; a refusal is printed (status, then each `loc: msg`) and exits 1.
+    What the API says is printed as text, never read as rich markup: a message may echo
+    brackets from the request."""
     if response.is_error:
-        try:
-            detail = response.json().get("detail")
-        except ValueError:
-            detail = response.text
-        console.print(f"[red]{response.status_code}[/red] {detail}")
+        console.print(f"[red]{response.status_code}[/red]", end=" ")
+        console.print(refusal_text(response), markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(1)
     return response.json() if response.content else None
+
+
+def refusal_text(response: httpx.Response) -> str:
+    try:
+        detail = response.json().get("detail")
+    except (ValueError, AttributeError):
+        return response.text
+    if not isinstance(detail, list):
+        return str(detail)
+    return "; ".join(
+        f"{'.'.join(str(part) for part in item.get('loc', []))}: {item.get('msg', '')}"
+        if isinstance(item, dict)
+        else str(item)
+        for item in detail
+    )
 
 
 def table(rows: list[dict[str, Any]], columns: list[str]) -> None:

@@ -74,6 +74,10 @@ class CredentialStore:
                 (pair.digest, user_id, self.cipher.encrypt(pair.secret_key.encode())),
             )
 
+    def forget(self, digest: str) -> None:
+        with self.pool.connection() as conn:
+            conn.execute(f"DELETE FROM {TABLE} WHERE api_key_sha256 = %s", (digest,))
+
     def forget_all_but(self, user_id: UUID, digest: str) -> None:
         """After a rotation is recorded: the user's older secrets are gone for good."""
         with self.pool.connection() as conn:

@@ -12,7 +12,7 @@ from uuid import UUID
 from api.auth import Caller
 from api.errors import ApiError, forbidden, not_found
 from api.services import CloudServices
-from domain.domain_tree import ROOT_DOMAIN_ID, Domain
+from domain.domain_tree import ROOT_DOMAIN_ID, Domain, DomainState
 from domain.errors import ErrorCode
 
 TABLE = "inventory"
@@ -22,9 +22,14 @@ def visible_row(
     services: CloudServices, caller: Caller, kind: str, row_id: UUID, loc: tuple[str, ...]
 ) -> dict[str, Any]:
     row = services.reads.get(TABLE, row_id)
-    if row is None or row["kind"] != kind or not _visible(caller, row):
+    if row is None or row["kind"] != kind or not _visible(caller, row) or _gone(row):
         raise not_found(f"{kind} {row_id}", loc)
     return row
+
+
+def _gone(row: dict[str, Any]) -> bool:
+    """A deleted domain answers as one that never was."""
+    return row["kind"] == "domain" and row["data"].get("state") != DomainState.ACTIVE.value
 
 
 def _visible(caller: Caller, row: dict[str, Any]) -> bool:
@@ -45,7 +50,11 @@ def administered_domain(
     may create things; its own when none is named."""
     wanted = domain_id or caller.domain_id or ROOT_DOMAIN_ID
     domain = services.cloud.find(Domain, wanted)
-    if domain is None or not caller.may_administer_domain(domain.ancestry):
+    if (
+        domain is None
+        or domain.state is not DomainState.ACTIVE
+        or not caller.may_administer_domain(domain.ancestry)
+    ):
         raise ApiError(
             404,
             f"domain {wanted} not found",
@@ -61,21 +70,6 @@ def refuse_own_account(caller: Caller, account_id: UUID, action: str) -> None:
     lock itself out, a domain admin would lift its own caps."""
     if account_id == caller.account_id and not (caller.is_admin and action == "limit"):
         raise forbidden(f"you cannot {action} your own account")
-
-
-def created_row(services: CloudServices, kind: str, row_id: UUID) -> dict[str, Any]:
-    """The row of something the caller has just made (in a domain it administers; its own
-    view of its subtree was taken before the thing existed)."""
-    row = services.reads.get(TABLE, row_id)
-    if row is None or row["kind"] != kind:
-        raise ApiError(
-            503,
-            f"{kind} {row_id} was created but the read models have not caught up; "
-            "read it again in a moment",
-            code=ErrorCode.RESOURCE_UNAVAILABLE,
-            kind="not_yet_visible",
-        )
-    return row
 
 
 def wait_for_inventory(services: CloudServices) -> None:

@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from domain.account import AccountType
 from domain.resource_limits import MAX_LIMIT, UNLIMITED, ResourceType
-from domain.text import Name
 
 #: Names that log in and appear in paths: letters, digits and `._-`, as CloudStack allows.
 TENANT_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+
+
+def _not_a_boolean(value: Any) -> Any:
+    """JSON's `false` is not a number (pydantic would read it as 0: a limit of nothing)."""
+    if isinstance(value, bool):
+        raise ValueError("must be an integer, not a boolean")
+    return value
+
+
+#: A limit: -1 (unlimited) or a count; `12.0` is the integer 12, as JSON Schema has it.
+LimitValue = Annotated[int, BeforeValidator(_not_a_boolean), Field(ge=UNLIMITED, le=MAX_LIMIT)]
 
 
 class DomainCreate(BaseModel):
@@ -50,7 +60,6 @@ class AccountCreate(BaseModel):
         max_length=64,
         description="the first user's name; default: the account's",
     )
-    display_name: Name | None = None
 
 
 class AccountPublic(BaseModel):
@@ -103,7 +112,7 @@ class UserCreated(BaseModel):
 class LimitUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    max: StrictInt = Field(ge=UNLIMITED, le=MAX_LIMIT, description="-1: unlimited")
+    max: LimitValue = Field(ge=UNLIMITED, le=MAX_LIMIT, description="-1: unlimited")
 
 
 class LimitPublic(BaseModel):

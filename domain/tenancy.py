@@ -47,7 +47,8 @@ def ensure_root_domain(cloud: Cloud) -> Domain:
     return cloud.decide(decide)
 
 
-def _active_domain(d: Decision, domain_id: UUID, field: str) -> Domain:
+def _active_domain(d: Decision, domain_id: UUID, field: str | None) -> Domain:
+    """The domain, or NotFound naming the request field that named it (None: the path)."""
     domain = d.find(Domain, domain_id)
     if domain is None or domain.state is not DomainState.ACTIVE:
         raise NotFound(f"domain {domain_id} not found", field=field)
@@ -83,7 +84,7 @@ def delete_domain(cloud: Cloud, domain_id: UUID) -> Domain:
     """Only an empty domain goes (no subdomain, no account): CloudStack's cleanup=false."""
 
     def decide(d: Decision) -> Domain:
-        domain = _active_domain(d, domain_id, "id")
+        domain = _active_domain(d, domain_id, None)
         domain.check_removable()
         assert domain.parent_id is not None
         d.get(Domain, domain.parent_id).remove_subdomain(domain.name)
@@ -183,7 +184,7 @@ def register_user_keys(cloud: Cloud, user_id: UUID, api_key_sha256: str) -> User
     def decide(d: Decision) -> User:
         user = d.find(User, user_id)
         if user is None:
-            raise NotFound(f"user {user_id} not found", field="id")
+            raise NotFound(f"user {user_id} not found")
         if user.api_key_sha256 != api_key_sha256:
             user.register_keys(api_key_sha256)
         return user
@@ -195,7 +196,7 @@ def set_account_state(cloud: Cloud, account_id: UUID, state: AccountState) -> Ac
     def decide(d: Decision) -> Account:
         account = d.find(Account, account_id)
         if account is None:
-            raise NotFound(f"account {account_id} not found", field="id")
+            raise NotFound(f"account {account_id} not found")
         if account.state is not state:
             account.set_state(state.value)
         return account
@@ -207,7 +208,7 @@ def set_user_state(cloud: Cloud, user_id: UUID, state: UserState) -> User:
     def decide(d: Decision) -> User:
         user = d.find(User, user_id)
         if user is None:
-            raise NotFound(f"user {user_id} not found", field="id")
+            raise NotFound(f"user {user_id} not found")
         if user.state is not state:
             user.set_state(state.value)
         return user
@@ -219,13 +220,9 @@ def check_limitable(owner: Account | Domain) -> None:
     """The ROOT domain is the whole cloud (its capacity is its limit) and a root admin runs
     the cloud: neither is limited, as in CloudStack."""
     if isinstance(owner, Domain) and owner.parent_id is None:
-        raise InvalidParameter(
-            "the ROOT domain has no limits: set them on its subdomains", field="id"
-        )
+        raise InvalidParameter("the ROOT domain has no limits: set them on its subdomains")
     if isinstance(owner, Account) and owner.account_type is AccountType.ADMIN:
-        raise InvalidParameter(
-            f"{owner.name} is a root admin account, which no limit applies to", field="id"
-        )
+        raise InvalidParameter(f"{owner.name} is a root admin account, which no limit applies to")
 
 
 def set_resource_limit(
@@ -237,7 +234,7 @@ def set_resource_limit(
     def decide(d: Decision) -> Account | Domain:
         owner: Account | Domain | None = d.find(Account, owner_id) or d.find(Domain, owner_id)
         if owner is None:
-            raise NotFound(f"account or domain {owner_id} not found", field="id")
+            raise NotFound(f"account or domain {owner_id} not found")
         check_limitable(owner)
         if owner.limits.get(kind.value) != maximum:
             owner.set_limit(kind.value, maximum)

@@ -61,18 +61,24 @@ class InventoryProjection(AggregateStateProjection):
     topics = event_topics(*KINDS)
 
     def row_of(self, item: Any) -> Row:
-        kind = KINDS[type(item)]
-        data = public_fields(item)
-        return {
-            "id": item.id,
-            "kind": kind,
-            "name": item.name,
-            "zone_id": getattr(item, "zone_id", None),
-            "lookup_key": (getattr(item, "api_key_sha256", None) or None),
-            "data": data,
-            "created": item.created_on,
-            "updated": item.modified_on,
-        }
+        return inventory_row(item)
+
+
+def inventory_row(item: Any) -> Row:
+    """The row an inventory item has in the read model, from the aggregate itself (also what
+    an API answers about an item it has just made, before the projection has it)."""
+    kind = KINDS[type(item)]
+    data = public_fields(item)
+    return {
+        "id": item.id,
+        "kind": kind,
+        "name": item.name,
+        "zone_id": getattr(item, "zone_id", None),
+        "lookup_key": (getattr(item, "api_key_sha256", None) or None),
+        "data": data,
+        "created": item.created_on,
+        "updated": item.modified_on,
+    }
 
 
 #: Attributes that are bookkeeping or secrets, not inventory a user reads.

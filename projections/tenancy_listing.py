@@ -26,7 +26,10 @@ def page_domains(
     page: int | None = None,
 ) -> Page:
     """Domains oldest first: all, or those `under` a domain (itself included), or `only` one."""
-    clauses: list[sql.Composable] = [sql.SQL("kind = 'domain'")]
+    clauses: list[sql.Composable] = [
+        sql.SQL("kind = 'domain'"),
+        sql.SQL("data->>'state' = 'Active'"),
+    ]
     params: list[Any] = []
     if under is not None:
         clauses.append(sql.SQL("data->'ancestry' ? %s"))

@@ -12,6 +12,7 @@ import typer
 
 from api.cli import inventory_app, job_app, vm_app
 from api.projections_cli import projections_app
+from api.tenancy_cli import account_app, domain_app, user_app
 from api.usage_cli import usage_app
 from domain.cloud import Cloud, postgres_env
 from projections.runner import Projector
@@ -25,6 +26,9 @@ app.add_typer(job_app, name="job")
 app.add_typer(inventory_app, name="inventory")
 app.add_typer(usage_app, name="usage")
 app.add_typer(projections_app, name="projections")
+app.add_typer(domain_app, name="domain")
+app.add_typer(account_app, name="account")
+app.add_typer(user_app, name="user")
 
 
 def _log_warnings() -> None:

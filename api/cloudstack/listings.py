@@ -253,6 +253,56 @@ async def list_hosts_command(ctx: Context) -> dict[str, Any]:
     return list_response(ctx.command, "host", [entities.host(h, names) for h in items], count)
 
 
+@command("listCapacity")
+async def list_capacity(ctx: Context) -> dict[str, Any]:
+    """Memory (type 0, bytes) and CPU (type 1, MHz) allocated against what the zone's hosts
+    offer, per zone: summed from the `/v1` host listing."""
+    if not ctx.caller.is_admin:
+        raise CloudStackError(int(ErrorCode.ACCOUNT_ERROR), "listCapacity is for the root admin")
+    zone_id = ctx.params.uuid("zoneid")
+    hosts: list[Any] = []
+    page = 1
+    while True:
+        found: Listing[Any] = await run_in_threadpool(
+            list_hosts,
+            ctx.caller,
+            ctx.services,
+            ctx.response,
+            zone_id=zone_id,
+            cluster_id=None,
+            limit=500,
+            cursor=None,
+            page=page,
+            consistent=False,
+        )
+        hosts += found.data
+        if found.next_cursor is None:
+            break
+        page += 1
+    totals: dict[tuple[str, int], list[int]] = {}
+    for host in hosts:
+        memory = totals.setdefault((str(host.zone_id), 0), [0, 0])
+        memory[0] += host.memory_used_mib * 1024**2
+        memory[1] += host.memory_total_mib * 1024**2
+        cpu = totals.setdefault((str(host.zone_id), 1), [0, 0])
+        cpu[0] += host.cpu_used_mhz
+        cpu[1] += host.cpu_total_mhz
+    names = await names_for(ctx, *(zone for zone, _ in totals))
+    rows = [
+        {
+            "type": kind,
+            "name": "MEMORY" if kind == 0 else "CPU",
+            "zoneid": zone,
+            "zonename": names.name(zone),
+            "capacityused": used,
+            "capacitytotal": total,
+            "percentused": f"{100 * used / total:.2f}" if total else "0",
+        }
+        for (zone, kind), (used, total) in sorted(totals.items())
+    ]
+    return list_response(ctx.command, "capacity", rows, len(rows))
+
+
 @command("listEvents")
 async def list_events_command(ctx: Context) -> dict[str, Any]:
     p, (page, size) = ctx.params, ctx.params.page()

@@ -10,6 +10,8 @@ its own account's limits.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from uuid import UUID
 
 from fastapi import APIRouter, Response, status
@@ -24,7 +26,6 @@ from api.resource_usage import limits_of
 from api.services import CloudServices
 from api.tenancy_access import (
     administered_domain,
-    created_row,
     refuse_own_account,
     visible_row,
     wait_for_inventory,
@@ -53,7 +54,8 @@ from domain.tenancy import (
     set_resource_limit,
     set_user_state,
 )
-from domain.user import UserState
+from domain.user import User, UserState
+from projections.inventory import inventory_row
 from projections.tenancy_listing import page_accounts
 
 router = APIRouter(prefix="/v1", tags=["accounts"])
@@ -76,21 +78,22 @@ def create_account(
     account_id = uuid.uuid4()
     user_id = first_user_id(account_id)
     pair = new_key_pair()
-    services.secrets.keep(user_id, pair)
-    open_account(
-        services.cloud,
-        account_id,
-        body.name,
-        body.account_type.value,
-        pair.digest,
-        domain_id=domain.id,
-        username=body.username,
-        user_id=user_id,
-    )
+    with kept_for(services, user_id, pair):
+        account = open_account(
+            services.cloud,
+            account_id,
+            body.name,
+            body.account_type.value,
+            pair.digest,
+            domain_id=domain.id,
+            username=body.username,
+            user_id=user_id,
+        )
+    user = services.cloud.load(User, user_id)
     wait_for_inventory(services)
     return AccountCreated(
-        account=account_public(created_row(services, "account", account_id)),
-        user=user_public(created_row(services, "user", user_id)),
+        account=account_public(inventory_row(account)),
+        user=user_public(inventory_row(user)),
         keys=_shown_once(user_id, pair),
     )
 
@@ -199,24 +202,22 @@ def create_user(
     visible_row(services, caller, "account", account_id, ACCOUNT_LOC)
     user_id = uuid.uuid4()
     pair = new_key_pair()
-    services.secrets.keep(user_id, pair)
-    add_user(services.cloud, user_id, account_id, body.username, pair.digest)
+    with kept_for(services, user_id, pair):
+        user = add_user(services.cloud, user_id, account_id, body.username, pair.digest)
     wait_for_inventory(services)
-    return UserCreated(
-        user=user_public(created_row(services, "user", user_id)),
-        keys=_shown_once(user_id, pair),
-    )
+    return UserCreated(user=user_public(inventory_row(user)), keys=_shown_once(user_id, pair))
 
 
 @router.get(
     "/accounts/{account_id}/users",
-    response_model=list[UserPublic],
+    response_model=Listing[UserPublic],
     summary="List an account's users",
 )
-def list_users(account_id: UUID, caller: CurrentCaller, services: Services) -> list[UserPublic]:
+def list_users(account_id: UUID, caller: CurrentCaller, services: Services) -> Listing[UserPublic]:
     account = visible_row(services, caller, "account", account_id, ACCOUNT_LOC)
     users = [services.reads.get("inventory", UUID(u)) for u in account["data"].get("users", [])]
-    return [user_public(row) for row in users if row is not None]
+    found = [user_public(row) for row in users if row is not None]
+    return Listing[UserPublic](data=found, count=len(found))
 
 
 @router.get("/users/{user_id}", response_model=UserPublic, summary="Show a user")
@@ -235,10 +236,10 @@ def register_keys(user_id: UUID, caller: CurrentCaller, services: Services) -> K
     if user_id != caller.user_id and not (caller.is_admin or caller.is_domain_admin):
         raise forbidden("a user registers its own keys only")
     pair = new_key_pair()
-    services.secrets.keep(row["id"], pair)
-    register_user_keys(services.cloud, user_id, pair.digest)
-    wait_for_inventory(services)
+    with kept_for(services, row["id"], pair):
+        register_user_keys(services.cloud, user_id, pair.digest)
     services.secrets.forget_all_but(user_id, pair.digest)
+    wait_for_inventory(services)
     return _shown_once(user_id, pair)
 
 
@@ -265,6 +266,18 @@ def _set_user_state(
     set_user_state(services.cloud, user_id, state)
     wait_for_inventory(services)
     return user_public(visible_row(services, caller, "user", user_id, USER_LOC))
+
+
+@contextmanager
+def kept_for(services: CloudServices, user_id: UUID, pair: KeyPair) -> Iterator[None]:
+    """Keep the pair's secret while its digest is recorded; if recording is refused (a name
+    taken, a domain gone), the secret goes too: no secret outlives a user that never was."""
+    services.secrets.keep(user_id, pair)
+    try:
+        yield
+    except BaseException:
+        services.secrets.forget(pair.digest)
+        raise
 
 
 def _shown_once(user_id: UUID, pair: KeyPair) -> KeyPairPublic:

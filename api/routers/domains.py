@@ -21,13 +21,13 @@ from api.reads import consistent_read
 from api.resource_usage import limits_of
 from api.tenancy_access import (
     administered_domain,
-    created_row,
     visible_row,
     wait_for_inventory,
 )
 from api.tenancy_models import DomainCreate, DomainPublic, LimitPublic, LimitUpdate, domain_public
 from domain.resource_limits import ResourceType
 from domain.tenancy import create_domain, delete_domain, set_resource_limit
+from projections.inventory import inventory_row
 from projections.tenancy_listing import page_domains
 
 router = APIRouter(prefix="/v1/domains", tags=["domains"])
@@ -46,7 +46,7 @@ def create_subdomain(
     parent = administered_domain(services, caller, body.parent_id, "parent_id")
     created = create_domain(services.cloud, uuid.uuid4(), body.name, parent.id)
     wait_for_inventory(services)
-    return domain_public(created_row(services, "domain", created.id))
+    return domain_public(inventory_row(created))
 
 
 @router.get("", response_model=Listing[DomainPublic], summary="List domains")

@@ -45,6 +45,7 @@ class Stack:
     driver: SimulatorDriver
     task_queue: str
     cloud: Cloud
+    credentials: CredentialStore | None = None
 
     def http(self, key: str | None = ADMIN_KEY) -> httpx.AsyncClient:
         headers = {"X-API-Key": key} if key else {}
@@ -138,7 +139,7 @@ async def serving_stack(
         raise AssertionError(f"the API did not start on port {port}: {serving}")
     try:
         async with worker:
-            yield Stack(f"http://127.0.0.1:{port}", zone, driver, task_queue, cloud)
+            yield Stack(f"http://127.0.0.1:{port}", zone, driver, task_queue, cloud, credentials)
     finally:
         server.should_exit = True
         await serving

@@ -11,11 +11,11 @@ from functools import partial
 from typing import Any
 
 import pytest
-from cs import CloudStack
+from cs import CloudStack, CloudStackApiException
 
 from tests.e2e.conftest import Stack
 from tests.e2e.tenants import Tenant, new_tenant
-from tests.support import wait_until
+from tests.support import ADMIN_KEY, ADMIN_SECRET, wait_until
 
 
 def client_of(stack: Stack, tenant: Tenant, method: str) -> CloudStack:
@@ -94,3 +94,25 @@ async def test_the_cs_client_deploys_lists_stops_destroys_and_reads_usage_unchan
     running = next(r for r in records if r["usageid"] == vm["id"] and r["usagetype"] == 1)
     assert running["account"] == tenant.name and running["accountid"] == tenant.account_id
     assert running["domainid"] == tenant.domain_id
+
+
+async def test_the_root_admin_lists_hosts_and_capacity_and_a_user_is_refused_with_531(
+    stack: Stack,
+) -> None:
+    admin = CloudStack(
+        endpoint=f"{stack.url}/client/api", key=ADMIN_KEY, secret=ADMIN_SECRET, timeout=30
+    )
+    hosts = await call(admin.listHosts, zoneid=str(stack.zone.zone_id), fetch_list=True)
+    assert {h["id"] for h in hosts} == {str(h) for h in stack.zone.host_ids}
+    assert all(h["type"] == "Routing" and h["zonename"] for h in hosts)
+    capacity = await call(admin.listCapacity, zoneid=str(stack.zone.zone_id))
+    kinds = {c["name"]: c for c in capacity["capacity"]}
+    assert kinds["CPU"]["capacitytotal"] == sum(h["cpunumber"] * h["cpuspeed"] for h in hosts)
+    assert kinds["MEMORY"]["capacitytotal"] == sum(h["memorytotal"] for h in hosts)
+
+    async with stack.http() as http:
+        tenant = await new_tenant(http)
+    user = client_of(stack, tenant, "get")
+    with pytest.raises(CloudStackApiException) as refused:
+        await call(user.listHosts)
+    assert refused.value.error["errorcode"] == 531

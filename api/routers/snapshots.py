@@ -42,7 +42,7 @@ from api.models import (
     VolumeJobAccepted,
 )
 from api.reads import consistent_read, scoped_account
-from api.resource_usage import check_account_limits
+from api.resource_usage import check_account_limits, volume_resources
 from api.routers.volumes import VM_TABLE, _accepted, _submit, _volume_row
 from domain.errors import IllegalStateTransition
 from domain.ids import derived_id
@@ -298,6 +298,13 @@ async def _operate(route: SnapshotOperationRoute[B, Q], call: JobCall[B]) -> Bas
         call.body,
     )
     source = await run_in_threadpool(services.reads.get, "volumes", snapshot["volume_id"])
+    if route.makes_a_volume:
+        await run_in_threadpool(
+            check_account_limits,
+            services,
+            snapshot["account_id"],
+            volume_resources(snapshot["size_bytes"]),
+        )
     details = [
         f"**Snapshot:** {snapshot['name']} (`{snapshot['id']}`)",
         f"**Volume:** `{snapshot['volume_id']}`",

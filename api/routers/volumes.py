@@ -42,11 +42,12 @@ from api.models import (
     VolumeResize,
 )
 from api.reads import consistent_read, scoped_account
-from api.resource_usage import check_account_limits, volume_resources
+from api.resource_usage import check_account_limits, gib_of, volume_resources
 from api.services import CloudServices
 from domain.catalog import GIB
 from domain.errors import IllegalStateTransition
 from domain.job_requests import JobQueue, VmJobSubmission, vm_queue_id, volume_queue_id
+from domain.resource_limits import ResourceType
 from domain.volume import VolumeState
 from domain.volume_operations import validate_creation, volume_id_for
 from domain.volume_requests import (
@@ -290,6 +291,14 @@ async def _operate(route: VolumeOperationRoute[B], call: JobCall[B]) -> VolumeJo
     )
     if refusal is not None:
         raise refusal
+    if isinstance(call.body, VolumeResize):
+        grown = call.body.size_gib - gib_of(row["size_bytes"])
+        await run_in_threadpool(
+            check_account_limits,
+            services,
+            row["account_id"],
+            {ResourceType.PRIMARY_STORAGE: grown},
+        )
     details = [
         f"**Volume:** {row['name']} (`{volume_id}`)",
         f"**Operation:** {route.operation.value}",

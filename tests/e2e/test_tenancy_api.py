@@ -157,3 +157,35 @@ async def test_a_domain_limit_caps_every_account_below_it(stack: Stack) -> None:
         refused = await http.post("/v1/virtual-machines", json=deploy_order(stack))
         assert refused.status_code == 409 and refused.json()["errorcode"] == 532
         assert f"cpu limit of domain {domain['path']}" in refused.json()["detail"][0]["msg"]
+
+
+async def test_volume_count_and_primary_storage_limits_refuse_a_new_volume_and_a_resize(
+    stack: Stack,
+) -> None:
+    async with stack.http() as admin:
+        tenant = await new_tenant(admin)
+        for resource, maximum in (("volume", 1), ("primary_storage", 6)):
+            limited = await admin.put(
+                f"/v1/accounts/{tenant.account_id}/limits/{resource}", json={"max": maximum}
+            )
+            assert limited.status_code == 200, limited.text
+    volume = {
+        "zone_id": str(stack.zone.zone_id),
+        "disk_offering_id": str(stack.zone.disk_offering_id),
+        "name": "data-1",
+    }
+    async with tenant.http(stack) as http:
+        created = await http.post("/v1/volumes", json=volume)
+        assert created.status_code == 202, created.text
+        assert (await wait_for_job(http, created.json()["job_id"]))["jobstatus"] == 1
+        await http.get("/v1/volumes", params={"consistent": "true"})
+        second = await http.post("/v1/volumes", json={**volume, "name": "data-2"})
+        assert second.status_code == 409 and second.json()["errorcode"] == 532, second.text
+        assert "volume limit of account" in second.json()["detail"][0]["msg"]
+        volume_id = created.json()["volume_id"]
+        bigger = await http.post(f"/v1/volumes/{volume_id}/resize", json={"size_gib": 7})
+        assert bigger.status_code == 409 and bigger.json()["errorcode"] == 532, bigger.text
+        assert "primary_storage limit" in bigger.json()["detail"][0]["msg"]
+        within = await http.post(f"/v1/volumes/{volume_id}/resize", json={"size_gib": 6})
+        assert within.status_code == 202, within.text
+        assert (await wait_for_job(http, within.json()["job_id"]))["jobstatus"] == 1

@@ -14,6 +14,7 @@ package and the modules that run whole projectors together.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
@@ -290,8 +291,21 @@ async def temporal_env(request: pytest.FixtureRequest) -> AsyncIterator[Workflow
         address = shared_by_controller(request.config, SHARED_TEMPORAL)
         if address is None:
             address = stack.enter_context(temporal_dev_server())
-        client = await Client.connect(address, data_converter=pydantic_data_converter)
+        client = await connect_when_healthy(address)
         yield WorkflowEnvironment.from_client(client)
+
+
+async def connect_when_healthy(address: str, timeout: float = 60) -> Client:
+    """A client of the dev server once its frontend serves: it listens on its port a moment
+    before it is healthy ("Frontend is not healthy yet"), longer on a busy machine."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return await Client.connect(address, data_converter=pydantic_data_converter)
+        except RuntimeError as error:
+            if "not healthy" not in str(error) or time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
 
 
 @pytest.fixture(scope="session")

@@ -35,6 +35,7 @@ from api.rate_limit import RateLimited, caller_key, check
 from api.services import CloudServices
 from domain.account import api_key_digest
 from domain.errors import DomainError, ErrorCode
+from domain.text import forbidden_character
 from projections.store import InvalidCursor
 
 PATH = "/client/api"
@@ -62,9 +63,10 @@ async def client_api(request: Request) -> Response:
         found = find(command_name)
         if found is None:
             why = not_offered(command_name) or "it does not exist or is not available to you"
+            shown = command_name[:80] if forbidden_character(command_name) is None else "?"
             raise CloudStackError(
                 int(ErrorCode.UNSUPPORTED_ACTION),
-                f"The given command {command_name} is not offered: {why}",
+                f"The given command {shown} is not offered: {why}",
             )
         context = Context(services, caller, request, Params(found.name, given))
         return cloudstack_json(await found.handler(context))
@@ -76,7 +78,7 @@ async def parameters_of(request: Request) -> dict[str, str]:
     """Query and form parameters as one mapping. A name given twice is refused: the command
     must run on exactly the values whose signature was checked."""
     pairs = list(request.query_params.multi_items())
-    content_type = request.headers.get("content-type", "")
+    content_type = request.headers.get("content-type", "").lower()
     if request.method == "POST" and content_type.startswith("application/x-www-form-urlencoded"):
         try:
             text = (await request.body()).decode()

@@ -338,7 +338,10 @@ async def list_usage_records_command(ctx: Context) -> dict[str, Any]:
     p, (page, size) = ctx.params, ctx.params.page()
     start, end = p.day("startdate"), p.day("enddate")
     if len(p.required("enddate")) == len("yyyy-mm-dd"):
-        end += timedelta(days=1)
+        try:
+            end += timedelta(days=1)  # the whole end day
+        except OverflowError:
+            raise p.invalid("enddate", p.required("enddate"), "it is past the calendar") from None
     account = p.uuid("accountid")
     if account is None and p.text("account") is not None:
         account = await owner_filter(ctx)

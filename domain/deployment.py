@@ -93,13 +93,12 @@ def validate_deployment(cloud: Cloud, order: DeploymentOrder) -> ValidatedDeploy
             field="service_offering_id", message=f"offering {offering.name} is inactive"
         )
     template = _field(cloud, Template, order.template_id, "template_id")
+    if not template.is_usable_by(account.id, account.is_admin):
+        # Another account's private template answers as one that does not exist.
+        raise NotFound(f"no template with id {template.id}", field="template_id")
     if not template.is_available_in(zone.id):
         raise InvalidParameter(
             field="template_id", message=f"template {template.name} is not ready in {zone.name}"
-        )
-    if not template.is_usable_by(account.id, account.is_admin):
-        raise InvalidParameter(
-            field="template_id", message=f"template {template.name} is not available to you"
         )
     hypervisors = {cloud.load(Cluster, cid).hypervisor for cid in zone.cluster_ids}
     if template.hypervisor not in hypervisors:

@@ -577,15 +577,17 @@ def check_restore_template(cloud: Cloud, vm: VirtualMachine, template_id: UUID |
     the field `template_id`."""
     field = "template_id"
     template = cloud.find(Template, template_id or vm.template_id)
-    if template is None:
+    account = cloud.find(Account, vm.account_id)
+    usable = template is not None and template.is_usable_by(
+        vm.account_id, account is not None and account.is_admin
+    )
+    if template is None or not usable:
+        # Another account's private template answers as one that does not exist.
         raise NotFound(f"no template with id {template_id or vm.template_id}", field=field)
     if not template.is_available_in(vm.zone_id):
         raise InvalidParameter(
             f"template {template.name} is not ready in the zone of {vm.name}", field=field
         )
-    account = cloud.find(Account, vm.account_id)
-    if not template.is_usable_by(vm.account_id, account is not None and account.is_admin):
-        raise InvalidParameter(f"template {template.name} is not available to you", field=field)
     if template.hypervisor != vm.hypervisor:
         raise InvalidParameter(
             f"template {template.name} is for {template.hypervisor}; virtual machine "

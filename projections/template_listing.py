@@ -8,6 +8,7 @@ are those of what the caller sees.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
@@ -17,23 +18,24 @@ from psycopg_pool import ConnectionPool
 from projections.inventory_pages import page_inventory
 from projections.store import Page
 
-_VISIBLE = sql.SQL("((data->>'public')::boolean IS TRUE OR data->>'account_id' = %s)")
+_VISIBLE = sql.SQL("((data->>'public')::boolean IS TRUE OR data->>'account_id' = ANY(%s))")
 
 
-def template_visible(row: dict[str, Any], account_id: UUID | None) -> bool:
-    """Whether an account sees this template row (None: an administrator, who sees all)."""
+def template_visible(row: dict[str, Any], accounts: Sequence[UUID] | None) -> bool:
+    """Whether a caller who sees these accounts' resources sees this template row (None: the
+    root admin, who sees all; a domain admin sees its subtree's private templates)."""
     data = row.get("data") or {}
     return (
-        account_id is None
+        accounts is None
         or data.get("public") is True
-        or data.get("account_id") == str(account_id)
+        or data.get("account_id") in {str(a) for a in accounts}
     )
 
 
 def page_templates(
     pool: ConnectionPool[Any],
     *,
-    visible_to: UUID | None,
+    visible_to: Sequence[UUID] | None,
     zone_id: UUID | None,
     limit: int,
     cursor: str | None = None,
@@ -50,7 +52,7 @@ def page_templates(
         params.append(zone_id)
     if visible_to is not None:
         clauses.append(_VISIBLE)
-        params.append(str(visible_to))
+        params.append([str(a) for a in visible_to])
     if own_only is not None:
         clauses.append(sql.SQL("data->>'account_id' = %s"))
         params.append(str(own_only))

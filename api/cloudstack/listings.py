@@ -210,7 +210,7 @@ async def list_templates(ctx: Context) -> dict[str, Any]:
             "templatefilter", template_filter, f"one of {', '.join(sorted(TEMPLATE_FILTERS))}"
         )
     page, size = ctx.params.page()
-    visible_to = None if ctx.caller.is_admin else ctx.caller.account_id
+    visible_to = ctx.caller.visible_accounts()
     found = await run_in_threadpool(
         page_templates,
         ctx.services.reads.pool,

@@ -48,9 +48,10 @@ def item_public(row: dict[str, Any]) -> InventoryItemPublic:
     )
 
 
-def _visibility(caller: Caller) -> UUID | None:
-    """Whose private templates the caller sees: all (None) for an administrator."""
-    return None if caller.is_admin else caller.account_id
+def _visibility(caller: Caller) -> list[UUID] | None:
+    """Whose private templates the caller sees: its own account's, a domain admin's subtree's,
+    all (None) for the root admin."""
+    return caller.visible_accounts()
 
 
 def _add_kind(path: str, kind: str, title: str, admin_only: bool) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 
 from tests.e2e.conftest import Stack
+from tests.support import wait_until
 
 
 @dataclass(frozen=True)
@@ -51,3 +52,14 @@ async def new_tenant(
         api_key=made["keys"]["api_key"],
         secret_key=made["keys"]["secret_key"],
     )
+
+
+async def key_works(stack: Stack, key: str) -> None:
+    """Wait until a key made in the event store directly (not over the API, which waits for
+    it) is in the read model the API authenticates from."""
+
+    async def probe() -> int:
+        async with stack.http(key) as http:
+            return (await http.get("/v1/zones")).status_code
+
+    await wait_until(probe, lambda status: status == 200, timeout=30, what="the new key to work")

@@ -15,6 +15,7 @@ from domain.account import AccountType
 from domain.catalog import GIB
 from domain.inventory import add_account, register_template
 from tests.e2e.conftest import Stack, wait_for_job
+from tests.e2e.tenants import key_works
 from tests.support import wait_until
 
 
@@ -228,6 +229,7 @@ async def test_jobs_are_found_in_temporal_by_job_type_and_account(
 async def test_a_user_sees_only_their_own_vms_and_jobs(stack: Stack) -> None:
     user_key = f"user-{uuid.uuid4()}"
     user = add_account(stack.cloud, uuid.uuid4(), f"user-{uuid.uuid4().hex[:6]}", "User", user_key)
+    await key_works(stack, user_key)
     async with stack.http() as admin, stack.http(user_key) as http:
         mine = (await http.post("/v1/virtual-machines", json=order(stack, name="mine"))).json()
         theirs = (await admin.post("/v1/virtual-machines", json=order(stack, name="theirs"))).json()

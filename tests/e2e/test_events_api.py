@@ -12,6 +12,7 @@ import httpx
 from domain.inventory import add_account
 from domain.quantities import MAX_PAGE
 from tests.e2e.conftest import Stack, wait_for_job
+from tests.e2e.tenants import key_works
 from tests.e2e.test_deploy_api import order
 
 
@@ -39,6 +40,7 @@ async def test_a_user_reads_their_accounts_jobs_scheduled_started_and_how_they_e
     user = add_account(
         stack.cloud, uuid.uuid4(), f"events-{uuid.uuid4().hex[:6]}", "User", user_key
     )
+    await key_works(stack, user_key)
     async with stack.http() as admin, stack.http(user_key) as http:
         ok, theirs = [
             (await client.post("/v1/virtual-machines", json=order(stack, name=name))).json()

@@ -20,6 +20,7 @@ from domain.inventory import add_account
 from domain.virtual_machine import VmEvent
 from projections.usage_windows import to_ms_precision
 from tests.e2e.conftest import Stack
+from tests.e2e.tenants import key_works
 from tests.usage_support import Timeline, clock, utc
 
 #: Yesterday (UTC): its windows are final, and events stamped in it are at most a day late
@@ -35,7 +36,7 @@ def at(hh_mm: str) -> datetime:
 
 
 @pytest.fixture(scope="module")
-def usage_account(stack: Stack) -> dict[str, Any]:
+async def usage_account(stack: Stack) -> dict[str, Any]:
     """A user account with a VM that ran 09:20-12:10 and a volume, yesterday."""
     key = f"usage-key-{uuid.uuid4().hex}"
     t = Timeline(stack.cloud)
@@ -45,6 +46,7 @@ def usage_account(stack: Stack) -> dict[str, Any]:
     vm = t.deploy(at("09:20"))
     t.volume(at("09:20"), at("09:21"), 4 * 1024**3)
     t.stop(vm, at("12:10"))
+    await key_works(stack, key)
     return {"key": key, "account_id": str(t.account_id), "vm_id": str(vm.id)}
 
 

@@ -10,6 +10,7 @@ from domain.account import AccountType
 from domain.catalog import GIB
 from domain.inventory import add_account, register_template
 from tests.e2e.conftest import Stack, wait_for_job
+from tests.e2e.tenants import key_works
 
 
 def private_template(stack: Stack, account_id: uuid.UUID) -> uuid.UUID:
@@ -63,6 +64,8 @@ async def test_a_user_sees_public_templates_and_their_own_never_anothers_private
     stack: Stack,
 ) -> None:
     (alice, alice_key), (bob, bob_key) = user(stack), user(stack)
+    await key_works(stack, alice_key)
+    await key_works(stack, bob_key)
     alices = str(private_template(stack, alice))
     bobs = str(private_template(stack, bob))
     public = str(stack.zone.template_id)
@@ -81,6 +84,7 @@ async def test_a_user_sees_public_templates_and_their_own_never_anothers_private
 
 async def test_hosts_pools_and_paths_are_shown_to_administrators_only(stack: Stack) -> None:
     owner, key = user(stack)
+    await key_works(stack, key)
     async with stack.http() as as_admin, stack.http(key) as as_user:
         deployed = await as_admin.post(
             "/v1/virtual-machines",

@@ -80,11 +80,24 @@ class BmcProcess:
                 for listener in listeners:
                     listener.saw(port, event)
 
+    def settled(self) -> None:
+        """Wait until every event the machines emitted so far is in `events`.
+
+        A machine emits its event before its BMC answers, but the line reaches `events` only
+        when `_read` (another thread) gets to it, which may be after the driver has its answer
+        and returned. The BMC process acknowledges commands on the same stdout, after those
+        lines, and `_read` records lines in order: the ACK of a command that does nothing (the
+        BMC process acknowledges any verb it does not know) is a barrier.
+        """
+        self.command("settle", self.ports[0], 0)
+
     def since(self, port: int, mark: int) -> list[tuple[str, ...]]:
+        self.settled()
         with self.lock:
             return list(self.events[port][mark:])
 
     def mark(self, port: int) -> int:
+        self.settled()
         with self.lock:
             return len(self.events[port])
 
@@ -94,7 +107,11 @@ class BmcProcess:
         assert exited is None, f"the BMC process exited ({exited}); its stderr says why"
         self.process.stdin.write(" ".join(str(w) for w in words) + "\n")
         self.process.stdin.flush()
-        self.acks.get(timeout=10)
+        # This command's own ACK (`ACK <port> <verb>`), not one a timed-out command left behind.
+        expected = ["ACK", str(words[1]), str(words[0])]
+        deadline = time.monotonic() + 10
+        while self.acks.get(timeout=max(0.0, deadline - time.monotonic())).split() != expected:
+            pass
 
     def stop(self) -> None:
         assert self.process.stdin is not None

@@ -8,6 +8,7 @@ as in the persistent definition.
 
 from __future__ import annotations
 
+import threading
 from urllib.parse import urlparse
 
 import libvirt
@@ -51,12 +52,33 @@ def define_directory_pool(conn: libvirt.virConnect, name: str, path: str) -> lib
     return storage
 
 
+#: Held while a pool is looked up, defined or started (see `LibvirtVolumes._pool`).
+_POOL_SETUP = threading.Lock()
+
+
+def _defined_once(conn: libvirt.virConnect, pool: StoragePoolRef) -> libvirt.virStoragePool:
+    try:
+        return define_directory_pool(conn, pool.name, pool.path)
+    except libvirt.libvirtError:
+        try:  # defined meanwhile by another process on this host: use that one
+            return conn.storagePoolLookupByName(pool.name)
+        except libvirt.libvirtError:
+            pass
+        raise
+
+
 def refreshed(storage: libvirt.virStoragePool) -> libvirt.virStoragePool:
     """The pool, started and rescanned: another host may have written to shared storage since
     we last looked."""
     if not storage.isActive():
         storage.create(0)
-    storage.refresh(0)
+    try:
+        storage.refresh(0)
+    except libvirt.libvirtError as error:
+        # A volume being made in it right now (another activity on this host): libvirt
+        # refuses a rescan until that ends, and what it makes is known to libvirt already.
+        if "asynchronous jobs running" not in str(error):
+            raise
     return storage
 
 
@@ -83,14 +105,19 @@ class LibvirtVolumes(RefusesVolumeCopies, LibvirtConnection):
     )
 
     def _pool(self, conn: libvirt.virConnect, pool: StoragePoolRef) -> libvirt.virStoragePool:
-        """The libvirt pool for a Stratus pool, defined as a directory pool on first use."""
-        try:
-            storage = conn.storagePoolLookupByName(pool.name)
-        except libvirt.libvirtError as error:
-            if error.get_error_code() not in NOT_FOUND:
-                raise
-            storage = define_directory_pool(conn, pool.name, pool.path)
-        return refreshed(storage)
+        """The libvirt pool for a Stratus pool, defined as a directory pool on first use.
+
+        Two activities on one host (two deploys at once) both find no pool the first time: the
+        agent's threads set a pool up one at a time, and a pool another process defined in the
+        meantime is looked up rather than defined twice."""
+        with _POOL_SETUP:
+            try:
+                storage = conn.storagePoolLookupByName(pool.name)
+            except libvirt.libvirtError as error:
+                if error.get_error_code() not in NOT_FOUND:
+                    raise
+                storage = _defined_once(conn, pool)
+            return refreshed(storage)
 
     @staticmethod
     def _lookup_volume(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import libvirt
@@ -16,6 +17,7 @@ from activities.drivers.hypervisor import (
     SecondaryStorageRef,
     StoragePoolRef,
     TemplateRef,
+    VolumeSpec,
 )
 from activities.drivers.libvirt_kvm import LibvirtKvmDriver
 from tests.integration.drivers.contract import MIB, Backend, HypervisorContract
@@ -151,3 +153,36 @@ class TestLibvirtQemuContract(HypervisorContract):
         if isinstance(libvirt_second_daemon, str):
             self.unsupported = {"migrate": f"see {MIGRATION_NOTES}: {libvirt_second_daemon}"}
         return qemu_backend
+
+
+def test_volumes_made_at_once_in_a_pool_not_defined_yet_are_all_made(
+    libvirt_system_daemon: str, shared_storage_dir: Path
+) -> None:
+    """Two deploys on one host at once both find the pool missing; the second used to fail
+    defining it ("pool ... already exists")."""
+    driver = LibvirtKvmDriver({"host-a": libvirt_system_daemon}, call_timeout=60.0)
+    name = f"stratus-race-{uuid.uuid4().hex[:8]}"
+    pool = StoragePoolRef("pool-race", name, str(shared_storage_dir / name))
+    try:
+        with ThreadPoolExecutor(max_workers=4) as threads:
+            made = list(
+                threads.map(
+                    lambda i: driver.create_volume(
+                        host("a"), pool, VolumeSpec(f"vol-{i}-{name}", f"v{i}", 4 * MIB)
+                    ),
+                    range(4),
+                )
+            )
+        assert len({volume.path for volume in made}) == 4
+    finally:
+        conn = libvirt.open(libvirt_system_daemon)
+        try:
+            storage = conn.storagePoolLookupByName(name)
+            for volume in storage.listAllVolumes():
+                volume.delete(0)
+            storage.destroy()
+            storage.undefine()
+        except libvirt.libvirtError:
+            pass
+        conn.close()
+        driver.close()

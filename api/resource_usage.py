@@ -1,8 +1,9 @@
 """Resource limits at submission (error 532), and the limits an account or domain shows.
 
-Limits are read from the event store (a limit set a moment ago applies at once); usage from
-the read models. Counting costs queries, so it is done only for holders that limit one of the
-requested resource types: a cloud without limits pays one aggregate load per submission.
+Limits and usage are read from the read models, in one round trip for the limits (a limit set
+over the API is answered only once the read model has it). Counting costs queries, so it is
+done only for holders that limit one of the requested resource types: a cloud without limits
+pays one indexed read per submission.
 
 Two submissions of one account racing within the read models' lag can both pass a limit that
 only one of them fits; each later one sees both. CloudStack checks at the same point, under a
@@ -17,17 +18,16 @@ from uuid import UUID
 
 from api.services import CloudServices
 from api.tenancy_models import LimitPublic
-from domain.account import Account, AccountType
-from domain.catalog import GIB
+from domain.account import AccountType
 from domain.deployment import ValidatedDeployment
-from domain.domain_tree import Domain
 from domain.resource_limits import (
     UNLIMITED,
     LimitHolder,
     ResourceType,
     check_within_limits,
+    gib_of,
 )
-from projections.resource_counts import accounts_under, resource_counts
+from projections.resource_counts import accounts_under, limit_holders, resource_counts
 
 
 def check_account_limits(
@@ -35,31 +35,23 @@ def check_account_limits(
 ) -> None:
     """Refuse with 532 a job that would take the account, or a domain above it, past a limit."""
     wanted = {kind: amount for kind, amount in requested.items() if amount > 0}
-    account = services.cloud.find(Account, account_id)
-    if not wanted or account is None or account.account_type is AccountType.ADMIN:
-        return
-    #: (label, limits, the domain whose subtree counts; None: the account alone)
-    holders: list[tuple[str, dict[str, int], UUID | None]] = []
-    if _limits_any(account.limits, wanted):
-        holders.append((f"account {account.name}", account.limits, None))
-    for domain_id in account.domain_ancestry:
-        domain = services.cloud.find(Domain, UUID(domain_id))
-        if domain is not None and _limits_any(domain.limits, wanted):
-            holders.append((f"domain {domain.path}", domain.limits, domain.id))
-    if not holders:
+    if not wanted:
         return
     with services.reads.pool.connection() as conn:
-        counted = [
-            LimitHolder(
-                label,
-                limits,
-                resource_counts(
-                    conn, [account_id] if scope is None else accounts_under(conn, scope)
-                ),
-            )
-            for label, limits, scope in holders
-        ]
-    check_within_limits(wanted, counted)
+        holders: list[LimitHolder] = []
+        for row in limit_holders(conn, account_id):
+            data = row["data"]
+            if data.get("account_type") == AccountType.ADMIN.value:
+                return
+            limits: dict[str, int] = data.get("limits", {})
+            if not _limits_any(limits, wanted):
+                continue
+            if row["kind"] == "account":
+                label, scope = f"account {row['name']}", [account_id]
+            else:
+                label, scope = f"domain {data['path']}", accounts_under(conn, row["id"])
+            holders.append(LimitHolder(label, limits, resource_counts(conn, scope)))
+    check_within_limits(wanted, holders)
 
 
 def deployment_resources(validated: ValidatedDeployment) -> dict[ResourceType, int]:
@@ -75,11 +67,6 @@ def deployment_resources(validated: ValidatedDeployment) -> dict[ResourceType, i
 
 def volume_resources(size_bytes: int) -> dict[ResourceType, int]:
     return {ResourceType.VOLUME: 1, ResourceType.PRIMARY_STORAGE: gib_of(size_bytes)}
-
-
-def gib_of(size_bytes: int) -> int:
-    """Primary storage limits count whole GiB, rounded up as CloudStack does."""
-    return -(-size_bytes // GIB)
 
 
 def _limits_any(limits: Mapping[str, int], wanted: Mapping[ResourceType, int]) -> bool:

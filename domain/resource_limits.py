@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from domain.catalog import GIB
 from domain.errors import DomainError, ErrorCode, InvalidParameter
 
 UNLIMITED = -1
@@ -49,6 +50,11 @@ CLOUDSTACK_IDS: dict[ResourceType, int] = {
     ResourceType.PRIMARY_STORAGE: 10,
 }
 UNITS = {ResourceType.MEMORY: " MiB", ResourceType.PRIMARY_STORAGE: " GiB"}
+
+
+def gib_of(size_bytes: int) -> int:
+    """Primary storage limits count whole GiB, rounded up as CloudStack does."""
+    return -(-size_bytes // GIB)
 
 
 class ResourceLimitExceeded(DomainError):

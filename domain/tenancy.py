@@ -182,9 +182,7 @@ def add_user(cloud: Cloud, user_id: UUID, account_id: UUID, name: str, api_key_s
 
 def register_user_keys(cloud: Cloud, user_id: UUID, api_key_sha256: str) -> User:
     def decide(d: Decision) -> User:
-        user = d.find(User, user_id)
-        if user is None:
-            raise NotFound(f"user {user_id} not found")
+        user = d.get(User, user_id)
         if user.api_key_sha256 != api_key_sha256:
             user.register_keys(api_key_sha256)
         return user
@@ -194,9 +192,7 @@ def register_user_keys(cloud: Cloud, user_id: UUID, api_key_sha256: str) -> User
 
 def set_account_state(cloud: Cloud, account_id: UUID, state: AccountState) -> Account:
     def decide(d: Decision) -> Account:
-        account = d.find(Account, account_id)
-        if account is None:
-            raise NotFound(f"account {account_id} not found")
+        account = d.get(Account, account_id)
         if account.state is not state:
             account.set_state(state.value)
         return account
@@ -206,9 +202,7 @@ def set_account_state(cloud: Cloud, account_id: UUID, state: AccountState) -> Ac
 
 def set_user_state(cloud: Cloud, user_id: UUID, state: UserState) -> User:
     def decide(d: Decision) -> User:
-        user = d.find(User, user_id)
-        if user is None:
-            raise NotFound(f"user {user_id} not found")
+        user = d.get(User, user_id)
         if user.state is not state:
             user.set_state(state.value)
         return user

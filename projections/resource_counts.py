@@ -14,12 +14,10 @@ from uuid import UUID
 from psycopg import Connection
 
 from domain.domain_tree import ROOT_DOMAIN_ID
-from domain.resource_limits import ResourceType
+from domain.resource_limits import ResourceType, gib_of
 from domain.snapshot import SnapshotState
 from domain.virtual_machine import VmState
 from domain.volume import VolumeState
-
-GIB = 1024**3
 
 _GONE_VMS = [VmState.DESTROYED.value, VmState.EXPUNGING.value, VmState.ERROR.value]
 _GONE_VOLUMES = [VolumeState.DESTROY.value, VolumeState.EXPUNGING.value, VolumeState.EXPUNGED.value]
@@ -51,7 +49,7 @@ def resource_counts(conn: Connection[Any], account_ids: Sequence[UUID]) -> dict[
         ResourceType.CPU: int(vms["cpu"]),
         ResourceType.MEMORY: int(vms["memory"]),
         ResourceType.VOLUME: int(volumes["n"]),
-        ResourceType.PRIMARY_STORAGE: -(-int(volumes["bytes"]) // GIB),
+        ResourceType.PRIMARY_STORAGE: gib_of(int(volumes["bytes"])),
         ResourceType.SNAPSHOT: int(snapshots["n"]),
         ResourceType.PUBLIC_IP: 0,
         ResourceType.NETWORK: 0,
@@ -69,3 +67,13 @@ def accounts_under(conn: Connection[Any], domain_id: UUID) -> list[UUID]:
         (str(domain_id),),
     ).fetchall()
     return [row["id"] for row in rows]
+
+
+def limit_holders(conn: Connection[Any], account_id: UUID) -> list[dict[str, Any]]:
+    """The account's inventory row and those of every domain above it: who may limit it."""
+    return conn.execute(
+        "SELECT h.id, h.kind, h.name, h.data FROM inventory a JOIN inventory h "
+        "ON h.id = a.id OR (h.kind = 'domain' AND a.data->'domain_ancestry' ? h.id::text) "
+        "WHERE a.id = %s AND a.kind = 'account' ORDER BY h.kind",
+        (account_id,),
+    ).fetchall()

@@ -49,7 +49,6 @@ from domain.errors import ErrorCode
 from domain.job import JobStatus as StratusJobStatus
 
 M = TypeVar("M", bound=BaseModel)
-GIB = 1024**3
 
 
 def model_of(ctx: Context, model: type[M], fields: Mapping[str, tuple[str, Any]]) -> M:

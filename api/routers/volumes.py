@@ -42,12 +42,12 @@ from api.models import (
     VolumeResize,
 )
 from api.reads import consistent_read, scoped_account
-from api.resource_usage import check_account_limits, gib_of, volume_resources
+from api.resource_usage import check_account_limits, volume_resources
 from api.services import CloudServices
 from domain.catalog import GIB
 from domain.errors import IllegalStateTransition
 from domain.job_requests import JobQueue, VmJobSubmission, vm_queue_id, volume_queue_id
-from domain.resource_limits import ResourceType
+from domain.resource_limits import ResourceType, gib_of
 from domain.volume import VolumeState
 from domain.volume_operations import validate_creation, volume_id_for
 from domain.volume_requests import (

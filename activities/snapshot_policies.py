@@ -10,7 +10,7 @@ the activity, which is the same thing for a worker built from `workers.worker`.
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from temporalio import activity
@@ -36,6 +36,7 @@ from temporalio.common import (
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.errors import reports_cloud_errors
+from activities.job_queue import ActivitiesWithClient, enqueue
 from activities.snapshot_policy_models import (
     PolicyOutcome,
     PolicyStep,
@@ -47,10 +48,9 @@ from activities.snapshot_policy_models import (
     ScheduleSync,
     ScheduleSynced,
 )
-from domain import job_submission
 from domain import snapshot_policy_operations as operations
 from domain.cloud import Cloud
-from domain.job_requests import ENQUEUE_SIGNAL, VM_QUEUE_WORKFLOW, JobAttribute, JobQueue
+from domain.job_requests import JobAttribute, JobQueue
 from domain.job_results import SnapshotPolicyView
 from domain.snapshot_policy import SnapshotPolicy, SnapshotSchedule
 from domain.snapshot_policy_operations import RECURRING_SNAPSHOT_WORKFLOW, schedule_id_for
@@ -116,15 +116,7 @@ def schedule_of(policy: SnapshotPolicy, task_queue: str) -> Schedule:
     )
 
 
-class SnapshotPolicyActivities:
-    def __init__(self, cloud: Cloud, client: Client | None = None) -> None:
-        self.cloud = cloud
-        self._client = client
-
-    @property
-    def client(self) -> Client:
-        return self._client or activity.client()
-
+class SnapshotPolicyActivities(ActivitiesWithClient):
     # -- the policy jobs -------------------------------------------------------------------
     @activity.defn(name="snapshot_policy.record")
     @reports_cloud_errors
@@ -205,25 +197,7 @@ class SnapshotPolicyActivities:
                 submission.volume.volume_id, submission.account_id, submission.zone_id
             )
         )
-        submission = submission.model_copy(update={"queue_id": queue.workflow_id})
-        await self.client.start_workflow(
-            VM_QUEUE_WORKFLOW,
-            queue.state,
-            id=queue.workflow_id,
-            task_queue=run.task_queue,
-            search_attributes=TypedSearchAttributes(
-                [
-                    SearchAttributePair(SearchAttributeKey.for_keyword(a.value), v)
-                    for a, v in queue.attributes().items()
-                ]
-            ),
-            static_summary=queue.summary,
-            start_signal=ENQUEUE_SIGNAL,
-            start_signal_args=[submission],
-        )
-        await asyncio.to_thread(
-            job_submission.record_submitted, self.cloud, submission, datetime.now(UTC)
-        )
+        await enqueue(self.client, self.cloud, queue, submission, run.task_queue)
         return RunSubmitted(job_id=submission.job_id, queue_id=queue.workflow_id)
 
 

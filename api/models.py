@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from domain.catalog import HypervisorType
 from domain.cluster_connection import ConnectionSettings
@@ -161,8 +161,32 @@ class HostPublic(BaseModel):
     memory_used_mib: int
     vm_count: int
     tags: list[str]
+    #: The maintenance job that took the host into (or is taking it into) maintenance, and
+    #: why it is in ErrorInMaintenance: one line per VM that could not move.
+    maintenance_job_id: UUID | None = None
+    maintenance_errors: list[str] = Field(default_factory=list)
+    #: Out-of-band management: the BMC's driver and address (its login is the agent's),
+    #: whether power actions are allowed, and what the BMC last reported.
+    oobm_driver: str | None = None
+    oobm_address: str | None = None
+    oobm_enabled: bool = False
+    power_state: str = "Unknown"
+    power_state_at: datetime | None = None
     created: datetime
     updated: datetime
+
+    @field_validator("maintenance_errors", mode="before")
+    @classmethod
+    def _no_errors_recorded(cls, value: Any) -> Any:
+        return [] if value is None else value
+
+    @field_validator("oobm_enabled", "power_state", mode="before")
+    @classmethod
+    def _row_before_out_of_band(cls, value: Any, info: Any) -> Any:
+        """A row projected before these columns existed holds NULL."""
+        if value is None:
+            return False if info.field_name == "oobm_enabled" else "Unknown"
+        return value
 
 
 class InventoryItemPublic(BaseModel):
@@ -559,3 +583,37 @@ class SnapshotPolicyPublic(BaseModel):
     next_run_times: list[datetime] | None = Field(
         default=None, description="the schedule's next runs (UTC), when it could be asked"
     )
+
+
+class AllocationStatePublic(BaseModel):
+    """A host or cluster after it was enabled or disabled for new VMs."""
+
+    id: UUID
+    name: str
+    allocation_state: str
+
+
+class OutOfBandConfigure(BaseModel):
+    """configureOutOfBandManagement: how the host's BMC is reached. The login is the agent's
+    (`[clusters.oobm]` in its configuration), never the API's."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    driver: Literal["ipmitool"] = "ipmitool"
+    address: NetworkAddress = Field(description="the BMC's host[:port] (port 623 by default)")
+
+
+class OutOfBandPublic(BaseModel):
+    host_id: UUID
+    name: str
+    driver: str | None
+    address: str | None
+    enabled: bool
+    power_state: str
+    power_state_at: datetime | None = None
+
+
+class PowerActionCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    action: Literal["ON", "OFF", "CYCLE", "RESET", "SOFT", "STATUS"]

@@ -9,13 +9,14 @@ new total. A host can therefore never be committed beyond total × overprovision
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from uuid import UUID
 
 from eventsourcing.domain import event
 
 from domain.aggregate import CloudAggregate
-from domain.errors import InsufficientCapacity, InvalidParameter
+from domain.errors import IllegalStateTransition, InsufficientCapacity, InvalidParameter
 
 #: The hypervisor type of bare-metal hosts (domain.catalog.HypervisorType.BAREMETAL).
 BARE_METAL = "BareMetal"
@@ -28,10 +29,26 @@ class HostStatus(StrEnum):
 
 
 class ResourceState(StrEnum):
+    """CloudStack's resource (allocation) states of a host: whether it takes new VMs."""
+
     ENABLED = "Enabled"
     DISABLED = "Disabled"
     PREPARE_FOR_MAINTENANCE = "PrepareForMaintenance"
     MAINTENANCE = "Maintenance"
+    ERROR_IN_MAINTENANCE = "ErrorInMaintenance"
+
+    @property
+    def in_maintenance(self) -> bool:
+        return self in _MAINTENANCE_STATES
+
+
+_MAINTENANCE_STATES = frozenset(
+    {
+        ResourceState.PREPARE_FOR_MAINTENANCE,
+        ResourceState.MAINTENANCE,
+        ResourceState.ERROR_IN_MAINTENANCE,
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -41,6 +58,21 @@ class Reservation:
 
 
 class Host(CloudAggregate):
+    #: The job that is taking (or took) the host into maintenance, and what the host's
+    #: allocation state was before it (cancelling an unfinished maintenance goes back to it).
+    #: Class-level defaults: hosts recorded (and snapshotted) before maintenance existed.
+    maintenance_job_id: UUID | None = None
+    state_before_maintenance: ResourceState | None = None
+    #: Why the host is in ErrorInMaintenance: one line per VM that could not be moved.
+    maintenance_errors: tuple[str, ...] | list[str] = ()
+    #: Out-of-band management: how its BMC is reached (never the login: that is the agent's),
+    #: whether power actions are allowed, and what the BMC last reported (domain/out_of_band.py).
+    oobm_driver: str | None = None
+    oobm_address: str | None = None
+    oobm_enabled: bool = False
+    power_state: str = "Unknown"
+    power_state_at: datetime | None = None
+
     @event("Added")
     def __init__(
         self,
@@ -167,3 +199,171 @@ class Host(CloudAggregate):
     @event("ResourceStateChanged")
     def set_resource_state(self, resource_state: str) -> None:
         self.resource_state = ResourceState(resource_state)
+
+    # -- allocation state and maintenance (CloudStack's ResourceState machine) -----------------
+    def change_allocation_state(self, allocation_state: str) -> bool:
+        """Enable or disable the host for new VMs (updateHost allocationstate). A host in
+        maintenance is taken out of it by cancelling the maintenance, never by this. Answers
+        whether anything changed (the same state again is a no-op)."""
+        wanted = ResourceState(allocation_state)
+        if wanted not in (ResourceState.ENABLED, ResourceState.DISABLED):
+            raise InvalidParameter(
+                f"allocation state must be Enabled or Disabled, not {allocation_state}",
+                field="allocation_state",
+            )
+        if self.resource_state.in_maintenance:
+            raise IllegalStateTransition(
+                f"host {self.name} is in {self.resource_state}: cancel its maintenance first"
+            )
+        if self.resource_state is wanted:
+            return False
+        self.set_resource_state(wanted.value)
+        return True
+
+    def check_may_enter_maintenance(self) -> None:
+        if self.resource_state.in_maintenance:
+            raise IllegalStateTransition(
+                f"host {self.name} is already in {self.resource_state}"
+                + (f" (job {self.maintenance_job_id})" if self.maintenance_job_id else ""),
+                field="host_id",
+            )
+
+    def prepare_for_maintenance(self, job_id: UUID, command_id: str) -> None:
+        """PrepareForMaintenance: the host takes no new VMs while its VMs are moved away."""
+        if self.has_applied(command_id) or self.maintenance_job_id == job_id:
+            return
+        self.check_may_enter_maintenance()
+        self._maintenance_prepared(job_id, self.resource_state.value, command_id)
+
+    @event("MaintenancePrepared")
+    def _maintenance_prepared(self, job_id: UUID, state_before: str, command_id: str) -> None:
+        self.maintenance_job_id = job_id
+        self.state_before_maintenance = ResourceState(state_before)
+        self.maintenance_errors = []
+        self.resource_state = ResourceState.PREPARE_FOR_MAINTENANCE
+        self._remember(command_id)
+
+    def enter_maintenance(self, job_id: UUID, command_id: str) -> None:
+        """Maintenance: only once no VM holds room here any more."""
+        if self.has_applied(command_id) or (
+            self.resource_state is ResourceState.MAINTENANCE and self.maintenance_job_id == job_id
+        ):
+            return
+        self._check_preparing(job_id)
+        if self.reservations:
+            raise IllegalStateTransition(
+                f"host {self.name} still holds {len(self.reservations)} VM(s): "
+                + ", ".join(sorted(self.reservations))
+            )
+        self._maintenance_entered(job_id, command_id)
+
+    @event("MaintenanceEntered")
+    def _maintenance_entered(self, job_id: UUID, command_id: str) -> None:
+        self.resource_state = ResourceState.MAINTENANCE
+        self._remember(command_id)
+
+    def fail_maintenance(self, job_id: UUID, errors: list[str], command_id: str) -> None:
+        """ErrorInMaintenance: some VM could not be moved; the reasons stay on the host."""
+        if self.has_applied(command_id) or (
+            self.resource_state is ResourceState.ERROR_IN_MAINTENANCE
+            and self.maintenance_job_id == job_id
+        ):
+            return
+        self._check_preparing(job_id)
+        self._maintenance_failed(job_id, list(errors), command_id)
+
+    @event("MaintenanceFailed")
+    def _maintenance_failed(self, job_id: UUID, errors: list[str], command_id: str) -> None:
+        self.resource_state = ResourceState.ERROR_IN_MAINTENANCE
+        self.maintenance_errors = list(errors)
+        self._remember(command_id)
+
+    def abandon_maintenance(self, job_id: UUID, command_id: str) -> None:
+        """The undo of PrepareForMaintenance: back to the state before it, if this job's
+        maintenance is still being prepared (nothing to do otherwise: undo runs twice)."""
+        if (
+            self.has_applied(command_id)
+            or self.maintenance_job_id != job_id
+            or self.resource_state is not ResourceState.PREPARE_FOR_MAINTENANCE
+        ):
+            return
+        before = self.state_before_maintenance or ResourceState.ENABLED
+        self._maintenance_cancelled(job_id, before.value, command_id)
+
+    def cancel_maintenance(self, command_id: str) -> bool:
+        """cancelHostMaintenance: back in service (Enabled), from any maintenance state.
+        Answers whether the host was in maintenance."""
+        if self.has_applied(command_id):
+            return True
+        if not self.resource_state.in_maintenance:
+            return False
+        self._maintenance_cancelled(
+            self.maintenance_job_id, ResourceState.ENABLED.value, command_id
+        )
+        return True
+
+    @event("MaintenanceCancelled")
+    def _maintenance_cancelled(
+        self, job_id: UUID | None, resource_state: str, command_id: str
+    ) -> None:
+        self.resource_state = ResourceState(resource_state)
+        self.maintenance_errors = []
+        self.state_before_maintenance = None
+        self._remember(command_id)
+
+    # -- out-of-band management -----------------------------------------------------------------
+    def configure_out_of_band(
+        self, driver: str | None, address: str | None, enabled: bool | None, *, command_id: str
+    ) -> None:
+        """Set what is given; the same settings again record nothing."""
+        if self.has_applied(command_id):
+            return
+        wanted = (
+            driver if driver is not None else self.oobm_driver,
+            address if address is not None else self.oobm_address,
+            enabled if enabled is not None else self.oobm_enabled,
+        )
+        if wanted[2] and (wanted[0] is None or wanted[1] is None):
+            raise InvalidParameter(
+                f"host {self.name} has no out-of-band management to enable: configure its "
+                "driver and address first",
+                field="host_id",
+            )
+        if wanted != (self.oobm_driver, self.oobm_address, self.oobm_enabled):
+            self._out_of_band_configured(*wanted, command_id)
+
+    @event("OutOfBandConfigured")
+    def _out_of_band_configured(
+        self, driver: str | None, address: str | None, enabled: bool, command_id: str
+    ) -> None:
+        self.oobm_driver = driver
+        self.oobm_address = address
+        self.oobm_enabled = enabled
+        self._remember(command_id)
+
+    def record_power_action(
+        self, action: str, power_state: str, reported_at: datetime, job_id: UUID, command_id: str
+    ) -> None:
+        """What a power action (or a power-state read) found, and when the BMC said so:
+        audited, whatever it was."""
+        if self.has_applied(command_id):
+            return
+        self._power_action_recorded(action, power_state, reported_at, job_id, command_id)
+
+    @event("PowerActionRecorded")
+    def _power_action_recorded(
+        self, action: str, power_state: str, reported_at: datetime, job_id: UUID, command_id: str
+    ) -> None:
+        self.power_state = power_state
+        self.power_state_at = reported_at
+        self._remember(command_id)
+
+    def _check_preparing(self, job_id: UUID) -> None:
+        if (
+            self.resource_state is not ResourceState.PREPARE_FOR_MAINTENANCE
+            or self.maintenance_job_id != job_id
+        ):
+            raise IllegalStateTransition(
+                f"host {self.name} is {self.resource_state}, not being prepared for maintenance "
+                f"by job {job_id}"
+            )

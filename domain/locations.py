@@ -109,6 +109,15 @@ def check_location(value: str, field: str) -> None:
     check_storable(value, field)
 
 
+def check_address(value: str, field: str) -> None:
+    """The domain's own check of a recorded host[:port] (InvalidParameter names the field)."""
+    check_location(value, field)
+    try:
+        _check_address(value)
+    except ValueError as error:
+        raise InvalidParameter(str(error), field=field) from None
+
+
 def _refuse_credentials(value: Any) -> Any:
     """Before the syntax is checked, so that `root:pw@host` is told why, not just "no match"."""
     if isinstance(value, str):

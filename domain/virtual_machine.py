@@ -220,6 +220,24 @@ class VirtualMachine(StateMachineAggregate[VmState, VmEvent]):
         self.mac_address = None
         self._remember(command_id)
 
+    def forget_last_host(self, host_id: UUID, command_id: str) -> bool:
+        """A stopped VM no longer prefers the host it last ran on (the host goes into
+        maintenance: CloudStack unassigns its stopped VMs so they start elsewhere). Only while
+        the VM is Stopped and that host is still its last one; answers whether it forgot."""
+        if (
+            self.has_applied(command_id)
+            or self.state is not VmState.STOPPED
+            or self.last_host_id != host_id
+        ):
+            return False
+        self._last_host_forgotten(host_id, command_id)
+        return True
+
+    @event("LastHostForgotten")
+    def _last_host_forgotten(self, host_id: UUID, command_id: str) -> None:
+        self.last_host_id = None
+        self._remember(command_id)
+
     def record_reboot(self, host_id: UUID, command_id: str) -> None:
         """The hypervisor rebooted the VM: no state change, but an event the audit log shows."""
         if self.has_applied(command_id):

@@ -111,6 +111,7 @@ JOB_EVENT_TYPES: Mapping[str, str] = {
     "AddHost": "HOST.ADD",
     "PrepareHostForMaintenance": "MAINT.PREPARE",
     "CancelHostMaintenance": "MAINT.CANCEL",
+    "IssueOutOfBandManagementPowerAction": "HOST.OOBM.POWERACTION",
     "CreateVolume": "VOLUME.CREATE",
     "AttachVolume": "VOLUME.ATTACH",
     "DetachVolume": "VOLUME.DETACH",

@@ -58,6 +58,19 @@ class Table:
                 Identifier(schema), Identifier(self.name)
             )
         ]
+        # A column added to a read model after its table was made (an upgrade) is added in
+        # place when the rows it already has can take it: nullable, or with a default. Rows
+        # fill in as their aggregates change. A NOT NULL column without a default cannot be:
+        # such a table is dropped and replayed (rule 7: read models are disposable).
+        for name, ddl in self.columns.items():
+            upper = ddl.upper()
+            if "PRIMARY KEY" in upper or ("NOT NULL" in upper and "DEFAULT" not in upper):
+                continue
+            statements.append(
+                SQL("ALTER TABLE {0}.{1} ADD COLUMN IF NOT EXISTS " + f"{name} {ddl}").format(
+                    Identifier(schema), Identifier(self.name)
+                )
+            )
         for index in self.indexes:
             index_name = f"{self.name}_{index.replace(',', '_').replace(' ', '')}_idx"
             statements.append(

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from typing import Any
+from uuid import UUID
 
 from eventsourcing.postgres import PostgresDatastore
 from psycopg.sql import SQL, Identifier
 
-from domain.virtual_machine import VirtualMachine
+from domain.virtual_machine import VirtualMachine, VmState
 from projections.read_model import AggregateStateProjection, ReadModelView, Row, Table, event_topics
 
 VIRTUAL_MACHINES = Table(
@@ -39,10 +40,14 @@ VIRTUAL_MACHINES = Table(
         "is_removed": "boolean NOT NULL DEFAULT false",
         "removed": "timestamptz",
     },
-    indexes=("account_id, created, id", "zone_id, created, id", "state", "created, id"),
+    indexes=(
+        "account_id, created, id",
+        "zone_id, created, id",
+        "state",
+        "created, id",
+        "last_host_id",
+    ),
 )
-#: Columns added after the table was first created, for databases made before them.
-ADDED_COLUMNS = {"is_removed": "boolean NOT NULL DEFAULT false", "removed": "timestamptz"}
 
 
 class VirtualMachinesView(ReadModelView):
@@ -51,12 +56,6 @@ class VirtualMachinesView(ReadModelView):
     def __init__(self, datastore: PostgresDatastore, **kwargs: Any) -> None:
         super().__init__(datastore, **kwargs)
         table = (Identifier(datastore.schema), Identifier(VIRTUAL_MACHINES.name))
-        for column, ddl in ADDED_COLUMNS.items():
-            self.sql_create_statements.append(
-                SQL("ALTER TABLE {0}.{1} ADD COLUMN IF NOT EXISTS " + column + " " + ddl).format(
-                    *table
-                )
-            )
         self.sql_create_statements.append(
             SQL(
                 "CREATE INDEX IF NOT EXISTS virtual_machines_is_removed_created_id_idx "
@@ -98,3 +97,14 @@ class VirtualMachinesProjection(AggregateStateProjection):
             "is_removed": vm.is_removed,
             "removed": vm.modified_on if vm.is_removed else None,
         }
+
+
+def stopped_with_last_host(conn: Any, host_id: UUID, limit: int) -> list[UUID]:
+    """Stopped VMs that would start on this host first (their last host): a host going into
+    maintenance unassigns them."""
+    rows = conn.execute(
+        "SELECT id FROM virtual_machines WHERE last_host_id = %s AND state = %s "
+        "AND NOT is_removed ORDER BY id LIMIT %s",
+        (host_id, VmState.STOPPED.value, limit),
+    ).fetchall()
+    return [row["id"] for row in rows]

@@ -22,6 +22,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
+from activities.drivers.out_of_band import IpmiPowerControl
 from activities.drivers.simulator import SimulatorDriver
 from api.job_submission import enqueue_job
 from domain.cloud import Cloud
@@ -278,10 +279,13 @@ async def running_worker(
     around: Callable[[str, Callable[[], Any]], Any] | None = None,
     driver: SimulatorDriver | None = None,
     task_queue: str | None = None,
+    power_control: IpmiPowerControl | None = None,
 ) -> AsyncIterator[Harness]:
     faults: list[dict[str, Any]] = []
     driver = driver or SimulatorDriver(lambda: faults)
-    activities: Sequence[Any] = control_plane_activities(cloud, {driver.hypervisor: driver})
+    activities: Sequence[Any] = control_plane_activities(
+        cloud, {driver.hypervisor: driver}, power_control=power_control
+    )
     if around is not None:
         activities = [wrap_activity(a, around) for a in activities]
     queue = task_queue or f"test-{uuid.uuid4().hex[:8]}"

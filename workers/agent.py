@@ -19,6 +19,7 @@ from temporalio.worker import Worker
 
 from activities.drivers.hypervisor import HypervisorDriver
 from activities.hypervisor import DriverRegistry, HypervisorActivities
+from activities.out_of_band import bmc_activities
 from workers.agent_config import AgentConfig, ClusterSettings, build_driver
 
 log = logging.getLogger("stratus.agent")
@@ -44,10 +45,13 @@ def build_agent_worker(
 ) -> Worker:
     """One worker on one cluster's task queue, with that cluster's driver only."""
     registry = DriverRegistry({driver.hypervisor: driver})
+    activities = hypervisor_activities(registry)
+    if cluster.oobm is not None:
+        activities += bmc_activities(cluster.oobm.power_control())
     return Worker(
         client,
         task_queue=cluster.queue,
-        activities=hypervisor_activities(registry),
+        activities=activities,
         activity_executor=ThreadPoolExecutor(
             max_workers=threads, thread_name_prefix=f"agent-{cluster.id.hex[:8]}"
         ),

@@ -14,7 +14,7 @@ as `**********`, and validation errors name the key that is wrong, never the val
     [clusters.libvirt]
     uri = "qemu+tls://{address}/system"
 
-See the README for every section (libvirt, vcenter, xenserver, ipmi).
+See the README for every section (libvirt, vcenter, xenserver, ipmi, oobm).
 """
 
 from __future__ import annotations
@@ -113,6 +113,50 @@ class IpmiSettings(_Section):
     provision_timeout_seconds: float = Field(default=1800.0, gt=0)
 
 
+class BmcLoginSettings(_Section):
+    """One BMC's own login, when it differs from the section's."""
+
+    address: str = Field(min_length=1, description="the BMC's address as recorded in Stratus")
+    user: str = Field(min_length=1)
+    password: SecretStr
+
+
+class OutOfBandSettings(_Section):
+    """The BMC logins of the cluster's hosts, for out-of-band management (power actions and
+    HA fencing): the control plane records only each BMC's address."""
+
+    user: str | None = Field(default=None, min_length=1)
+    password: SecretStr | None = None
+    cipher_suite: Literal[3, 17] = 3
+    bmcs: list[BmcLoginSettings] = Field(default_factory=list)
+    settle_timeout_seconds: float = Field(default=30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _login_is_whole(self) -> Self:
+        if (self.user is None) != (self.password is None):
+            raise ValueError("user and password go together")
+        return self
+
+    def power_control(self) -> Any:
+        from activities.drivers.ipmi import BmcLogin, IpmiClient
+        from activities.drivers.out_of_band import BmcLogins, IpmiPowerControl
+
+        default = (
+            BmcLogin(self.user, self.password.get_secret_value())
+            if self.user is not None and self.password is not None
+            else None
+        )
+        logins = BmcLogins(
+            {b.address: BmcLogin(b.user, b.password.get_secret_value()) for b in self.bmcs},
+            default,
+        )
+        return IpmiPowerControl(
+            logins,
+            IpmiClient(cipher_suite=self.cipher_suite),
+            settle_timeout=self.settle_timeout_seconds,
+        )
+
+
 HYPERVISOR_SECTIONS: dict[str, str | None] = {
     "Simulator": None,
     "KVM": "libvirt",
@@ -130,6 +174,7 @@ class ClusterSettings(_Section):
     vcenter: VCenterSettings | None = None
     xenserver: XenServerSettings | None = None
     ipmi: IpmiSettings | None = None
+    oobm: OutOfBandSettings | None = None
 
     @model_validator(mode="before")
     @classmethod

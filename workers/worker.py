@@ -12,10 +12,13 @@ from temporalio.worker import Worker
 
 from activities.deployment import DeploymentActivities
 from activities.drivers.hypervisor import HypervisorDriver
+from activities.drivers.out_of_band import BmcLogins, IpmiPowerControl
 from activities.drivers.simulator import SimulatorDriver
+from activities.host_maintenance import host_maintenance_activities
 from activities.hypervisor import DriverRegistry, HypervisorActivities
 from activities.infrastructure import infrastructure_activities
 from activities.job_records import JobRecordActivities
+from activities.out_of_band import bmc_activities, out_of_band_activities
 from activities.simulator_configuration import SimulatorConfigurationActivities, faults_from
 from activities.snapshot_operations import SnapshotOperationActivities
 from activities.snapshot_policies import snapshot_policy_activities
@@ -24,7 +27,9 @@ from activities.volume_operations import VolumeOperationActivities
 from domain.cloud import Cloud
 from workflows.configure_simulator import ConfigureSimulator
 from workflows.deploy_virtual_machine import DeployVirtualMachine
+from workflows.host_maintenance import HOST_MAINTENANCE_WORKFLOWS
 from workflows.infrastructure import AddCluster, AddHost, AddStoragePool
+from workflows.out_of_band import OUT_OF_BAND_WORKFLOWS
 from workflows.power_state_sync import PowerStateSync
 from workflows.snapshot_operations import SNAPSHOT_OPERATION_WORKFLOWS
 from workflows.snapshot_policies import SNAPSHOT_POLICY_WORKFLOWS
@@ -44,6 +49,8 @@ WORKFLOWS: Sequence[type] = (
     *VOLUME_OPERATION_WORKFLOWS,
     *SNAPSHOT_OPERATION_WORKFLOWS,
     *SNAPSHOT_POLICY_WORKFLOWS,
+    *HOST_MAINTENANCE_WORKFLOWS,
+    *OUT_OF_BAND_WORKFLOWS,
 )
 
 
@@ -53,10 +60,15 @@ def default_drivers(cloud: Cloud) -> dict[str, HypervisorDriver]:
 
 
 def control_plane_activities(
-    cloud: Cloud, drivers: Mapping[str, HypervisorDriver], client: Client | None = None
+    cloud: Cloud,
+    drivers: Mapping[str, HypervisorDriver],
+    client: Client | None = None,
+    power_control: IpmiPowerControl | None = None,
 ) -> list[Any]:
     """`client`: the Temporal client the snapshot policy activities manage schedules and
-    submit jobs with (default: the client of the worker that runs them)."""
+    submit jobs with (default: the client of the worker that runs them). `power_control`: the
+    BMC logins of hosts whose cluster has no agent (default: none, so their power actions
+    fail saying the login is missing)."""
     deployment = DeploymentActivities(cloud)
     hypervisor = HypervisorActivities(DriverRegistry(dict(drivers)))
     simulator = SimulatorConfigurationActivities(cloud)
@@ -90,6 +102,9 @@ def control_plane_activities(
         *infrastructure_activities(cloud),
         *volume_operation_activities(cloud, hypervisor),
         *snapshot_policy_activities(cloud, client),
+        *host_maintenance_activities(cloud, client),
+        *out_of_band_activities(cloud),
+        *bmc_activities(power_control or IpmiPowerControl(BmcLogins())),
     ]
 
 

@@ -313,6 +313,29 @@ class JobWorkflow(Generic[R]):
         self._stop_if_cancelled()
         return result
 
+    async def _wait_for(
+        self,
+        activity: Callable[[Any, A], Awaitable[R2]],
+        arg: A,
+        summary: str,
+        *,
+        timeout: timedelta,
+    ) -> R2:
+        """A long wait on the control plane (for other jobs to end): it heartbeats, so a dead
+        worker is noticed at once and a cancel reaches it, and may take up to `timeout`."""
+        self._stop_if_cancelled()
+        result: R2 = await workflow.execute_activity_method(
+            activity,  # type: ignore[arg-type]
+            arg,
+            start_to_close_timeout=timeout,
+            heartbeat_timeout=HYPERVISOR_HEARTBEAT_TIMEOUT,
+            cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+            retry_policy=CONTROL_RETRY,
+            summary=summary,
+        )
+        self._stop_if_cancelled()
+        return result
+
     def _undo(self, activity: Callable[[Any, A], object], arg: A) -> Callable[[], Awaitable[None]]:
         async def undo() -> None:
             await self._control(activity, arg, f"undo: {_name(activity)}", retry=UNDO_RETRY)

@@ -14,30 +14,18 @@ instance on a claimed machine does too.
 The BMC of a host is `HostRef.address` (`host[:port]`, port 623 by default); its login comes
 from the worker's configuration (`BareMetalMachine`, by host id), never from a ref.
 
-**Cipher suite.** pyghmi's client opens an RMCP+ session proposing SHA-256 (cipher suite 17)
-and falls back to SHA-1 (suite 3) only when the BMC *refuses* the proposal. Some BMCs, pyghmi's
-own `Bmc` server among them, accept it but answer with the suite-3 algorithms; the client keeps
-computing SHA-256 and the RAKP handshake fails. With `cipher_suite=3` the driver proposes SHA-1
-from the start: `_CipherSuite3Session` overrides `Session._open_rmcpplus_request` to set
-`attemptedhash = 1` just before every open-session request (pyghmi resets it to 256 on each
-(re)login in `_initsession`, so setting it once would not survive a re-login). pyghmi's
-`Command` always builds a plain `Session`, but shares a live session that has the same BMC,
-port and credentials; so the driver logs in with its own session first and `Command` adopts it,
-which the driver checks (`command.ipmi_session is session`) rather than assumes.
+IPMI itself (sessions, cipher suite 3 against BMCs that mis-negotiate SHA-256, error
+translation) is `activities/drivers/ipmi.py`'s `IpmiClient`, shared with out-of-band
+management.
 """
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
-
-from pyghmi import exceptions as ipmi_exceptions
-from pyghmi.ipmi import command as ipmi_command
-from pyghmi.ipmi.private import session as ipmi_session
 
 from activities.drivers.hypervisor import (
     DriverError,
@@ -56,20 +44,9 @@ from activities.drivers.hypervisor import (
     VolumeInfo,
     VolumeSpec,
 )
+from activities.drivers.ipmi import BmcLogin, IpmiClient
 
 T = TypeVar("T")
-IPMI_PORT = 623
-#: IPMI completion codes after which another try may succeed (node busy, timeout, out of space
-#: in the BMC's buffers, command in progress).
-_BUSY_CODES = {0xC0, 0xC3, 0xC4, 0xCE}
-
-
-class _CipherSuite3Session(ipmi_session.Session):  # type: ignore[misc]
-    """A pyghmi session that proposes cipher suite 3 (HMAC-SHA1, HMAC-SHA1-96, AES-CBC-128)."""
-
-    def _open_rmcpplus_request(self) -> None:
-        self.attemptedhash = 1
-        super()._open_rmcpplus_request()
 
 
 class ProvisioningCallbacks:
@@ -144,68 +121,24 @@ class BareMetalDriver(RefusesVolumeSnapshots):
         installer's callback, `shutdown_timeout` how long the OS gets after the soft-off
         before the hard off, `power_timeout` how long a power change may take to show.
         """
-        if cipher_suite not in (3, 17):
-            raise ValueError("cipher_suite is 3 or 17")
         self._machines = machines
         self._callbacks = callbacks
-        self._cipher_suite = cipher_suite
+        self._client = IpmiClient(cipher_suite=cipher_suite)
         self._provision_timeout = provision_timeout
         self._shutdown_timeout = shutdown_timeout
         self._power_timeout = power_timeout
         self._poll_interval = poll_interval
         self._instances: dict[str, _Instance] = {}
-        self._sessions: dict[str, Any] = {}
-        # pyghmi's sessions and event loop are process-wide: one IPMI exchange at a time.
-        self._ipmi_lock = threading.Lock()
         self._lock = threading.Lock()
 
     # -- plumbing --------------------------------------------------------------------------
-    @staticmethod
-    def _bmc_address(host: HostRef) -> tuple[str, int]:
-        address = host.address.strip()
-        if address.startswith("["):  # [v6]:port
-            bracketed, _, port = address[1:].partition("]")
-            return bracketed, int(port.lstrip(":") or IPMI_PORT)
-        name, colon, port = address.rpartition(":")
-        if colon and name and ":" not in name:
-            return name, int(port)
-        return address, IPMI_PORT
-
-    def _command(self, host: HostRef) -> Any:
+    def _ipmi(self, host: HostRef, action: str, call: Callable[[Any], T]) -> T:
+        """One IPMI exchange with the host's BMC (`HostRef.address`), its failures translated."""
         machine = self._machines.get(host.host_id)
         if machine is None:
             raise ResourceUnavailableError(f"no BMC login configured for host {host.name}")
-        bmc, port = self._bmc_address(host)
-        user, password = machine.username.encode(), machine.password.encode()
-        if self._cipher_suite == 17:
-            return ipmi_command.Command(bmc=bmc, userid=user, password=password, port=port)
-        session = _CipherSuite3Session(bmc=bmc, userid=user, password=password, port=port)
-        command = ipmi_command.Command(bmc=bmc, userid=user, password=password, port=port)
-        if command.ipmi_session is not session:
-            raise DriverError(f"pyghmi did not reuse the cipher suite 3 session to {host.name}")
-        self._sessions[host.host_id] = session
-        return command
-
-    def _ipmi(self, host: HostRef, action: str, call: Callable[[Any], T]) -> T:
-        """One IPMI exchange with the host's BMC, its failures translated."""
-        with self._ipmi_lock:
-            try:
-                return call(self._command(host))
-            except DriverError:
-                raise
-            except ipmi_exceptions.IpmiException as error:
-                raise _translate(error, action, host) from error
-            except OSError as error:
-                raise ResourceUnavailableError(
-                    f"{action}: cannot reach the BMC of {host.name}: {error}"
-                ) from error
-            except Exception as error:
-                # pyghmi's shared event loop can raise another session's protocol trouble
-                # (e.g. a struct.error from a BMC that mis-negotiated the cipher suite).
-                raise DriverError(
-                    f"{action}: IPMI failure with {host.name}: {type(error).__name__}: {error}",
-                    retryable=True,
-                ) from error
+        login = BmcLogin(machine.username, machine.password)
+        return self._client.exchange(host.name, host.address, login, action, call)
 
     def _power(self, host: HostRef) -> PowerState:
         state = self._ipmi(host, f"power state of {host.name}", lambda c: c.get_power())
@@ -396,23 +329,4 @@ class BareMetalDriver(RefusesVolumeSnapshots):
 
     def close(self) -> None:
         """Log out of the BMCs (worker shutdown, tests); pyghmi would keep the sessions alive."""
-        with self._ipmi_lock:
-            sessions, self._sessions = self._sessions, {}
-            for session in sessions.values():
-                with contextlib.suppress(Exception):
-                    session.logout()
-
-
-def _translate(error: Exception, action: str, host: HostRef) -> DriverError:
-    """Map a pyghmi failure: no session (unreachable BMC) is 534, a refused login is final."""
-    reason = str(error) if str(error) not in ("", "None") else "no answer (timed out)"
-    message = f"{action}: BMC of {host.name}: {reason}"
-    text = reason.lower()
-    if any(word in text for word in ("password", "unauthorized", "privilege", "rakp")):
-        return DriverError(message, retryable=False)
-    code = getattr(error, "ipmicode", 0)
-    if code in _BUSY_CODES:
-        return ResourceUnavailableError(message)
-    if code:
-        return DriverError(message, retryable=False)
-    return ResourceUnavailableError(message)
+        self._client.close()

@@ -71,9 +71,6 @@ NOT_OFFERED: dict[str, str] = {
             "createPortForwardingRule",
         )
     },
-    "prepareHostForMaintenance": "host maintenance is not offered yet",
-    "cancelHostMaintenance": "host maintenance is not offered yet",
-    "issueOutOfBandManagementPowerAction": "out-of-band management is not offered yet",
     "migrateVirtualMachineWithVolume": "migration with storage across clusters is not "
     "offered yet; migrateVirtualMachine moves a VM within its cluster",
 }

@@ -26,6 +26,7 @@ from api.errors import ApiError
 from api.job_routes import JobCall
 from api.models import (
     JobPublic,
+    PowerActionCreate,
     SnapshotCreate,
     SnapshotPolicyCreate,
     VirtualMachineChangeServiceOffering,
@@ -39,7 +40,10 @@ from api.models import (
     VolumeResize,
 )
 from api.routers import snapshots, volumes
+from api.routers.host_maintenance import cancel_host_maintenance, prepare_host_for_maintenance
+from api.routers.inventory import get_host
 from api.routers.jobs import get_job, list_jobs
+from api.routers.out_of_band import issue_power_action
 from api.routers.snapshot_policies import create_policy, list_policies
 from api.routers.snapshots import create_snapshot, get_snapshot
 from api.routers.virtual_machines import deploy_virtual_machine, get_virtual_machine
@@ -47,6 +51,7 @@ from api.routers.volumes import create_volume, get_volume
 from api.vm_operation_routes import VM_OPERATIONS, submission_of
 from domain.errors import ErrorCode
 from domain.job import JobStatus as StratusJobStatus
+from domain.out_of_band import POWER_ACTION_JOB
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -317,6 +322,58 @@ async def list_snapshot_policies(ctx: Context) -> dict[str, Any]:
     return list_response(ctx.command, "snapshotpolicy", rows, found.count)
 
 
+# -- hosts ------------------------------------------------------------------------------------
+def _root_admin_only(ctx: Context) -> None:
+    if not ctx.caller.is_admin:
+        raise CloudStackError(int(ErrorCode.ACCOUNT_ERROR), f"{ctx.command} is for the root admin")
+
+
+@command("prepareHostForMaintenance", is_async=True)
+async def prepare_for_maintenance(ctx: Context) -> dict[str, Any]:
+    _root_admin_only(ctx)
+    host_id = ctx.params.required_uuid("id")
+    accepted = await prepare_host_for_maintenance(host_id, ctx.caller, ctx.services, ctx.response)
+    return async_response(ctx.command, str(accepted.job_id), str(host_id))
+
+
+@command("cancelHostMaintenance", is_async=True)
+async def cancel_maintenance(ctx: Context) -> dict[str, Any]:
+    _root_admin_only(ctx)
+    host_id = ctx.params.required_uuid("id")
+    accepted = await cancel_host_maintenance(host_id, ctx.caller, ctx.services, ctx.response)
+    return async_response(ctx.command, str(accepted.job_id), str(host_id))
+
+
+@command("issueOutOfBandManagementPowerAction", is_async=True)
+async def issue_power_action_command(ctx: Context) -> dict[str, Any]:
+    _root_admin_only(ctx)
+    host_id = ctx.params.required_uuid("hostid")
+    body = model_of(ctx, PowerActionCreate, {"action": ("action", ctx.params.required("action"))})
+    accepted = await issue_power_action(host_id, body, ctx.caller, ctx.services, ctx.response)
+    return async_response(ctx.command, str(accepted.job_id), str(host_id))
+
+
+def _power_answer(job: JobPublic) -> dict[str, Any]:
+    """issueOutOfBandManagementPowerAction's result, as CloudStack answers it."""
+    result = job.result or {}
+    return {
+        "outofbandmanagement": {
+            "hostid": result.get("host_id"),
+            "action": result.get("action"),
+            "powerstate": result.get("power_state"),
+            "status": True,
+            "description": f"power {result.get('action')}: the BMC reports "
+            f"{result.get('power_state')}",
+        }
+    }
+
+
+def _host_now(host_id: UUID, caller: Any, services: Any, response: Any, consistent: bool) -> Any:
+    if consistent:
+        services.reads.wait_until_current("host_capacity", services.consistency_timeout)
+    return get_host(host_id, caller, services)
+
+
 # -- async jobs ---------------------------------------------------------------------------
 @command("queryAsyncJobResult")
 async def query_async_job_result(ctx: Context) -> dict[str, Any]:
@@ -358,10 +415,13 @@ async def job_answer(ctx: Context, job: JobPublic) -> dict[str, Any]:
 
 async def result_of(ctx: Context, job: JobPublic) -> dict[str, Any]:
     """The resource the job made or acted on, as it is now (the read model waited for)."""
+    if job.job_type == POWER_ACTION_JOB:
+        return _power_answer(job)
     kinds: dict[str, tuple[Any, str, Any]] = {
         "VirtualMachine": (get_virtual_machine, "virtualmachine", entities.virtual_machine),
         "Volume": (get_volume, "volume", entities.volume),
         "Snapshot": (get_snapshot, "snapshot", entities.snapshot),
+        "Host": (_host_now, "host", entities.host),
     }
     found = kinds.get(job.resource_type or "")
     if found is None or job.resource_id is None:

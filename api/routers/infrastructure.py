@@ -128,7 +128,7 @@ async def add_cluster(
         transitional_grace_seconds=body.transitional_grace_seconds,
     )
     pod: Pod = await run_in_threadpool(validate_cluster, services.cloud, request)
-    result = await _run_short_job(
+    result = await run_short_job(
         services,
         caller,
         "AddCluster",
@@ -179,7 +179,7 @@ async def add_host(
                 summary=summary,
             ),
             job_id=job_id,
-            attributes=_attributes(caller, ADD_HOST_JOB, "Host", host_id, cluster.zone_id),
+            attributes=job_attributes(caller, ADD_HOST_JOB, "Host", host_id, cluster.zone_id),
             summary=summary,
             details="\n".join(
                 [
@@ -230,7 +230,7 @@ async def add_storage_pool(
         tags=body.tags,
     )
     zone_id = await run_in_threadpool(_pool_zone, services.cloud, request)
-    result = await _run_short_job(
+    result = await run_short_job(
         services,
         caller,
         "AddStoragePool",
@@ -252,7 +252,7 @@ def _pool_zone(cloud: Cloud, request: AddStoragePoolRequest) -> UUID:
 
 
 # -- plumbing ---------------------------------------------------------------------------------
-def _attributes(
+def job_attributes(
     caller: Caller, job_type: str, resource_type: str, resource_id: UUID, zone_id: UUID
 ) -> dict[JobAttribute, str]:
     return {
@@ -265,7 +265,7 @@ def _attributes(
     }
 
 
-async def _run_short_job(
+async def run_short_job(
     services: CloudServices,
     caller: Caller,
     workflow: str,
@@ -281,7 +281,7 @@ async def _run_short_job(
     resource_type, resource_id, zone_id = resource
     pairs = [
         SearchAttributePair(SearchAttributeKey.for_keyword(attribute.value), value)
-        for attribute, value in _attributes(
+        for attribute, value in job_attributes(
             caller, workflow, resource_type, resource_id, zone_id
         ).items()
     ]

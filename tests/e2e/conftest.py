@@ -18,6 +18,8 @@ import uvicorn
 from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import Client
 
+from activities.drivers.ipmi import BmcLogin
+from activities.drivers.out_of_band import BmcLogins, IpmiPowerControl
 from activities.drivers.simulator import SimulatorDriver
 from activities.simulator_configuration import faults_from
 from api.app import create_app
@@ -29,6 +31,8 @@ from domain.cloud import Cloud
 from domain.tenancy import first_user_id
 from projections.runner import Projector
 from projections.store import ReadStore
+from tests.integration.drivers.test_baremetal_contract import PASSWORD as BMC_PASSWORD
+from tests.integration.drivers.test_baremetal_contract import USER as BMC_USER
 from tests.support import ADMIN_KEY, ADMIN_SECRET, seed_zone, started, wait_until, wrap_activity
 from workers.demo_cloud import DemoCloud
 from workers.stack import supervise
@@ -111,7 +115,13 @@ async def serving_stack(
     zone = seed_zone(cloud)
     task_queue = f"e2e-{uuid.uuid4().hex[:8]}"
     driver = SimulatorDriver(lambda: faults_from(cloud))
-    activities: Sequence[Any] = control_plane_activities(cloud, {driver.hypervisor: driver})
+    # BMCs the tests start (tests/integration/drivers/bmc_server.py) take this login.
+    power_control = IpmiPowerControl(
+        BmcLogins(default=BmcLogin(BMC_USER, BMC_PASSWORD)), settle_timeout=10, poll_interval=0.1
+    )
+    activities: Sequence[Any] = control_plane_activities(
+        cloud, {driver.hypervisor: driver}, power_control=power_control
+    )
     if around is not None:
         activities = [wrap_activity(a, around) for a in activities]
     worker = build_worker(temporal_client, task_queue, activities)
@@ -144,6 +154,7 @@ async def serving_stack(
         server.should_exit = True
         await serving
         reads.close()
+        power_control.close()
 
 
 async def wait_for_job(http: httpx.AsyncClient, job_id: str, timeout: float = 60) -> dict[str, Any]:

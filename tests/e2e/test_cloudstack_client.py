@@ -15,7 +15,7 @@ from cs import CloudStack, CloudStackApiException
 
 from tests.e2e.conftest import Stack
 from tests.e2e.tenants import Tenant, new_tenant
-from tests.support import ADMIN_KEY, ADMIN_SECRET, wait_until
+from tests.support import ADMIN_KEY, ADMIN_SECRET, seed_zone, wait_until
 
 
 def client_of(stack: Stack, tenant: Tenant, method: str) -> CloudStack:
@@ -115,4 +115,31 @@ async def test_the_root_admin_lists_hosts_and_capacity_and_a_user_is_refused_wit
     user = client_of(stack, tenant, "get")
     with pytest.raises(CloudStackApiException) as refused:
         await call(user.listHosts)
+    assert refused.value.error["errorcode"] == 531
+
+
+async def test_the_root_admin_takes_a_host_into_maintenance_and_back_with_the_cs_client(
+    stack: Stack,
+) -> None:
+    zone = seed_zone(stack.cloud)  # its own hosts: the shared zone's stay in service
+    admin = CloudStack(
+        endpoint=f"{stack.url}/client/api",
+        key=ADMIN_KEY,
+        secret=ADMIN_SECRET,
+        timeout=30,
+        poll_interval=0.2,
+        job_timeout=90,
+    )
+    host_id = str(zone.host_ids[0])
+    prepared = await call(admin.prepareHostForMaintenance, id=host_id, fetch_result=True)
+    assert prepared["host"]["id"] == host_id
+    assert prepared["host"]["resourcestate"] == "Maintenance"
+    cancelled = await call(admin.cancelHostMaintenance, id=host_id, fetch_result=True)
+    assert cancelled["host"]["resourcestate"] == "Enabled"
+
+    async with stack.http() as http:
+        tenant = await new_tenant(http)
+    user = client_of(stack, tenant, "get")
+    with pytest.raises(CloudStackApiException) as refused:
+        await call(user.prepareHostForMaintenance, id=host_id)
     assert refused.value.error["errorcode"] == 531

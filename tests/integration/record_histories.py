@@ -8,7 +8,8 @@ change, on VMs of their own); each data volume job (create, attach, resize, deta
 delete) and each volume snapshot job (take, make a volume and a template from, revert to,
 delete) once failing and unwinding and once succeeding; the snapshot policy jobs (create,
 delete) likewise, and one RecurringSnapshot run its schedule was triggered for; AddHost; one
-run of PowerStateSync; and jobs submitted by the queue's `enqueue` signal (a deployment waiting
+run of PowerStateSync; host maintenance (failing and unwinding, succeeding), its cancel and an
+allocation state change; and jobs submitted by the queue's `enqueue` signal (a deployment waiting
 for its turn, a cancelled start closing as Canceled, the queue with a joined and a withdrawn job).
 
 Run when a workflow changes on purpose (behind `workflow.patched()`). A history whose file exists
@@ -37,8 +38,14 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
+from activities.drivers.simulator import SimulatorDriver
 from api.job_cancellation import cancel as cancel_job
 from domain.cloud import Cloud, postgres_env
+from domain.host_maintenance import (
+    AllocationStateRequest,
+    CancelHostMaintenanceRequest,
+    HostMaintenanceRequest,
+)
 from domain.ids import derived_id
 from domain.infrastructure import AddHostRequest, PowerStateSyncInput, host_id_for
 from domain.job_requests import (
@@ -145,6 +152,7 @@ async def record(database_url: str, temporal_binary: str) -> None:
         await record_snapshot_policies(env.client, cloud, zone)
         await record_infrastructure(env.client, cloud, zone)
         await record_queue_by_signal(env.client, cloud, zone)
+        await record_host_maintenance(env.client, cloud, seed_zone(cloud))
     finally:
         cloud.close()
         await env.shutdown()
@@ -520,6 +528,81 @@ async def record_infrastructure(client: Client, cloud: Cloud, zone: DemoCloud) -
         first_run = client.get_workflow_handle(sync.id, run_id=sync.result_run_id)
         await save(first_run, "power_state_sync_two_passes")
         await sync.terminate("recording done")
+
+
+async def record_host_maintenance(client: Client, cloud: Cloud, zone: DemoCloud) -> None:
+    """A maintenance that fails late and unwinds, one that succeeds (its VM moved by a migrate
+    job), the cancel that returns the host, and a host disabled (its own zone: the host stays
+    out of the other recordings' way)."""
+    host_id = zone.host_ids[0]
+    runs: list[tuple[str, Any, str, str | None]] = [
+        (
+            "PrepareHostForMaintenance",
+            HostMaintenanceRequest(
+                job_id=uuid.uuid4(),
+                host_id=host_id,
+                account_id=zone.admin_account_id,
+                summary="prepare a recorded host for maintenance",
+            ),
+            "host_maintenance_fails_and_unwinds",
+            "host.complete_maintenance",
+        ),
+        (
+            "PrepareHostForMaintenance",
+            HostMaintenanceRequest(
+                job_id=uuid.uuid4(),
+                host_id=host_id,
+                account_id=zone.admin_account_id,
+                summary="prepare a recorded host for maintenance",
+            ),
+            "host_maintenance_succeeds",
+            None,
+        ),
+        (
+            "CancelHostMaintenance",
+            CancelHostMaintenanceRequest(
+                job_id=uuid.uuid4(),
+                host_id=host_id,
+                account_id=zone.admin_account_id,
+                summary="return a recorded host to service",
+            ),
+            "cancel_host_maintenance_succeeds",
+            None,
+        ),
+        (
+            "ChangeAllocationState",
+            AllocationStateRequest(
+                job_id=uuid.uuid4(),
+                account_id=zone.admin_account_id,
+                resource_type="Host",
+                resource_id=zone.host_ids[1],
+                allocation_state="Disabled",
+                summary="disable a recorded host",
+            ),
+            "change_allocation_state_succeeds",
+            None,
+        ),
+    ]
+    # One task queue and one simulator throughout: the VM's queue (and the migrate jobs it
+    # runs) lives on the task queue of the worker that started it, on that worker's hypervisor.
+    task_queue = f"record-maintenance-{uuid.uuid4().hex[:8]}"
+    driver = SimulatorDriver(list)
+    async with running_worker(client, cloud, task_queue=task_queue, driver=driver) as harness:
+        vm_job, _ = await deploy(harness, zone, "recorded-maintenance")
+        await wait(client, vm_job)
+    for workflow_type, request, name, fails_at in runs:
+        around = fail_before(fails_at) if fails_at else None
+        async with running_worker(
+            client, cloud, around=around, task_queue=task_queue, driver=driver
+        ) as harness:
+            handle = await client.start_workflow(
+                workflow_type,
+                request,
+                id=str(request.job_id),
+                task_queue=harness.task_queue,
+                execution_timeout=timedelta(seconds=90),
+            )
+            await save(handle, name)
 
 
 async def run(

@@ -136,3 +136,27 @@ async def test_the_agent_serves_hypervisor_activities_only_and_logs_no_secret(
     names = {fn.__temporal_activity_definition.name for fn in hypervisor_activities(None)}  # type: ignore[arg-type]
     assert {"hypervisor.launch_vm", "hypervisor.host_capacity"} <= names
     assert all(name.startswith("hypervisor.") for name in names)
+
+
+def test_a_cluster_s_bmc_logins_serve_its_power_actions_and_never_show(tmp_path: Path) -> None:
+    config = load_agent_config(
+        write(
+            tmp_path,
+            f'[[clusters]]\nid = "{CLUSTER}"\nhypervisor = "Simulator"\n'
+            f'[clusters.oobm]\nuser = "ADMIN"\npassword = "{SECRET}"\n'
+            f'[[clusters.oobm.bmcs]]\naddress = "10.0.1.31:623"\nuser = "root"\n'
+            f'password = "{SECRET}-own"\n',
+        )
+    )
+    oobm = config.clusters[0].oobm
+    assert oobm is not None and SECRET not in repr(config)
+    logins = oobm.power_control()._logins
+    assert logins.login_for("10.0.1.31:623").username == "root"
+    assert logins.login_for("10.0.1.31").username == "root"  # the default port
+    assert logins.login_for("10.0.1.99").username == "ADMIN"
+    assert SECRET not in repr(logins)
+    half = error_of(
+        tmp_path,
+        f'[[clusters]]\nid = "{CLUSTER}"\nhypervisor = "Simulator"\n[clusters.oobm]\nuser = "a"\n',
+    )
+    assert "clusters[0].oobm: user and password go together" in half

@@ -1,5 +1,5 @@
-"""A worker killed in the middle of a deployment or of a VM's queued job: the job finishes on
-the next worker."""
+"""A worker killed in the middle of a deployment, of a VM's queued job or of a host's maintenance:
+the job finishes on the next worker."""
 
 from __future__ import annotations
 
@@ -23,7 +23,12 @@ from temporalio.testing import WorkflowEnvironment
 from activities.drivers.simulator import SimulatorDriver
 from activities.simulator_configuration import SimulatorConfigurationActivities
 from domain.cloud import Cloud
-from domain.host import Host
+from domain.host import Host, ResourceState
+from domain.host_maintenance import (
+    PREPARE_MAINTENANCE_JOB,
+    HostMaintenanceRequest,
+    evacuation_job_id,
+)
 from domain.job import Job, JobStatus
 from domain.job_requests import SimulatorFaultChange, VmOperation, VolumeOperation
 from domain.snapshot import Snapshot, SnapshotState, snapshot_id_for
@@ -39,6 +44,7 @@ from tests.support import (
     outcome,
     running_worker,
     seed_zone,
+    started,
     vm_of,
     wait_until,
 )
@@ -248,3 +254,69 @@ async def test_a_worker_killed_mid_vm_job_leaves_a_job_the_next_worker_finishes(
             assert data_volume is not None
             assert volume_problems(cloud, zone, survivor, data_volume) == []
             assert cloud.load(Volume, data_volume).vm_id == vm_id
+
+
+async def test_a_worker_killed_while_a_host_is_emptied_leaves_a_maintenance_that_finishes(
+    temporal_client: Client, cloud: Cloud, database_url: str
+) -> None:
+    """The maintenance job, the VM's queue and its migrate job all live on the killed worker,
+    which dies inside the (slowed) live migration: the next worker finishes the migration, the
+    wait and the maintenance, each once."""
+    zone = seed_zone(cloud)
+    task_queue = f"kill-{uuid.uuid4().hex[:8]}"
+    async with running_worker(temporal_client, cloud, task_queue=task_queue) as setup:
+        deploy_job, vm_id = await deploy(setup, zone, "killed-maintenance")
+        assert (await outcome(temporal_client, deploy_job))[0] == "succeeded"
+    driver = setup.driver
+    host_id = vm_of_id(cloud, vm_id).host_id
+    assert host_id is not None
+
+    configure = SimulatorConfigurationActivities(cloud)
+    slow = SimulatorFaultChange(
+        job_id=uuid.uuid4(),
+        account_id=zone.admin_account_id,
+        fault_id=uuid.uuid4(),
+        operation="migrate_vm",
+        action="delay",
+        host_id=None,
+        delay_seconds=30,
+    )
+    configure.change_fault(slow)
+    address = temporal_client.service_client.config.target_host
+    doomed = start_worker_process(database_url, address, task_queue)
+    job_id = uuid.uuid4()
+    migrate_job = evacuation_job_id(job_id, vm_id, 1)
+    try:
+        handle = await temporal_client.start_workflow(
+            PREPARE_MAINTENANCE_JOB,
+            HostMaintenanceRequest(
+                job_id=job_id,
+                host_id=host_id,
+                account_id=zone.admin_account_id,
+                summary="maintenance on a doomed worker",
+            ),
+            id=str(job_id),
+            task_queue=task_queue,
+        )
+        await activity_started(handle, "host.await_evacuation", doomed)
+        migrate = await started(temporal_client, migrate_job)
+        await activity_started(migrate, "hypervisor.migrate_vm", doomed)  # in the 30 s call
+    finally:
+        doomed.send_signal(signal.SIGKILL)
+        doomed.wait(timeout=30)
+
+    configure.change_fault(slow.model_copy(update={"job_id": uuid.uuid4(), "remove": True}))
+    async with running_worker(
+        temporal_client, cloud, task_queue=task_queue, driver=driver
+    ) as survivor:
+        status, value = await asyncio.wait_for(outcome(temporal_client, job_id), timeout=180)
+        assert status == "succeeded", value
+        assert cloud.load(Host, host_id).resource_state is ResourceState.MAINTENANCE
+        assert job_of(cloud, migrate_job).status is JobStatus.SUCCEEDED
+        assert problems_of(cloud, zone, survivor, vm_id) == []
+        assert vm_of_id(cloud, vm_id).host_id not in (None, host_id)
+    transitions = Counter(
+        e.vm_event for e in cloud.events.get(vm_id) if isinstance(e, VirtualMachine.Transitioned)
+    )
+    assert transitions["MigrationRequested"] == 1
+    assert Counter(event_names(cloud, job_id))["Job.Succeeded"] == 1

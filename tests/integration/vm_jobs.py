@@ -70,7 +70,12 @@ async def submit(
 
 
 async def deploy(
-    harness: Harness, zone: DemoCloud, name: str = "vm", *, expunge_retry_seconds: float = 0.5
+    harness: Harness,
+    zone: DemoCloud,
+    name: str = "vm",
+    *,
+    expunge_retry_seconds: float = 0.5,
+    offering_id: UUID | None = None,
 ) -> tuple[UUID, UUID]:
     """Deploy through the VM's queue, as the API does; (job id, vm id) once it runs."""
     job_id = uuid.uuid4()
@@ -78,7 +83,7 @@ async def deploy(
     order = DeploymentOrder(
         account_id=zone.admin_account_id,
         zone_id=zone.zone_id,
-        service_offering_id=zone.small_offering_id,
+        service_offering_id=offering_id or zone.small_offering_id,
         template_id=zone.template_id,
         network_id=zone.network_id,
         name=name,

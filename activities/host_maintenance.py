@@ -37,6 +37,7 @@ from activities.job_queue import ActivitiesWithClient, enqueue, withdraw
 from domain import host_maintenance
 from domain.cloud import Cloud
 from domain.host_maintenance import AllocationStateRequest, VmToMove
+from domain.job_requests import JobQueue, VmJobSubmission
 
 #: How often the wait for migrate jobs reads their records (and heartbeats).
 POLL_SECONDS = 0.5
@@ -86,13 +87,7 @@ class HostMaintenanceActivities(ActivitiesWithClient):
         job, the VM and the round, so a retried step submits the same jobs again, which their
         queues recognise."""
         jobs: list[EvacuationJob] = []
-        for vm in wave.vms:
-            queue, submission = host_maintenance.evacuation_of(
-                wave.job_id,
-                wave.host_name,
-                VmToMove(vm.vm_id, vm.name, vm.account_id, vm.zone_id, vm.ha_enabled),
-                wave.round_number,
-            )
+        for queue, submission, vm in _evacuations(wave):
             await enqueue(self.client, self.cloud, queue, submission, wave.task_queue)
             jobs.append(
                 EvacuationJob(
@@ -105,17 +100,20 @@ class HostMaintenanceActivities(ActivitiesWithClient):
         return EvacuationSubmitted(jobs=jobs)
 
     @activity.defn(name="host.withdraw_evacuation")
-    async def withdraw_evacuation(self, submitted: EvacuationSubmitted) -> None:
-        """The undo of a wave: migrate jobs that have not ended are cancelled through their
-        queues (a migration already under way finishes: it is past its point of no return)."""
+    async def withdraw_evacuation(self, wave: Evacuation) -> None:
+        """The undo of a wave, registered before it is submitted: whichever of its migrate
+        jobs were submitted and have not ended are cancelled through their queues (a migration
+        already under way finishes: it is past its point of no return; a job never submitted
+        is unknown to its queue, which ignores it)."""
+        evacuations = _evacuations(wave)
         ended = await asyncio.to_thread(
-            host_maintenance.ended_jobs, self.cloud, [j.job_id for j in submitted.jobs]
+            host_maintenance.ended_jobs, self.cloud, [s.job_id for _, s, _ in evacuations]
         )
-        for job in submitted.jobs:
-            if job.job_id in ended:
+        for queue, submission, _ in evacuations:
+            if submission.job_id in ended:
                 continue
             try:
-                await withdraw(self.client, job.queue_id, job.job_id)
+                await withdraw(self.client, queue.workflow_id, submission.job_id)
             except RPCError as error:
                 if error.status != RPCStatusCode.NOT_FOUND:
                     raise
@@ -213,6 +211,20 @@ class HostMaintenanceActivities(ActivitiesWithClient):
     @reports_cloud_errors
     def change_allocation_state(self, request: AllocationStateRequest) -> dict[str, str]:
         return host_maintenance.change_allocation_state(self.cloud, request)
+
+
+def _evacuations(wave: Evacuation) -> list[tuple[JobQueue, VmJobSubmission, VmOnTheHost]]:
+    """The wave's migrate jobs and their queues, the same whenever they are asked for."""
+    found = []
+    for vm in wave.vms:
+        queue, submission = host_maintenance.evacuation_of(
+            wave.job_id,
+            wave.host_name,
+            VmToMove(vm.vm_id, vm.name, vm.account_id, vm.zone_id, vm.ha_enabled),
+            wave.round_number,
+        )
+        found.append((queue, submission, vm))
+    return found
 
 
 def host_maintenance_activities(cloud: Cloud, client: Client | None = None) -> list[Any]:

@@ -16,6 +16,7 @@ from activities.out_of_band_models import (
     BmcTarget,
     PowerActionOutcome,
     PowerActionStep,
+    PowerReading,
     PowerRecorded,
 )
 from domain import out_of_band
@@ -52,7 +53,12 @@ class OutOfBandActivities:
     @reports_cloud_errors
     def record_power(self, recorded: PowerRecorded) -> dict[str, Any]:
         return out_of_band.record_power(
-            self.cloud, recorded.job_id, recorded.host_id, recorded.action, recorded.power_state
+            self.cloud,
+            recorded.job_id,
+            recorded.host_id,
+            recorded.action,
+            recorded.power_state,
+            settled=recorded.settled,
         )
 
     @activity.defn(name="oobm.fail")
@@ -74,15 +80,31 @@ class BmcActivities:
     def __init__(self, control: IpmiPowerControl) -> None:
         self.control = control
 
-    @activity.defn(name="oobm.power")
+    @activity.defn(name="oobm.send_power_action")
     @reports_cloud_errors
-    def power(self, target: BmcTarget) -> str:
-        """Answers the power state (On or Off) the BMC reports after the action."""
-        if target.driver != "ipmitool":
-            raise DriverError(f"no out-of-band driver {target.driver!r} on this worker")
+    def send_power_action(self, target: BmcTarget) -> None:
+        """Ask the BMC for the action. Not idempotent for CYCLE and RESET: the workflow runs
+        those at most once."""
+        _check_driver(target)
         with heartbeating(f"{target.action} through the BMC of {target.host_name}"):
-            state = self.control.power(target.host_name, target.address, target.action)
-        return (PowerState.ON if state == "on" else PowerState.OFF).value
+            self.control.send(target.host_name, target.address, target.action)
+
+    @activity.defn(name="oobm.read_power_state")
+    @reports_cloud_errors
+    def read_power_state(self, target: BmcTarget) -> PowerReading:
+        """The power state (On or Off) the BMC reports once the action took effect."""
+        _check_driver(target)
+        with heartbeating(f"reading the power of {target.host_name} from its BMC"):
+            state, settled = self.control.settle(target.host_name, target.address, target.action)
+        return PowerReading(
+            power_state=(PowerState.ON if state == "on" else PowerState.OFF).value,
+            settled=settled,
+        )
+
+
+def _check_driver(target: BmcTarget) -> None:
+    if target.driver != "ipmitool":
+        raise DriverError(f"no out-of-band driver {target.driver!r} on this worker")
 
 
 def out_of_band_activities(cloud: Cloud) -> list[Any]:
@@ -91,4 +113,5 @@ def out_of_band_activities(cloud: Cloud) -> list[Any]:
 
 
 def bmc_activities(control: IpmiPowerControl) -> list[Any]:
-    return [BmcActivities(control).power]
+    bmc = BmcActivities(control)
+    return [bmc.send_power_action, bmc.read_power_state]

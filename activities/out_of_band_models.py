@@ -27,11 +27,18 @@ class BmcTarget(BaseModel):
     task_queue: str | None = None
 
 
+class PowerReading(BaseModel):
+    power_state: str
+    #: Whether the machine reached the state the action leads to (always, for a STATUS).
+    settled: bool = True
+
+
 class PowerRecorded(BaseModel):
     job_id: UUID
     host_id: UUID
     action: str
     power_state: str
+    settled: bool = True
 
 
 class PowerActionOutcome(BaseModel):

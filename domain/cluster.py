@@ -78,6 +78,20 @@ class Cluster(CloudAggregate):
     def set_allocation_state(self, allocation_state: str) -> None:
         self.allocation_state = AllocationState(allocation_state)
 
+    def change_allocation_state(self, allocation_state: str, command_id: str) -> bool:
+        """Enable or disable the cluster for new VMs (updateCluster allocationstate); a repeat
+        of this command, or the state it already has, changes nothing."""
+        wanted = AllocationState(allocation_state)
+        if self.has_applied(command_id) or self.allocation_state is wanted:
+            return False
+        self._allocation_changed(wanted.value, command_id)
+        return True
+
+    @event("AllocationChanged")
+    def _allocation_changed(self, allocation_state: str, command_id: str) -> None:
+        self.allocation_state = AllocationState(allocation_state)
+        self._remember(command_id)
+
 
 def check_overprovisioning(cpu: float, memory: float, disable_threshold: float) -> None:
     if cpu < 1.0 or memory < 1.0:

@@ -201,27 +201,42 @@ class Host(CloudAggregate):
         self.resource_state = ResourceState(resource_state)
 
     # -- allocation state and maintenance (CloudStack's ResourceState machine) -----------------
-    def change_allocation_state(self, allocation_state: str) -> bool:
+    def change_allocation_state(self, allocation_state: str, command_id: str) -> bool:
         """Enable or disable the host for new VMs (updateHost allocationstate). A host in
         maintenance is taken out of it by cancelling the maintenance, never by this. Answers
-        whether anything changed (the same state again is a no-op)."""
+        whether anything changed: the same state again is a no-op, and so is a repeat of this
+        command (a late retry of an older Disable must not undo a later Enable)."""
         wanted = ResourceState(allocation_state)
         if wanted not in (ResourceState.ENABLED, ResourceState.DISABLED):
             raise InvalidParameter(
                 f"allocation state must be Enabled or Disabled, not {allocation_state}",
                 field="allocation_state",
             )
+        if self.has_applied(command_id):
+            return False
         if self.resource_state.in_maintenance:
             raise IllegalStateTransition(
-                f"host {self.name} is in {self.resource_state}: cancel its maintenance first"
+                f"host {self.name} is in {self.resource_state}: cancel its maintenance first",
+                field="host_id",
             )
         if self.resource_state is wanted:
             return False
-        self.set_resource_state(wanted.value)
+        self._allocation_changed(wanted.value, command_id)
         return True
 
+    @event("AllocationChanged")
+    def _allocation_changed(self, resource_state: str, command_id: str) -> None:
+        self.resource_state = ResourceState(resource_state)
+        self._remember(command_id)
+
     def check_may_enter_maintenance(self) -> None:
-        if self.resource_state.in_maintenance:
+        """A host already being prepared, or in Maintenance, is refused; one left in
+        ErrorInMaintenance may be asked again (CloudStack's AdminAskMaintenance): the VMs
+        that would not move may move now."""
+        if self.resource_state in (
+            ResourceState.PREPARE_FOR_MAINTENANCE,
+            ResourceState.MAINTENANCE,
+        ):
             raise IllegalStateTransition(
                 f"host {self.name} is already in {self.resource_state}"
                 + (f" (job {self.maintenance_job_id})" if self.maintenance_job_id else ""),
@@ -233,7 +248,12 @@ class Host(CloudAggregate):
         if self.has_applied(command_id) or self.maintenance_job_id == job_id:
             return
         self.check_may_enter_maintenance()
-        self._maintenance_prepared(job_id, self.resource_state.value, command_id)
+        before = (
+            self.state_before_maintenance or ResourceState.ENABLED
+            if self.resource_state is ResourceState.ERROR_IN_MAINTENANCE
+            else self.resource_state
+        )
+        self._maintenance_prepared(job_id, before.value, command_id)
 
     @event("MaintenancePrepared")
     def _maintenance_prepared(self, job_id: UUID, state_before: str, command_id: str) -> None:

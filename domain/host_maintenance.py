@@ -302,8 +302,7 @@ def change_allocation_state(cloud: Cloud, request: AllocationStateRequest) -> di
             cluster = d.find(Cluster, request.resource_id)
             if cluster is None:
                 raise NotFound(f"no cluster with id {request.resource_id}", field="cluster_id")
-            if cluster.allocation_state.value != state:
-                cluster.set_allocation_state(state)
+            cluster.change_allocation_state(state, f"{request.job_id}/allocation")
             return {
                 "id": str(cluster.id),
                 "name": cluster.name,
@@ -312,7 +311,7 @@ def change_allocation_state(cloud: Cloud, request: AllocationStateRequest) -> di
         host = d.find(Host, request.resource_id)
         if host is None:
             raise NotFound(f"no host with id {request.resource_id}", field="host_id")
-        host.change_allocation_state(state)
+        host.change_allocation_state(state, f"{request.job_id}/allocation")
         return {
             "id": str(host.id),
             "name": host.name,

@@ -166,9 +166,17 @@ def check_may_power(host: Host) -> None:
 
 
 def record_power(
-    cloud: Cloud, job_id: UUID, host_id: UUID, action: str, power_state: str
+    cloud: Cloud,
+    job_id: UUID,
+    host_id: UUID,
+    action: str,
+    power_state: str,
+    *,
+    settled: bool = True,
 ) -> dict[str, Any]:
-    """What the BMC reported after the action: an event on the host, and the job's result."""
+    """What the BMC reported after the action: an event on the host and, when the machine
+    reached the state the action leads to, the job's result (otherwise the job fails next,
+    saying so)."""
 
     def decide(d: Decision) -> dict[str, Any]:
         host = _find(d, host_id)
@@ -181,7 +189,7 @@ def record_power(
             "action": action,
             "power_state": host.power_state,
         }
-        return job_records.succeed(d, job_id, result)
+        return job_records.succeed(d, job_id, result) if settled else result
 
     return cloud.decide(decide)
 

@@ -25,7 +25,7 @@ from eventsourcing.persistence import Tracking
 from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
 from eventsourcing.projection import Projection
 from eventsourcing.utils import get_topic
-from psycopg.sql import SQL, Composed, Identifier
+from psycopg.sql import SQL, Composed, Identifier, Literal
 
 from domain.cloud import Cloud
 from projections.storable_text import storable
@@ -66,9 +66,19 @@ class Table:
             upper = ddl.upper()
             if "PRIMARY KEY" in upper or ("NOT NULL" in upper and "DEFAULT" not in upper):
                 continue
+            # Checked before altering: ALTER TABLE locks the table even when the column is
+            # there, and every process that opens the read models runs these statements.
             statements.append(
-                SQL("ALTER TABLE {0}.{1} ADD COLUMN IF NOT EXISTS " + f"{name} {ddl}").format(
-                    Identifier(schema), Identifier(self.name)
+                SQL(
+                    "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM information_schema.columns "
+                    "WHERE table_schema = {0} AND table_name = {1} AND column_name = {2}) "
+                    "THEN ALTER TABLE {3}.{4} ADD COLUMN " + f"{name} {ddl}" + "; END IF; END $$"
+                ).format(
+                    Literal(schema),
+                    Literal(self.name),
+                    Literal(name),
+                    Identifier(schema),
+                    Identifier(self.name),
                 )
             )
         for index in self.indexes:

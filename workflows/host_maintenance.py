@@ -173,13 +173,17 @@ class PrepareHostForMaintenance(JobWorkflow[dict[str, str]]):
             vms=vms,
             task_queue=workflow.info().task_queue,
         )
-        undo_name = f"evacuation/{round_number}/{kind}"
+        # The undo first: a cancel (or a failure) while the jobs are being submitted must
+        # withdraw whichever of them got into their queues.
+        saga.add(
+            f"evacuation/{round_number}/{kind}",
+            self._undo(HostMaintenanceActivities.withdraw_evacuation, wave),
+        )
         submitted: EvacuationSubmitted = await self._control(
             HostMaintenanceActivities.submit_evacuation,
             wave,
             f"submit a migrate job for each of {what}",
         )
-        saga.add(undo_name, self._undo(HostMaintenanceActivities.withdraw_evacuation, submitted))
         ended: EvacuationEnded = await self._wait_for(
             HostMaintenanceActivities.await_evacuation,
             submitted,

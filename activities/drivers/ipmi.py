@@ -100,7 +100,10 @@ class IpmiClient:
     ) -> T:
         """One exchange with the BMC at `address` (of the host called `name`), its failures
         translated: unreachable is 534 and retryable, a refused login or command is final."""
-        bmc, bmc_port = bmc_address(address, port)
+        try:
+            bmc, bmc_port = bmc_address(address, port)
+        except ValueError:
+            raise DriverError(f"{action}: {address!r} is not a BMC address") from None
         with self._lock:
             try:
                 return call(self._command(bmc, bmc_port, login, name))

@@ -66,9 +66,8 @@ class IpmiPowerControl:
         )
         return "on" if answer.get("powerstate") == "on" else "off"
 
-    def power(self, name: str, address: str, action: str) -> str:
-        """Do `action` (ON, OFF, CYCLE, RESET, SOFT or STATUS) and answer "on" or "off" as the
-        BMC then reports it."""
+    def send(self, name: str, address: str, action: str) -> None:
+        """Ask the BMC for `action` (ON, OFF, CYCLE, RESET or SOFT); STATUS asks nothing."""
         login = self._logins.login_for(address)
         what = f"power {action.lower()} {name}"
         if action in _SET_POWER:
@@ -84,13 +83,19 @@ class IpmiPowerControl:
             self._client.exchange(name, address, login, what, cycle)
         elif action != "STATUS":
             raise DriverError(f"unknown power action {action}")
+
+    def settle(self, name: str, address: str, action: str) -> tuple[str, bool]:
+        """The power state ("on" or "off") the BMC reports once `action` has taken effect, and
+        whether it did: after ON, OFF and SOFT the BMC is read until it reports the state the
+        action leads to, or `settle_timeout` passes."""
+        login = self._logins.login_for(address)
         wanted = _SETTLES_TO.get(action)
         deadline = time.monotonic() + self._settle_timeout
         state = self._read(name, address, login)
         while wanted is not None and state != wanted and time.monotonic() < deadline:
             time.sleep(self._poll_interval)
             state = self._read(name, address, login)
-        return state
+        return state, wanted is None or state == wanted
 
     def close(self) -> None:
         self._client.close()

@@ -27,7 +27,7 @@ from api.routers.infrastructure import job_attributes, run_short_job
 from api.services import CloudServices
 from domain.cloud import Cloud
 from domain.cluster import Cluster
-from domain.errors import ErrorCode
+from domain.errors import ErrorCode, IllegalStateTransition
 from domain.host import Host
 from domain.host_maintenance import (
     CANCEL_MAINTENANCE_JOB,
@@ -124,11 +124,11 @@ async def prepare_host_for_maintenance(
 ) -> HostJobAccepted:
     host = await run_in_threadpool(find_host, services.cloud, host_id)
     job_id = job_id_for(caller, idempotency_key)
-    if host.resource_state.in_maintenance and host.maintenance_job_id != job_id:
-        raise refused_by_state(
-            f"host {host.name} is already in {host.resource_state} "
-            f"(job {host.maintenance_job_id}): cancel its maintenance first"
-        )
+    if host.maintenance_job_id != job_id:
+        try:
+            host.check_may_enter_maintenance()
+        except IllegalStateTransition as refusal:
+            raise refused_by_state(refusal.message) from None
     summary = f"Prepare host {host.name} for maintenance"
     return await submit_host_job(
         services,

@@ -30,6 +30,7 @@ from temporalio.common import (
     WorkflowIDReusePolicy,
 )
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.exceptions import TimeoutError as WorkflowTimeout
 
 from api.auth import AdminCaller, Caller
 from api.dependencies import IdempotencyKey, Services
@@ -69,6 +70,16 @@ router = APIRouter(prefix="/v1", tags=["infrastructure"])
 
 #: How long the API waits for a short inventory job (AddCluster, AddStoragePool).
 SHORT_JOB_TIMEOUT = timedelta(seconds=60)
+#: How a short job's failure code answers over HTTP: a refusal of the request is a 422, a
+#: resource in the way (busy, no room) a 409 or 503; anything unforeseen stays a 500.
+SHORT_JOB_STATUS = {
+    ErrorCode.PARAM_ERROR: 422,
+    ErrorCode.MALFORMED_PARAMETER: 422,
+    ErrorCode.UNSUPPORTED_ACTION: 400,
+    ErrorCode.RESOURCE_IN_USE: 409,
+    ErrorCode.INSUFFICIENT_CAPACITY: 503,
+    ErrorCode.RESOURCE_UNAVAILABLE: 503,
+}
 
 
 async def refuse_credentials(request: Request, _: AdminCaller) -> None:
@@ -320,7 +331,10 @@ async def run_short_job(
         if details and isinstance(details[0], int) and details[0] in set(ErrorCode):
             code = ErrorCode(details[0])
         message = cause.message if cause is not None else str(error)
-        status_code = 422 if code in (ErrorCode.PARAM_ERROR, ErrorCode.MALFORMED_PARAMETER) else 500
+        status_code = SHORT_JOB_STATUS.get(code, 500)
+        if isinstance(error.cause, WorkflowTimeout):
+            code, status_code = ErrorCode.RESOURCE_UNAVAILABLE, 503
+            message = f"it did not finish within {SHORT_JOB_TIMEOUT.seconds} s (are workers up?)"
         raise ApiError(
             status_code, f"{workflow} failed: {message}", code=code, kind="job_failed"
         ) from error

@@ -8,9 +8,10 @@ change, on VMs of their own); each data volume job (create, attach, resize, deta
 delete) and each volume snapshot job (take, make a volume and a template from, revert to,
 delete) once failing and unwinding and once succeeding; the snapshot policy jobs (create,
 delete) likewise, and one RecurringSnapshot run its schedule was triggered for; AddHost; one
-run of PowerStateSync; host maintenance (failing and unwinding, succeeding), its cancel and an
-allocation state change; and jobs submitted by the queue's `enqueue` signal (a deployment waiting
-for its turn, a cancelled start closing as Canceled, the queue with a joined and a withdrawn job).
+run of PowerStateSync; host maintenance (failing and unwinding, succeeding), its cancel, an
+allocation state change and a power action refused (no BMC); and jobs submitted by the queue's
+`enqueue` signal (a deployment waiting for its turn, a cancelled start closing as Canceled, the
+queue with a joined and a withdrawn job).
 
 Run when a workflow changes on purpose (behind `workflow.patched()`). A history whose file exists
 is kept, so the old recordings go on proving that old runs still replay; delete a file to record
@@ -55,6 +56,7 @@ from domain.job_requests import (
     VolumeOperation,
     vm_queue_id,
 )
+from domain.out_of_band import PowerActionRequest
 from domain.snapshot import SnapshotIntervalType, snapshot_id_for
 from domain.snapshot_policy import policy_id_for
 from domain.snapshot_policy_operations import SnapshotPolicyChange, schedule_id_for
@@ -580,6 +582,18 @@ async def record_host_maintenance(client: Client, cloud: Cloud, zone: DemoCloud)
                 summary="disable a recorded host",
             ),
             "change_allocation_state_succeeds",
+            None,
+        ),
+        (
+            "IssueOutOfBandManagementPowerAction",
+            PowerActionRequest(
+                job_id=uuid.uuid4(),
+                account_id=zone.admin_account_id,
+                host_id=zone.host_ids[1],
+                action="STATUS",
+                summary="read the power of a host without a BMC",
+            ),
+            "power_action_refused",
             None,
         ),
     ]

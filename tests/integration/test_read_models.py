@@ -11,6 +11,7 @@ from psycopg.rows import dict_row
 from temporalio.client import Client, WorkflowFailureError
 
 from domain.cloud import Cloud
+from projections.read_model import Table
 from projections.runner import PROJECTIONS, Projector
 from projections.store import ReadStore
 from tests.support import fail_before, running_worker, seed_zone, wait_until
@@ -92,3 +93,27 @@ async def test_two_projectors_at_once_write_every_row_exactly_once(
         assert snapshot(database_url, tables) == expected
     finally:
         reads.close()
+
+
+def test_a_table_made_before_a_column_existed_gets_it_in_place(database_url: str) -> None:
+    """An upgrade: nullable and defaulted columns a read model gained are added to the table it
+    already has, its rows kept; asking again changes nothing."""
+    table = Table(
+        "upgrade_probe",
+        {
+            "id": "uuid PRIMARY KEY",
+            "name": "text NOT NULL",
+            "errors": "jsonb",
+            "enabled": "boolean NOT NULL DEFAULT false",
+        },
+    )
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS public.upgrade_probe")
+        conn.execute("CREATE TABLE public.upgrade_probe (id uuid PRIMARY KEY, name text NOT NULL)")
+        conn.execute("INSERT INTO public.upgrade_probe VALUES (gen_random_uuid(), 'old row')")
+        for _ in range(2):
+            for statement in table.create_statements("public"):
+                conn.execute(statement)
+        rows = conn.execute("SELECT name, errors, enabled FROM public.upgrade_probe").fetchall()
+        conn.execute("DROP TABLE public.upgrade_probe")
+    assert rows == [("old row", None, False)]

@@ -60,10 +60,11 @@ def test_prepare_then_maintenance_only_once_the_host_holds_no_vm() -> None:
         ResourceState.ERROR_IN_MAINTENANCE,
     ],
 )
-def test_a_host_in_maintenance_refuses_another_maintenance_and_allocation_changes(
+def test_a_host_in_maintenance_refuses_allocation_changes_and_a_second_maintenance(
     state: ResourceState,
 ) -> None:
     host, job = new_host(), uuid.uuid4()
+    host.change_allocation_state("Disabled", "before/allocation")
     host.prepare_for_maintenance(job, f"{job}/prepare")
     if state is ResourceState.MAINTENANCE:
         host.enter_maintenance(job, f"{job}/maintenance")
@@ -71,13 +72,22 @@ def test_a_host_in_maintenance_refuses_another_maintenance_and_allocation_change
         host.fail_maintenance(job, ["VM a: cannot move"], f"{job}/error")
     assert host.resource_state is state
     other = uuid.uuid4()
+    if state is ResourceState.ERROR_IN_MAINTENANCE:
+        # Asked again, the VMs that would not move may move now; cancelled after that, the
+        # host goes back to what it was before the first maintenance.
+        host.prepare_for_maintenance(other, f"{other}/prepare")
+        assert host.resource_state is ResourceState.PREPARE_FOR_MAINTENANCE
+        host.abandon_maintenance(other, f"{other}/abandon")
+        assert host.resource_state is ResourceState.DISABLED
+        return
     with pytest.raises(IllegalStateTransition, match=f"already in {state.value}") as refused:
         host.prepare_for_maintenance(other, f"{other}/prepare")
     assert refused.value.field == "host_id"
     for wanted in ("Enabled", "Disabled"):
-        with pytest.raises(IllegalStateTransition, match="cancel its maintenance first"):
-            host.change_allocation_state(wanted)
-    # Cancelling returns it to service from any of them, and forgets the reasons.
+        with pytest.raises(IllegalStateTransition, match="cancel its maintenance first") as no:
+            host.change_allocation_state(wanted, f"{wanted}/allocation")
+        assert no.value.field == "host_id"
+    # Cancelling returns it to service, and forgets the reasons.
     assert host.cancel_maintenance(f"{other}/cancel")
     assert host.resource_state is ResourceState.ENABLED
     assert list(host.maintenance_errors) == []
@@ -85,7 +95,7 @@ def test_a_host_in_maintenance_refuses_another_maintenance_and_allocation_change
 
 def test_abandoning_a_prepared_maintenance_restores_the_state_before_it_and_only_once() -> None:
     host, job = new_host(), uuid.uuid4()
-    host.change_allocation_state("Disabled")
+    host.change_allocation_state("Disabled", "disable/allocation")
     host.prepare_for_maintenance(job, f"{job}/prepare")
     host.abandon_maintenance(job, f"{job}/abandon")
     assert host.resource_state is ResourceState.DISABLED
@@ -110,13 +120,16 @@ def test_maintenance_can_only_be_completed_or_failed_by_the_job_that_prepares_it
 
 def test_allocation_changes_are_enabled_or_disabled_and_the_same_state_is_a_no_op() -> None:
     host = new_host()
-    assert host.change_allocation_state("Disabled")
+    assert host.change_allocation_state("Disabled", "a/allocation")
     assert not host.can_take_deployments()
-    assert not host.change_allocation_state("Disabled")
-    assert host.change_allocation_state("Enabled")
+    assert not host.change_allocation_state("Disabled", "b/allocation")
+    assert host.change_allocation_state("Enabled", "c/allocation")
+    assert host.can_take_deployments()
+    # A late retry of the earlier Disable does not undo the Enable that came after it.
+    assert not host.change_allocation_state("Disabled", "a/allocation")
     assert host.can_take_deployments()
     with pytest.raises(InvalidParameter, match="Enabled or Disabled"):
-        host.change_allocation_state("Maintenance")
+        host.change_allocation_state("Maintenance", "d/allocation")
 
 
 def test_cancelling_a_host_that_is_not_in_maintenance_changes_nothing() -> None:

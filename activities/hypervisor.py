@@ -37,7 +37,13 @@ from activities.infrastructure_models import (
     VmPower,
 )
 from activities.snapshot_operation_models import SnapshotWork
-from activities.vm_operation_models import HypervisorSnapshot, VmMigration, VmOnHost
+from activities.vm_operation_models import (
+    HypervisorSnapshot,
+    MovedDisks,
+    VmMigration,
+    VmOnHost,
+    VmStorageMigration,
+)
 from activities.volume_operation_models import DiskCopy, DiskResize, VolumePlug
 from domain.errors import UnsupportedAction
 
@@ -139,6 +145,19 @@ class HypervisorActivities:
             if found is not None and found.power_state is PowerState.POWERED_ON:
                 return launched(found)
             raise
+
+    @activity.defn(name="hypervisor.migrate_vm_with_storage")
+    @reports_cloud_errors
+    def migrate_vm_with_storage(self, move: VmStorageMigration) -> MovedDisks:
+        """Live-migrate the VM to another cluster's host, its disks to their target pools
+        (already there is success: the undo moves it all back the same way)."""
+        driver = self.drivers.for_hypervisor(move.source.hypervisor)
+        with heartbeating(
+            f"migrating VM {move.vm_id} with {len(move.moves)} disks from {move.source.name} "
+            f"to {move.target.name}"
+        ):
+            moved = driver.migrate_vm_with_storage(move.source, move.target, move.vm_id, move.moves)
+        return MovedDisks(paths={disk.volume_id: disk.path for disk in moved})
 
     # -- VM snapshots --------------------------------------------------------------------------
     @activity.defn(name="hypervisor.create_snapshot")

@@ -12,7 +12,7 @@ from uuid import UUID
 from pydantic import BaseModel, Field
 
 from activities.deployment_models import VmRemoval, VolumeOrder, VolumeRemoval
-from activities.drivers.hypervisor import HostRef
+from activities.drivers.hypervisor import HostRef, VolumeMove
 from domain.job_results import DestroyedVm
 from domain.vm_requests import VmOperationRequest
 
@@ -108,8 +108,33 @@ class VmMigration(BaseModel):
     vm_id: str
 
 
+class VmStorageMigration(BaseModel):
+    """A running VM moved to another cluster's host with its disks, for the hypervisor worker."""
+
+    source: HostRef
+    target: HostRef
+    vm_id: str
+    moves: list[VolumeMove]
+
+
+class DiskMove(BaseModel):
+    """One of the VM's volumes and the pool it moves to, in the domain's ids."""
+
+    volume_id: UUID
+    source_pool_id: UUID
+    target_pool_id: UUID
+    target_pool_name: str = ""
+
+
+class MovedDisks(BaseModel):
+    """Where the hypervisor put each moved disk: volume id → path on its new pool."""
+
+    paths: dict[str, str]
+
+
 class MigrationPlan(BaseModel):
-    """Where the VM goes: the move there, and the move back that undoes it."""
+    """Where the VM goes: the move there, and the move back that undoes it. A target in
+    another cluster moves the disks too (`disk_moves`, `storage_there`, `storage_back`)."""
 
     source_host_id: UUID
     target_host_id: UUID
@@ -117,6 +142,17 @@ class MigrationPlan(BaseModel):
     there: VmMigration
     back: VmMigration
     task_queue: str | None = None
+    disk_moves: list[DiskMove] = Field(default_factory=list)
+    storage_there: VmStorageMigration | None = None
+    storage_back: VmStorageMigration | None = None
+
+
+class StorageStep(BaseModel):
+    """Room on the target pools for the disks that move, and their Migrating state."""
+
+    job_id: UUID
+    vm_id: UUID
+    disk_moves: list[DiskMove]
 
 
 class MigrationStep(BaseModel):
@@ -124,6 +160,9 @@ class MigrationStep(BaseModel):
     vm_id: UUID
     source_host_id: UUID
     target_host_id: UUID
+    #: A migration with storage: the disks that moved and where the hypervisor put them.
+    disk_moves: list[DiskMove] = Field(default_factory=list)
+    paths: dict[str, str] = Field(default_factory=dict)
 
 
 class SnapshotStep(BaseModel):

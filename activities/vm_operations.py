@@ -19,6 +19,7 @@ from activities.deployment_models import (
 )
 from activities.drivers.hypervisor import (
     TemplateRef,
+    VolumeMove,
     VolumeSpec,
 )
 from activities.errors import reports_cloud_errors
@@ -28,6 +29,7 @@ from activities.vm_operation_models import (
     Begun,
     DestroyRecorded,
     DestroyStep,
+    DiskMove,
     ExpungeOrder,
     HostStep,
     HypervisorSnapshot,
@@ -44,11 +46,13 @@ from activities.vm_operation_models import (
     RestoreStep,
     SnapshotOrder,
     SnapshotStep,
+    StorageStep,
     VmMigration,
     VmOnHost,
+    VmStorageMigration,
     VolumeCleanup,
 )
-from domain import vm_operations, vm_snapshot_operations
+from domain import storage_migration, vm_operations, vm_snapshot_operations
 from domain.catalog import Template
 from domain.cloud import Cloud
 from domain.cluster import Cluster
@@ -64,6 +68,7 @@ from domain.job_results import (
     VmSnapshotTaken,
 )
 from domain.placement import AvoidSet
+from domain.storage import PrimaryStorage
 from domain.virtual_machine import VirtualMachine
 from domain.vm_requests import SnapshotVmRequest, VmOperationRequest, stops_forcibly
 from domain.volume import Volume, VolumeState
@@ -196,7 +201,7 @@ class VmOperationActivities:
         if vm.host_id is None:  # plan_migration refused that already; a type guard here
             raise IllegalStateTransition(f"virtual machine {vm.name} is on no host")
         source, target = host_ref(self.cloud, vm.host_id), host_ref(self.cloud, plan.host_id)
-        return MigrationPlan(
+        migration = MigrationPlan(
             source_host_id=vm.host_id,
             target_host_id=plan.host_id,
             target_host_name=target.name,
@@ -204,12 +209,62 @@ class VmOperationActivities:
             back=VmMigration(source=target, target=source, vm_id=str(vm.id)),
             task_queue=self._task_queue(vm.host_id),
         )
+        if source.cluster_id == target.cluster_id:
+            return migration
+        moves = storage_migration.plan_disk_moves(self.cloud, vm, plan.cluster_id)
+        if not moves:  # every disk on zone-wide storage: a plain live migration
+            return migration
+        disks = [
+            DiskMove(
+                volume_id=m.volume_id,
+                source_pool_id=m.source_pool_id,
+                target_pool_id=m.target_pool_id,
+                target_pool_name=self.cloud.load(PrimaryStorage, m.target_pool_id).name,
+            )
+            for m in moves
+        ]
+        there = [
+            VolumeMove(
+                str(m.volume_id),
+                pool_ref(self.cloud, m.source_pool_id),
+                pool_ref(self.cloud, m.target_pool_id),
+            )
+            for m in moves
+        ]
+        back = [VolumeMove(m.volume_id, m.target, m.source) for m in there]
+        return migration.model_copy(
+            update={
+                "disk_moves": disks,
+                "storage_there": VmStorageMigration(
+                    source=source, target=target, vm_id=str(vm.id), moves=there
+                ),
+                "storage_back": VmStorageMigration(
+                    source=target, target=source, vm_id=str(vm.id), moves=back
+                ),
+            }
+        )
+
+    @activity.defn(name="vm.reserve_storage")
+    @reports_cloud_errors
+    def reserve_storage(self, step: StorageStep) -> None:
+        storage_migration.reserve_storage(self.cloud, step.job_id, _plans(step.disk_moves))
+
+    @activity.defn(name="vm.release_storage")
+    @reports_cloud_errors
+    def release_storage(self, step: StorageStep) -> None:
+        storage_migration.release_storage(self.cloud, step.job_id, _plans(step.disk_moves))
 
     @activity.defn(name="vm.complete_migration")
     @reports_cloud_errors
     def complete_migration(self, step: MigrationStep) -> MigratedVm:
         return vm_operations.complete_migration(
-            self.cloud, step.job_id, step.vm_id, step.source_host_id, step.target_host_id
+            self.cloud,
+            step.job_id,
+            step.vm_id,
+            step.source_host_id,
+            step.target_host_id,
+            _plans(step.disk_moves),
+            step.paths,
         )
 
     # -- VM snapshots --------------------------------------------------------------------------
@@ -421,3 +476,10 @@ class VmOperationActivities:
     def _task_queue(self, host_id: UUID) -> str | None:
         host = self.cloud.load(Host, host_id)
         return self.cloud.load(Cluster, host.cluster_id).agent_task_queue
+
+
+def _plans(moves: list[DiskMove]) -> list[storage_migration.DiskMovePlan]:
+    return [
+        storage_migration.DiskMovePlan(m.volume_id, m.source_pool_id, m.target_pool_id)
+        for m in moves
+    ]

@@ -231,7 +231,9 @@ class VirtualMachineMigrate(BaseModel):
 
     host_id: UUID | None = Field(
         default=None,
-        description="a host of the VM's cluster; default: the planner chooses one",
+        description="a host of the VM's cluster, or of another cluster of its zone (the "
+        "disks then move to that cluster's storage); default: the planner chooses one in the "
+        "VM's cluster",
     )
 
 

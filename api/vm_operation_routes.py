@@ -257,7 +257,8 @@ VM_OPERATIONS: tuple[VmOperationRoute[Any], ...] = (
     ),
     VmOperationRoute(
         path="/{vm_id}/migrate",
-        summary="Live-migrate a running VM to another host of its cluster (a job; administrators)",
+        summary="Live-migrate a running VM to another host, with its disks when the host is in "
+        "another cluster (a job; administrators)",
         name="migrate_virtual_machine",
         operation=VmOperation.MIGRATE,
         body=VirtualMachineMigrate,

@@ -14,11 +14,12 @@ root volume with a new one made from a template, and deletes the old one.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
-from domain import job_records, vm_snapshot_operations
+from domain import job_records, storage_migration, vm_snapshot_operations
 from domain.account import Account
 from domain.catalog import ServiceOffering, Template
 from domain.cloud import Cloud, Decision
@@ -335,9 +336,11 @@ def plan_migration(
     cloud: Cloud, job_id: UUID, vm_id: UUID, target_host_id: UUID | None
 ) -> DeploymentPlan:
     """Where a live migration goes: another host of the VM's cluster that reaches its root
-    volume's pool (live migration keeps the disks where they are). The host asked for is
-    checked; without one, the planner chooses with the current host and every other cluster
-    avoided. Capacity is checked again, under concurrency, when the target is reserved."""
+    volume's pool (live migration keeps the disks where they are), or a host asked for in
+    another cluster of its zone (the disks then move too: domain.storage_migration). The host
+    asked for is checked; without one, the planner chooses with the current host and every
+    other cluster avoided. Capacity is checked again, under concurrency, when the target is
+    reserved."""
     vm = cloud.load(VirtualMachine, vm_id)
     if vm.host_id is None:
         raise IllegalStateTransition(f"virtual machine {vm.name} is on no host")
@@ -369,11 +372,7 @@ def _check_target(
             f"virtual machine {vm.name} already runs on host {target.name}", field="host_id"
         )
     if target.cluster_id != source.cluster_id:
-        raise InvalidParameter(
-            f"host {target.name} is not in the cluster of host {source.name}: live migration "
-            "stays within a cluster",
-            field="host_id",
-        )
+        storage_migration.check_target_cluster(cloud, vm, source, target)
     if not target.can_take_deployments():
         raise InsufficientCapacity(
             f"host {target.name} is {target.status}/{target.resource_state} and takes no VMs"
@@ -390,15 +389,23 @@ def _check_target(
 
 
 def complete_migration(
-    cloud: Cloud, job_id: UUID, vm_id: UUID, source_host_id: UUID, target_host_id: UUID
+    cloud: Cloud,
+    job_id: UUID,
+    vm_id: UUID,
+    source_host_id: UUID,
+    target_host_id: UUID,
+    disk_moves: Sequence[storage_migration.DiskMovePlan] = (),
+    paths: Mapping[str, str] | None = None,
 ) -> MigratedVm:
     """The VM runs on the target: Migrating -> Running there, the source's capacity given
-    back, the job done. One write, so the books never show the VM on both hosts."""
+    back, each moved disk on its new pool, the job done. One write, so the books never show
+    the VM on both hosts or a disk in two pools."""
 
     def decide(d: Decision) -> MigratedVm:
         vm = d.get(VirtualMachine, vm_id)
         vm.transition(VmEvent.OPERATION_SUCCEEDED, f"{job_id}/migrated", host_id=target_host_id)
         d.get(Host, source_host_id).release_capacity(vm_id, f"{job_id}/release-source")
+        storage_migration.record_disks_moved(d, job_id, disk_moves, paths or {})
         return succeed_with(d, job_id, MigratedVm(**vm_facts(vm), source_host_id=source_host_id))
 
     return cloud.decide(decide)

@@ -38,6 +38,7 @@ with workflow.unsafe.imports_passed_through():
         MigrationPlan,
         MigrationRequest,
         MigrationStep,
+        MovedDisks,
         OfferingChange,
         OperationInput,
         OperationOutcome,
@@ -47,6 +48,7 @@ with workflow.unsafe.imports_passed_through():
         RestoreStep,
         SnapshotOrder,
         SnapshotStep,
+        StorageStep,
         VmOnHost,
         VolumeCleanup,
     )
@@ -393,7 +395,12 @@ class MigrateVirtualMachine(VirtualMachineJob[MigrateVmRequest, MigratedVm]):
     """Running -> Migrating -> Running on another host of the same cluster (live, the disks
     stay on their shared pool): plan the target, reserve it, move the VM, record it there and
     give the source host its room back. A failure moves the VM back if it had moved, releases
-    the target and leaves the VM Running on its source host."""
+    the target and leaves the VM Running on its source host.
+
+    A target in another cluster of the zone takes the disks along (migrate with storage): the
+    target cluster's pools reserve room for them before the hypervisor moves VM and disks in
+    one operation, and the last record puts each disk on its new pool. A failure also gives
+    that room back, the disks staying Ready where they were."""
 
     @workflow.run
     async def run(self, request: MigrateVmRequest) -> MigratedVm:
@@ -414,20 +421,26 @@ class MigrateVirtualMachine(VirtualMachineJob[MigrateVmRequest, MigratedVm]):
         await self._control(
             VmOperationActivities.reserve_capacity, step, f"reserve capacity on {target}"
         )
-        self._enter(f"migrating to {target}")
         source = plan.there.source.name
-        saga.add(
-            "migration",
-            self._hypervisor_undo(HypervisorActivities.migrate_vm, plan.back, plan.task_queue),
-        )
-        # Cancelling a live migration half-way is the hypervisor's business, not ours.
-        self._no_return = "the hypervisor is migrating the VM"
-        await self._hypervisor(
-            HypervisorActivities.migrate_vm,
-            plan.there,
-            plan.task_queue,
-            f"live-migrate from {source} to {target}",
-        )
+        moved = MovedDisks(paths={})
+        if plan.storage_there is not None and plan.storage_back is not None:
+            moved = await self._migrate_with_storage(request, plan, saga)
+            done = f"record Running on {target}, the disks moved, and release {source}'s room"
+        else:
+            self._enter(f"migrating to {target}")
+            saga.add(
+                "migration",
+                self._hypervisor_undo(HypervisorActivities.migrate_vm, plan.back, plan.task_queue),
+            )
+            # Cancelling a live migration half-way is the hypervisor's business, not ours.
+            self._no_return = "the hypervisor is migrating the VM"
+            await self._hypervisor(
+                HypervisorActivities.migrate_vm,
+                plan.there,
+                plan.task_queue,
+                f"live-migrate from {source} to {target}",
+            )
+            done = f"record Running on {target} and release {source}'s capacity"
         self._enter(f"recording Running on {target}")
         return await self._control(
             VmOperationActivities.complete_migration,
@@ -436,9 +449,42 @@ class MigrateVirtualMachine(VirtualMachineJob[MigrateVmRequest, MigratedVm]):
                 vm_id=request.vm_id,
                 source_host_id=plan.source_host_id,
                 target_host_id=plan.target_host_id,
+                disk_moves=plan.disk_moves,
+                paths=moved.paths,
             ),
-            f"record Running on {target} and release {source}'s capacity",
+            done,
         )
+
+    async def _migrate_with_storage(
+        self, request: MigrateVmRequest, plan: MigrationPlan, saga: Saga
+    ) -> MovedDisks:
+        """The disks' part of a migration across clusters (see the class's docstring): room on
+        the target pools, then VM and disks moved by the hypervisor in one operation."""
+        assert plan.storage_there is not None and plan.storage_back is not None
+        workflow.patched("migrate-with-storage")  # a new command sequence, for new plans only
+        target, source = plan.target_host_name, plan.there.source.name
+        pools = ", ".join(sorted({m.target_pool_name for m in plan.disk_moves}))
+        disks = StorageStep(job_id=request.job_id, vm_id=request.vm_id, disk_moves=plan.disk_moves)
+        self._enter(f"reserving room for {len(plan.disk_moves)} disks on {pools}")
+        saga.add("storage", self._undo(VmOperationActivities.release_storage, disks))
+        await self._control(
+            VmOperationActivities.reserve_storage, disks, f"reserve room on {pools}"
+        )
+        self._enter(f"migrating to {target} with its disks")
+        saga.add(
+            "migration",
+            self._hypervisor_undo(
+                HypervisorActivities.migrate_vm_with_storage, plan.storage_back, plan.task_queue
+            ),
+        )
+        self._no_return = "the hypervisor is migrating the VM and its disks"
+        moved: MovedDisks = await self._hypervisor(
+            HypervisorActivities.migrate_vm_with_storage,
+            plan.storage_there,
+            plan.task_queue,
+            f"live-migrate from {source} to {target}, disks to {pools}",
+        )
+        return moved
 
 
 def _snapshot_step(request: VmSnapshotJobRequest) -> SnapshotStep:

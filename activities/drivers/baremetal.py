@@ -33,6 +33,7 @@ from activities.drivers.hypervisor import (
     HostCapacity,
     HostRef,
     PowerState,
+    RefusesStorageMigration,
     RefusesVolumeSnapshots,
     ResourceUnavailableError,
     SnapshotInfo,
@@ -94,7 +95,7 @@ class _Instance:
     provisioned: bool = False
 
 
-class BareMetalDriver(RefusesVolumeSnapshots):
+class BareMetalDriver(RefusesStorageMigration, RefusesVolumeSnapshots):
     """A `HypervisorDriver` whose hosts are physical machines driven through their BMCs."""
 
     hypervisor = "BareMetal"
@@ -102,6 +103,7 @@ class BareMetalDriver(RefusesVolumeSnapshots):
         "a bare-metal machine has no volume snapshots: its disks are physical, with no storage "
         "API to copy them"
     )
+    storage_migration_refusal = "a bare-metal machine's disks are physical and cannot move"
 
     def __init__(
         self,

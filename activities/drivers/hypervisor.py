@@ -12,6 +12,7 @@ and the refs below carry only names, addresses and ids.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol, runtime_checkable
@@ -73,6 +74,15 @@ class VolumeInfo:
     path: str
     size_bytes: int
     pool_id: str
+
+
+@dataclass(frozen=True)
+class VolumeMove:
+    """One disk of a VM that moves with it: from its pool to one the target host reaches."""
+
+    volume_id: str
+    source: StoragePoolRef
+    target: StoragePoolRef
 
 
 @dataclass(frozen=True)
@@ -247,6 +257,20 @@ class HypervisorDriver(Protocol):
         """Move a running VM to `target_host` on shared storage; one already there is success."""
         ...
 
+    def migrate_vm_with_storage(
+        self,
+        source_host: HostRef,
+        target_host: HostRef,
+        vm_id: str,
+        moves: Sequence[VolumeMove],
+    ) -> list[VolumeInfo]:
+        """Move a running VM to `target_host` (another cluster's) and each disk in `moves` to its
+        target pool, live, in one operation; answers the moved disks where they now are. A VM
+        already on the target with its disks moved is success; a failure leaves the VM running
+        on its source with its disks where they were (the backend's own live storage migration
+        copies first and switches over last)."""
+        ...
+
     def copy_volume(
         self,
         host: HostRef,
@@ -387,6 +411,26 @@ class VolumeSnapshotInfo:
     volume_id: str
     path: str
     size_bytes: int
+
+
+class RefusesStorageMigration:
+    """What a backend that cannot yet move a running VM's disks between pools answers:
+    refused (CloudStack 432) before anything is touched, with the reason the backend sets in
+    `storage_migration_refusal`, so a migrate job across clusters fails saying why and unwinds."""
+
+    storage_migration_refusal: str
+
+    def migrate_vm_with_storage(
+        self,
+        source_host: HostRef,
+        target_host: HostRef,
+        vm_id: str,
+        moves: Sequence[VolumeMove],
+    ) -> list[VolumeInfo]:
+        raise UnsupportedOperationError(
+            f"cannot migrate VM {vm_id} with its storage from {source_host.name} to "
+            f"{target_host.name}: {self.storage_migration_refusal}"
+        )
 
 
 class RefusesVolumeSnapshots:

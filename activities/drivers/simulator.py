@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -28,6 +28,7 @@ from activities.drivers.hypervisor import (
     VirtualMachineSpec,
     VolumeAttachment,
     VolumeInfo,
+    VolumeMove,
     VolumeSnapshotInfo,
     VolumeSpec,
 )
@@ -319,6 +320,42 @@ class SimulatorDriver:
             moved = replace(vm, host_id=target_host.host_id)
             self._vms.setdefault(target_host.host_id, {})[vm_id] = moved
             return self._info(moved)
+
+    def migrate_vm_with_storage(
+        self,
+        source_host: HostRef,
+        target_host: HostRef,
+        vm_id: str,
+        moves: Sequence[VolumeMove],
+    ) -> list[VolumeInfo]:
+        """The VM and its disks switch over together, as a storage live migration's last step
+        does: nothing has moved when a fault fires."""
+        self._simulate("migrate_vm_with_storage", source_host)
+        with self._lock:
+            arrived = self._vms.get(target_host.host_id, {}).get(vm_id)
+            vm = arrived or self._vm_or_fail(source_host, vm_id)
+            for move in moves:
+                held = self._volumes.get(move.source.pool_id, {})
+                there = self._volumes.get(move.target.pool_id, {})
+                if move.volume_id not in held and move.volume_id not in there:
+                    raise DriverError(f"volume {move.volume_id} is not in pool {move.source.name}")
+            moved: list[VolumeInfo] = []
+            for move in moves:
+                targets = self._volumes.setdefault(move.target.pool_id, {})
+                source = self._volumes.get(move.source.pool_id, {}).pop(move.volume_id, None)
+                if source is not None and move.volume_id not in targets:
+                    targets[move.volume_id] = replace(
+                        source,
+                        path=f"{move.target.path.rstrip('/')}/{move.volume_id}",
+                        pool_id=move.target.pool_id,
+                    )
+                moved.append(targets[move.volume_id])
+            if arrived is None:
+                del self._vms[source_host.host_id][vm_id]
+                self._vms.setdefault(target_host.host_id, {})[vm_id] = replace(
+                    vm, host_id=target_host.host_id
+                )
+            return moved
 
     # -- issue 3: volume snapshots -----------------------------------------------------------
     def snapshot_volume(

@@ -71,8 +71,6 @@ NOT_OFFERED: dict[str, str] = {
             "createPortForwardingRule",
         )
     },
-    "migrateVirtualMachineWithVolume": "migration with storage across clusters is not "
-    "offered yet; migrateVirtualMachine moves a VM within its cluster",
 }
 
 

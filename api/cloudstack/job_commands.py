@@ -175,6 +175,22 @@ async def migrate(ctx: Context) -> dict[str, Any]:
     return await vm_operation(ctx, "migrate_virtual_machine", body)
 
 
+@command("migrateVirtualMachineWithVolume", is_async=True)
+async def migrate_with_volume(ctx: Context) -> dict[str, Any]:
+    """To a host of another cluster, the disks moving to that cluster's pools (Stratus chooses
+    them: an explicit `migrateto` volume-to-pool map is refused rather than ignored)."""
+    p = ctx.params
+    if any(name.lower().startswith("migrateto") for name in p.values):
+        raise CloudStackError(
+            int(ErrorCode.UNSUPPORTED_ACTION),
+            "migrateto (a pool per volume) is not offered yet; give hostid alone and the "
+            "target cluster's pools are chosen",
+        )
+    body = model_of(ctx, VirtualMachineMigrate, {"host_id": ("hostid", p.required("hostid"))})
+    p.values["id"] = p.required("virtualmachineid")
+    return await vm_operation(ctx, "migrate_virtual_machine", body)
+
+
 @command("scaleVirtualMachine", is_async=True)
 async def scale(ctx: Context) -> dict[str, Any]:
     return await _change_offering(ctx)

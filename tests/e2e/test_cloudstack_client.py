@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import uuid
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -13,6 +14,10 @@ from typing import Any
 import pytest
 from cs import CloudStack, CloudStackApiException
 
+from domain.host import Host
+from domain.storage import PrimaryStorage
+from domain.virtual_machine import VirtualMachine
+from domain.volume import Volume
 from tests.e2e.conftest import Stack
 from tests.e2e.tenants import Tenant, new_tenant
 from tests.support import ADMIN_KEY, ADMIN_SECRET, seed_zone, wait_until
@@ -27,6 +32,17 @@ def client_of(stack: Stack, tenant: Tenant, method: str) -> CloudStack:
         poll_interval=0.2,
         job_timeout=90,
         timeout=30,
+    )
+
+
+def root_admin_client(stack: Stack) -> CloudStack:
+    return CloudStack(
+        endpoint=f"{stack.url}/client/api",
+        key=ADMIN_KEY,
+        secret=ADMIN_SECRET,
+        timeout=30,
+        poll_interval=0.2,
+        job_timeout=90,
     )
 
 
@@ -122,14 +138,7 @@ async def test_the_root_admin_takes_a_host_into_maintenance_and_back_with_the_cs
     stack: Stack,
 ) -> None:
     zone = seed_zone(stack.cloud)  # its own hosts: the shared zone's stay in service
-    admin = CloudStack(
-        endpoint=f"{stack.url}/client/api",
-        key=ADMIN_KEY,
-        secret=ADMIN_SECRET,
-        timeout=30,
-        poll_interval=0.2,
-        job_timeout=90,
-    )
+    admin = root_admin_client(stack)
     host_id = str(zone.host_ids[0])
     prepared = await call(admin.prepareHostForMaintenance, id=host_id, fetch_result=True)
     assert prepared["host"]["id"] == host_id
@@ -143,3 +152,51 @@ async def test_the_root_admin_takes_a_host_into_maintenance_and_back_with_the_cs
     with pytest.raises(CloudStackApiException) as refused:
         await call(user.prepareHostForMaintenance, id=host_id)
     assert refused.value.error["errorcode"] == 531
+
+
+async def test_the_root_admin_migrates_a_vm_with_its_volume_to_another_cluster_with_cs(
+    stack: Stack,
+) -> None:
+    zone = seed_zone(stack.cloud)
+    admin = root_admin_client(stack)
+    deployed = await call(
+        admin.deployVirtualMachine,
+        zoneid=str(zone.zone_id),
+        serviceofferingid=str(zone.small_offering_id),
+        templateid=str(zone.template_id),
+        name="cs-traveller",
+        fetch_result=True,
+    )
+    vm_id = uuid.UUID(deployed["virtualmachine"]["id"])
+    source = stack.cloud.load(VirtualMachine, vm_id).host_id
+    assert source is not None
+    home = stack.cloud.load(Host, source).cluster_id
+    target = next(h for h in zone.host_ids if stack.cloud.load(Host, h).cluster_id != home)
+
+    # CloudStack's per-volume pool map is refused rather than ignored; nothing moves.
+    with pytest.raises(CloudStackApiException) as refused:
+        await call(
+            admin.migrateVirtualMachineWithVolume,
+            virtualmachineid=str(vm_id),
+            hostid=str(target),
+            **{"migrateto[0].volume": str(vm_id), "migrateto[0].pool": str(zone.pool_ids[1])},
+        )
+    assert refused.value.error["errorcode"] == 432
+    assert "migrateto" in refused.value.error["errortext"]
+
+    moved = await call(
+        admin.migrateVirtualMachineWithVolume,
+        virtualmachineid=str(vm_id),
+        hostid=str(target),
+        fetch_result=True,
+    )
+    assert moved["virtualmachine"]["id"] == str(vm_id)
+    assert moved["virtualmachine"]["state"] == "Running"
+    vm = stack.cloud.load(VirtualMachine, vm_id)
+    assert vm.host_id == target
+    root = stack.cloud.load(Volume, vm.root_volume_id)
+    assert root.pool_id is not None
+    assert (
+        stack.cloud.load(PrimaryStorage, root.pool_id).cluster_id
+        == stack.cloud.load(Host, target).cluster_id
+    )

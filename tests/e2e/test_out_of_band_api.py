@@ -11,11 +11,11 @@ from functools import partial
 from typing import Any
 
 import pytest
-from cs import CloudStack
 
 from tests.e2e.conftest import Stack, wait_for_job
+from tests.e2e.test_cloudstack_client import root_admin_client
 from tests.integration.drivers.test_baremetal_contract import BmcProcess
-from tests.support import ADMIN_KEY, ADMIN_SECRET, seed_zone
+from tests.support import seed_zone
 
 
 @pytest.fixture(scope="module")
@@ -76,14 +76,7 @@ async def test_an_operator_powers_a_host_through_its_bmc(stack: Stack, bmc: BmcP
         assert wrong.status_code == 422 and wrong.json()["detail"][0]["loc"] == ["body", "action"]
 
     # The same through a CloudStack client, unchanged.
-    admin = CloudStack(
-        endpoint=f"{stack.url}/client/api",
-        key=ADMIN_KEY,
-        secret=ADMIN_SECRET,
-        timeout=30,
-        poll_interval=0.2,
-        job_timeout=90,
-    )
+    admin = root_admin_client(stack)
     answer = await asyncio.to_thread(
         partial(
             admin.issueOutOfBandManagementPowerAction,

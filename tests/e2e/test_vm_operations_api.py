@@ -7,6 +7,8 @@ from typing import Any
 
 from temporalio.client import Client, WorkflowExecutionStatus
 
+from domain.host import Host
+from domain.storage import PrimaryStorage
 from tests.e2e.conftest import Stack, step_reached, wait_for_job
 from tests.e2e.test_deploy_api import order
 from tests.support import wait_until
@@ -129,7 +131,7 @@ async def test_the_queue_is_visible_and_jobs_cancel_or_refuse_409(
         assert (await vm_state(http, vm_id))["state"] == "Running"
 
 
-async def test_migrate_over_http_moves_the_vm_within_its_cluster_and_bad_requests_fail(
+async def test_migrate_over_http_within_its_cluster_or_with_its_disk_and_bad_requests_fail(
     stack: Stack,
 ) -> None:
     async with stack.http() as http:
@@ -149,16 +151,34 @@ async def test_migrate_over_http_moves_the_vm_within_its_cluster_and_bad_request
         }
         assert [h for h, vms in on_hypervisor.items() if vm_id in vms] == [now["host_id"]]
 
-        # A host outside the VM's cluster: the job fails with 431 and the VM stays put.
+        # A host of another cluster: the VM moves there with its disk (migrate with storage),
+        # the disk to that cluster's pool.
         index = [str(h) for h in stack.zone.host_ids].index(now["host_id"])
         elsewhere = str(stack.zone.host_ids[(index + 2) % len(stack.zone.host_ids)])
+        across = await http.post(
+            f"/v1/virtual-machines/{vm_id}/migrate", json={"host_id": elsewhere}
+        )
+        assert across.status_code == 202, across.text
+        job = await wait_for_job(http, across.json()["job_id"])
+        assert job["status"] == "succeeded", job
+        moved_vm = await vm_state(http, vm_id)
+        assert moved_vm["state"] == "Running" and moved_vm["host_id"] == elsewhere
+        root = await http.get(
+            f"/v1/volumes/{moved_vm['root_volume_id']}", params={"consistent": "true"}
+        )
+        target_cluster = stack.cloud.load(Host, uuid.UUID(elsewhere)).cluster_id
+        pool = stack.cloud.load(PrimaryStorage, uuid.UUID(root.json()["pool_id"]))
+        assert pool.cluster_id == target_cluster, root.text
+        assert root.json()["state"] == "Ready"
+
+        # The host it runs on: the job fails with 431 and the VM stays put.
         wrong = await http.post(
             f"/v1/virtual-machines/{vm_id}/migrate", json={"host_id": elsewhere}
         )
         assert wrong.status_code == 202, wrong.text
         job = await wait_for_job(http, wrong.json()["job_id"])
         assert job["status"] == "failed" and job["error_code"] == 431, job
-        assert (await vm_state(http, vm_id))["host_id"] == now["host_id"]
+        assert (await vm_state(http, vm_id))["host_id"] == elsewhere
 
         # A stopped VM cannot be live-migrated: refused at once.
         stop = await http.post(f"/v1/virtual-machines/{vm_id}/stop")

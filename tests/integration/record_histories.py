@@ -42,6 +42,7 @@ from temporalio.testing import WorkflowEnvironment
 from activities.drivers.simulator import SimulatorDriver
 from api.job_cancellation import cancel as cancel_job
 from domain.cloud import Cloud, postgres_env
+from domain.host import Host
 from domain.host_maintenance import (
     AllocationStateRequest,
     CancelHostMaintenanceRequest,
@@ -155,6 +156,7 @@ async def record(database_url: str, temporal_binary: str) -> None:
         await record_infrastructure(env.client, cloud, zone)
         await record_queue_by_signal(env.client, cloud, zone)
         await record_host_maintenance(env.client, cloud, seed_zone(cloud))
+        await record_migrations_with_storage(env.client, cloud, seed_zone(cloud))
     finally:
         cloud.close()
         await env.shutdown()
@@ -249,6 +251,21 @@ async def record_migrations(client: Client, cloud: Cloud, zone: DemoCloud) -> No
         await wait(client, deploy_job)
         await run(harness, zone, vm_id, S.MIGRATE, "migrate_vm_fails_and_unwinds")
         await run(harness, zone, vm_id, S.MIGRATE, "migrate_vm_succeeds")
+
+
+async def record_migrations_with_storage(client: Client, cloud: Cloud, zone: DemoCloud) -> None:
+    """A migration to another cluster failing after VM and disk moved (its unwind moves both
+    back), then one succeeding."""
+    async with running_worker(client, cloud, around=first_job_of_each_type_fails()) as harness:
+        deploy_job, vm_id = await deploy(harness, zone, "recorded-storage-migrations")
+        await wait(client, deploy_job)
+        source = cloud.load(VirtualMachine, vm_id).host_id
+        assert source is not None
+        home = cloud.load(Host, source).cluster_id
+        target = next(h for h in zone.host_ids if cloud.load(Host, h).cluster_id != home)
+        for outcome in ("fails_and_unwinds", "succeeds"):
+            name = f"migrate_vm_with_storage_{outcome}"
+            await run(harness, zone, vm_id, S.MIGRATE, name, host_id=target)
 
 
 async def record_vm_snapshots(client: Client, cloud: Cloud, zone: DemoCloud) -> None:

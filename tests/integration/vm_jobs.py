@@ -29,7 +29,7 @@ from domain.storage import PrimaryStorage
 from domain.virtual_machine import TRANSITIONAL_STATES, VirtualMachine, VmState
 from domain.vm_requests import vm_operation_request
 from domain.volume import Volume, VolumeState
-from tests.support import Harness, enqueue
+from tests.support import Harness, enqueue, outcome
 from workers.demo_cloud import DemoCloud
 
 
@@ -140,6 +140,30 @@ def fail_in(workflow_type: str, step: str, *, once: bool = False) -> Callable[..
         return call()
 
     return around
+
+
+async def migrate(
+    harness: Harness,
+    zone: DemoCloud,
+    vm_id: UUID,
+    host_id: UUID | None = None,
+    job_id: UUID | None = None,
+) -> tuple[UUID, str, Any]:
+    """A migrate job (to `host_id`, or where the planner chooses) and how it ended."""
+    accepted = await submit(
+        harness, zone, vm_id, VmOperation.MIGRATE, host_id=host_id, job_id=job_id
+    )
+    status, value = await outcome(harness.client, accepted.job_id)
+    return accepted.job_id, status, value
+
+
+def vm(cloud: Cloud, vm_id: UUID) -> VirtualMachine:
+    return cloud.load(VirtualMachine, vm_id)
+
+
+def cluster_of(cloud: Cloud, host_id: UUID | None) -> UUID:
+    assert host_id is not None
+    return cloud.load(Host, host_id).cluster_id
 
 
 def problems_of(cloud: Cloud, zone: DemoCloud, harness: Harness, vm_id: UUID) -> list[str]:

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, TypeVar
 
+from domain import inventory
 from domain.cloud import Cloud
 from domain.guest_network import GuestNetwork
 from domain.host import Host
@@ -24,6 +25,7 @@ from domain.storage import PrimaryStorage, SecondaryStorage
 from domain.virtual_machine import VirtualMachine
 from domain.vm_snapshot import VmSnapshot
 from domain.volume import Volume
+from domain.zone import Pod
 
 GIB = 1024**3
 
@@ -36,6 +38,21 @@ def in_memory_cloud() -> Cloud:
     same optimistic concurrency as on PostgreSQL, in this process only. Settings passed as
     `env` win over the environment, so POSTGRES_* variables cannot leak in."""
     return Cloud(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
+
+
+def seed_pod(cloud: Cloud) -> Pod:
+    """A zone with one pod, in `cloud`, for tests that add clusters, hosts and pools to it."""
+    zone = inventory.add_zone(cloud, uuid.uuid4(), "z")
+    return inventory.add_pod(
+        cloud,
+        uuid.uuid4(),
+        zone.id,
+        "p",
+        gateway="10.0.0.1",
+        netmask="255.255.255.0",
+        start_ip="10.0.0.2",
+        end_ip="10.0.0.9",
+    )
 
 
 def new_vm(**overrides: Any) -> VirtualMachine:

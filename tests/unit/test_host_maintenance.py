@@ -29,7 +29,7 @@ from domain.host_maintenance import (
 from domain.job import Job, JobStatus
 from domain.virtual_machine import VmEvent, VmState
 from domain.vm_requests import MigrateVmRequest
-from tests.unit.builders import bring_to, new_host, new_vm
+from tests.unit.builders import bring_to, new_host, new_vm, seed_pod
 
 NOW = datetime(2026, 12, 3, tzinfo=UTC)
 
@@ -227,17 +227,7 @@ def test_a_cancel_names_the_maintenance_still_being_prepared(memory_cloud: Cloud
 
 
 def test_a_cluster_is_enabled_and_disabled_and_an_unknown_one_named(memory_cloud: Cloud) -> None:
-    zone = inventory.add_zone(memory_cloud, uuid.uuid4(), "z")
-    pod = inventory.add_pod(
-        memory_cloud,
-        uuid.uuid4(),
-        zone.id,
-        "p",
-        gateway="10.0.0.1",
-        netmask="255.255.255.0",
-        start_ip="10.0.0.2",
-        end_ip="10.0.0.9",
-    )
+    pod = seed_pod(memory_cloud)
     cluster = inventory.add_cluster(memory_cloud, uuid.uuid4(), pod.id, "c", "Simulator")
 
     def change(resource_id: uuid.UUID, state: str, kind: str = "Cluster") -> dict[str, str]:

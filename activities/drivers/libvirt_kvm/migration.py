@@ -10,12 +10,22 @@ from __future__ import annotations
 
 import libvirt
 
-from activities.drivers.hypervisor import DriverError, HostRef, VirtualMachineInfo
+from activities.drivers.hypervisor import (
+    DriverError,
+    HostRef,
+    RefusesStorageMigration,
+    VirtualMachineInfo,
+)
 from activities.drivers.libvirt_kvm.connection import LibvirtConnection
 
 
-class LibvirtMigration(LibvirtConnection):
+class LibvirtMigration(RefusesStorageMigration, LibvirtConnection):
     """Live and offline migration of a domain to another host."""
+
+    storage_migration_refusal = (
+        "migration with non-shared disks (VIR_MIGRATE_NON_SHARED_DISK with a per-disk target "
+        "pool) is not implemented for KVM yet"
+    )
 
     def migrate_vm(
         self, source_host: HostRef, target_host: HostRef, vm_id: str

@@ -7,12 +7,17 @@ from __future__ import annotations
 
 from pyVmomi import vim
 
-from activities.drivers.hypervisor import HostRef, VirtualMachineInfo
+from activities.drivers.hypervisor import HostRef, RefusesStorageMigration, VirtualMachineInfo
 from activities.drivers.vsphere.connection import VSphereConnection
 
 
-class VSphereMigration(VSphereConnection):
+class VSphereMigration(RefusesStorageMigration, VSphereConnection):
     """Relocating a VM to another host of the same vCenter."""
+
+    storage_migration_refusal = (
+        "relocating a VM's disks to another datastore (RelocateVM_Task with disk locators) is "
+        "not implemented for vSphere yet"
+    )
 
     def migrate_vm(
         self, source_host: HostRef, target_host: HostRef, vm_id: str

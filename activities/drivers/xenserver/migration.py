@@ -10,14 +10,20 @@ from __future__ import annotations
 from activities.drivers.hypervisor import (
     DriverError,
     HostRef,
+    RefusesStorageMigration,
     UnsupportedOperationError,
     VirtualMachineInfo,
 )
 from activities.drivers.xenserver.connection import XenServerConnection, _PoolSession
 
 
-class XenServerMigration(XenServerConnection):
+class XenServerMigration(RefusesStorageMigration, XenServerConnection):
     """Live migration of a running VM within its pool."""
+
+    storage_migration_refusal = (
+        "storage live migration (XAPI VM.migrate_send with a VDI map) is not implemented for "
+        "XenServer yet"
+    )
 
     def migrate_vm(
         self, source_host: HostRef, target_host: HostRef, vm_id: str

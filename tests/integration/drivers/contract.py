@@ -31,6 +31,7 @@ from activities.drivers.hypervisor import (
     VirtualMachineInfo,
     VirtualMachineSpec,
     VolumeInfo,
+    VolumeMove,
     VolumeSpec,
 )
 
@@ -45,6 +46,7 @@ OPERATIONS = frozenset(
         "snapshot",
         "memory_snapshot",
         "migrate",
+        "migrate_with_storage",
         "reboot",
         "multiple_vms",
         # Volume snapshots (issue 3): on primary storage, of a running VM's disk, and their
@@ -76,6 +78,8 @@ class Backend:
     unreachable_host: HostRef
     template: TemplateRef | None = None
     target_host: HostRef | None = None
+    #: A pool `target_host` reaches and `host` does not, for migration with storage.
+    target_pool: StoragePoolRef | None = None
     memory_mib: int = 64
     nics: tuple[NicSpec, ...] = ()
     volume_size: int = 16 * MIB
@@ -695,3 +699,30 @@ class HypervisorContract:
         assert found is not None and found.power_state == PowerState.POWERED_ON
         # A retried migration (the first answer was lost) finds the VM already there.
         assert backend.driver.migrate_vm(backend.host, target, spec.vm_id) == moved
+
+    def test_migrate_with_storage_moves_the_vm_and_its_disk_and_back(
+        self, backend: Backend, cleanup: Cleanup
+    ) -> None:
+        spec = self.running_vm(backend, cleanup)
+        target = backend.target_host or backend.host
+        target_pool = backend.target_pool or backend.pool
+        root = spec.root_volume.volume_id
+        there = [VolumeMove(root, backend.pool, target_pool)]
+        self.supported(
+            "migrate_with_storage",
+            lambda: backend.driver.migrate_vm_with_storage(backend.host, target, spec.vm_id, there),
+        )
+        assert backend.target_host is not None and backend.target_pool is not None
+        cleanup.vms.append((target, spec.vm_id))
+        moved = backend.driver.migrate_vm_with_storage(backend.host, target, spec.vm_id, there)
+        assert [(d.volume_id, d.pool_id) for d in moved] == [(root, target_pool.pool_id)]
+        assert backend.driver.find_vm(backend.host, spec.vm_id) is None
+        found = backend.driver.find_vm(target, spec.vm_id)
+        assert found is not None and found.power_state == PowerState.POWERED_ON
+        # A retry (the first answer was lost) answers the same; the way back is the same call.
+        again = backend.driver.migrate_vm_with_storage(backend.host, target, spec.vm_id, there)
+        assert again == moved
+        back = [VolumeMove(root, target_pool, backend.pool)]
+        returned = backend.driver.migrate_vm_with_storage(target, backend.host, spec.vm_id, back)
+        assert [(d.volume_id, d.pool_id) for d in returned] == [(root, backend.pool.pool_id)]
+        assert backend.driver.find_vm(target, spec.vm_id) is None

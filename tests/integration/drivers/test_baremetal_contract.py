@@ -202,6 +202,7 @@ class TestBareMetalContract(HypervisorContract):
         "snapshot": "IPMI has no snapshots",
         "memory_snapshot": "IPMI has no snapshots",
         "migrate": "the instance is the machine; it cannot move",
+        "migrate_with_storage": "a machine's disks are physical and cannot move",
         "multiple_vms": "a bare-metal host is one machine and runs one instance",
         "volume_snapshot": "a machine's disks are physical: no volume snapshots",
     }

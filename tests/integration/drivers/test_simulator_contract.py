@@ -42,6 +42,7 @@ class TestSimulatorContract(HypervisorContract):
             target_host=host("b"),
             unreachable_host=gone,
             pool=StoragePoolRef("pool-1", "primary", "/primary"),
+            target_pool=StoragePoolRef("pool-2", "primary-b", "/primary-b"),
         )
 
 

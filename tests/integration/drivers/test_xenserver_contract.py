@@ -138,6 +138,10 @@ def make_backend(driver: XenServerDriver, server: XapiServer | None = None) -> B
 
 
 class TestXenServerContract(HypervisorContract):
+    unsupported = {
+        "migrate_with_storage": "not implemented for XenServer yet (VM.migrate_send)",
+    }
+
     @pytest.fixture(scope="class")
     @classmethod
     def xen_backend(cls, xapi: XapiServer) -> Iterator[Backend]:

@@ -86,18 +86,7 @@ class HostMaintenanceActivities(ActivitiesWithClient):
         """One migrate job per VM, each in its VM's queue. Job ids derive from the maintenance
         job, the VM and the round, so a retried step submits the same jobs again, which their
         queues recognise."""
-        jobs: list[EvacuationJob] = []
-        for queue, submission, vm in _evacuations(wave):
-            await enqueue(self.client, self.cloud, queue, submission, wave.task_queue)
-            jobs.append(
-                EvacuationJob(
-                    vm_id=vm.vm_id,
-                    vm_name=vm.name,
-                    job_id=submission.job_id,
-                    queue_id=queue.workflow_id,
-                )
-            )
-        return EvacuationSubmitted(jobs=jobs)
+        return await hand_over(self.client, self.cloud, _evacuations(wave), wave.task_queue)
 
     @activity.defn(name="host.withdraw_evacuation")
     async def withdraw_evacuation(self, wave: Evacuation) -> None:
@@ -211,6 +200,28 @@ class HostMaintenanceActivities(ActivitiesWithClient):
     @reports_cloud_errors
     def change_allocation_state(self, request: AllocationStateRequest) -> dict[str, str]:
         return host_maintenance.change_allocation_state(self.cloud, request)
+
+
+async def hand_over(
+    client: Client,
+    cloud: Cloud,
+    jobs: list[tuple[JobQueue, VmJobSubmission, VmOnTheHost]],
+    task_queue: str,
+) -> EvacuationSubmitted:
+    """Each VM's job into its queue (a retry submits the same ids, which the queues know);
+    answers what to wait for with `host.await_evacuation`."""
+    submitted: list[EvacuationJob] = []
+    for queue, submission, vm in jobs:
+        await enqueue(client, cloud, queue, submission, task_queue)
+        submitted.append(
+            EvacuationJob(
+                vm_id=vm.vm_id,
+                vm_name=vm.name,
+                job_id=submission.job_id,
+                queue_id=queue.workflow_id,
+            )
+        )
+    return EvacuationSubmitted(jobs=submitted)
 
 
 def _evacuations(wave: Evacuation) -> list[tuple[JobQueue, VmJobSubmission, VmOnTheHost]]:

@@ -7,6 +7,10 @@ a call whose outcome is unknown asks the backend for the truth before anyone ret
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
 from temporalio import activity
 
 from activities.deployment_models import (
@@ -19,6 +23,7 @@ from activities.deployment_models import (
 from activities.drivers.hypervisor import (
     DriverError,
     DriverTimeoutError,
+    HostRef,
     HypervisorDriver,
     PowerState,
     TemplateRef,
@@ -28,6 +33,7 @@ from activities.drivers.hypervisor import (
 )
 from activities.errors import reports_cloud_errors
 from activities.heartbeat import heartbeating
+from activities.host_ha_models import ActivityProbe, HealthProbe, HealthReport
 from activities.infrastructure_models import (
     ClusterHosts,
     HostPowerReport,
@@ -240,6 +246,31 @@ class HypervisorActivities:
                 )
         return PowerReports(reports=reports)
 
+    # -- host HA probes --------------------------------------------------------------------
+    @activity.defn(name="hypervisor.check_host_health")
+    def check_host_health(self, probe: HealthProbe) -> HealthReport:
+        """Each host asked about itself (its capacity, as on connect), all at once: healthy
+        when it answers within the timeout. A host that hangs is left to its thread."""
+        return HealthReport(
+            healthy=_answered_within(
+                probe.hosts,
+                lambda host: self.drivers.for_hypervisor(host.hypervisor).host_capacity(host),
+                probe.timeout_seconds,
+            )
+        )
+
+    @activity.defn(name="hypervisor.check_vm_activity")
+    def check_vm_activity(self, probe: ActivityProbe) -> bool:
+        """Whether anything on the host still shows life: a VM its hypervisor reports powered
+        on there, through a path other than the health check's. No answer in time is none."""
+        driver = self.drivers.for_hypervisor(probe.host.hypervisor)
+
+        def running(host: HostRef) -> bool:
+            return any(v.power_state is PowerState.POWERED_ON for v in driver.list_vms(host))
+
+        answers = _answered_within([probe.host], running, probe.timeout_seconds, keep=True)
+        return answers[probe.host.host_id]
+
     # -- data volumes: plug in and out, grow, copy between pools ----------------------------
     @activity.defn(name="hypervisor.attach_volume")
     @reports_cloud_errors
@@ -357,3 +388,29 @@ class HypervisorActivities:
 
 def launched(info: VirtualMachineInfo) -> LaunchedVm:
     return LaunchedVm(vm_id=info.vm_id, power_state=info.power_state.value, host_id=info.host_id)
+
+
+def _answered_within(
+    hosts: list[HostRef],
+    ask: Callable[[HostRef], object],
+    timeout_seconds: float,
+    *,
+    keep: bool = False,
+) -> dict[str, bool]:
+    """host id → whether `ask` returned within the timeout (with `keep`, what it returned,
+    taken as a truth value); an error is a no. The calls run side by side."""
+    pool = ThreadPoolExecutor(max_workers=max(1, min(16, len(hosts))))
+    try:
+        futures = {host.host_id: pool.submit(ask, host) for host in hosts}
+        deadline = time.monotonic() + timeout_seconds
+        answers: dict[str, bool] = {}
+        for host_id, future in futures.items():
+            try:
+                value = future.result(timeout=max(0.0, deadline - time.monotonic()))
+            except Exception:  # a timeout, a driver error: no answer
+                answers[host_id] = False
+                continue
+            answers[host_id] = bool(value) if keep else True
+        return answers
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)

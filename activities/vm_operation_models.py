@@ -68,6 +68,7 @@ class PlanStartInput(BaseModel):
     vm_id: UUID
     attempt: int
     avoid_host_ids: list[UUID] = Field(default_factory=list)
+    ha_restart: bool = False
 
 
 class DestroyStep(BaseModel):

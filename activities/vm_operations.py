@@ -119,6 +119,7 @@ class VmOperationActivities:
             given.vm_id,
             AvoidSet(frozenset(given.avoid_host_ids)),
             given.attempt,
+            ha_restart=given.ha_restart,
         )
         cluster = self.cloud.load(Cluster, plan.cluster_id)
         return Placement(

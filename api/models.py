@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from domain.catalog import HypervisorType
 from domain.cluster_connection import ConnectionSettings
+from domain.host_ha import HaSettings
 from domain.locations import NetworkAddress, StoragePath
 from domain.quantities import (
     DAY_SECONDS,
@@ -172,6 +173,10 @@ class HostPublic(BaseModel):
     oobm_enabled: bool = False
     power_state: str = "Unknown"
     power_state_at: datetime | None = None
+    #: Host HA: whether it is on, where the host is in CloudStack's HA machine and why.
+    ha_enabled: bool = False
+    ha_state: str = "Disabled"
+    ha_reason: str = ""
     created: datetime
     updated: datetime
 
@@ -180,12 +185,14 @@ class HostPublic(BaseModel):
     def _no_errors_recorded(cls, value: Any) -> Any:
         return [] if value is None else value
 
-    @field_validator("oobm_enabled", "power_state", mode="before")
+    @field_validator(
+        "oobm_enabled", "power_state", "ha_enabled", "ha_state", "ha_reason", mode="before"
+    )
     @classmethod
-    def _row_before_out_of_band(cls, value: Any, info: Any) -> Any:
+    def _row_before_the_column(cls, value: Any, info: Any) -> Any:
         """A row projected before these columns existed holds NULL."""
         if value is None:
-            return False if info.field_name == "oobm_enabled" else "Unknown"
+            return cls.model_fields[info.field_name].default
         return value
 
 
@@ -593,6 +600,25 @@ class AllocationStatePublic(BaseModel):
     id: UUID
     name: str
     allocation_state: str
+
+
+class HostHaPublic(BaseModel):
+    """A host's HA after it was switched on or off."""
+
+    host_id: UUID
+    name: str
+    cluster_id: UUID
+    ha_enabled: bool
+    ha_state: str
+    ha_reason: str
+
+
+class ClusterHaPublic(BaseModel):
+    """A cluster's kvm.ha settings (CloudStack's names: kvm.ha.<setting with dots>)."""
+
+    cluster_id: UUID
+    name: str
+    settings: HaSettings
 
 
 class OutOfBandConfigure(BaseModel):

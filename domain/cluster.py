@@ -7,18 +7,24 @@ live here and the host applies them when it reserves capacity.
 
 from __future__ import annotations
 
+from typing import Any
 from uuid import UUID
 
 from eventsourcing.domain import event
 
 from domain.aggregate import CloudAggregate
 from domain.errors import InvalidParameter
+from domain.host_ha import HaSettings
 from domain.zone import AllocationState
 
 DEFAULT_DISABLE_THRESHOLD = 0.85
 
 
 class Cluster(CloudAggregate):
+    #: Host HA settings of the cluster's hosts (HaSettings fields); None: CloudStack's defaults.
+    #: A class-level default: clusters recorded before host HA existed.
+    ha_settings: dict[str, Any] | None = None
+
     @event("Created")
     def __init__(
         self,
@@ -90,6 +96,23 @@ class Cluster(CloudAggregate):
     @event("AllocationChanged")
     def _allocation_changed(self, allocation_state: str, command_id: str) -> None:
         self.allocation_state = AllocationState(allocation_state)
+        self._remember(command_id)
+
+    @property
+    def ha(self) -> HaSettings:
+        return HaSettings.model_validate(self.ha_settings or {})
+
+    def configure_ha(self, settings: HaSettings, command_id: str) -> bool:
+        """Set the host-HA settings of the cluster; the same again records nothing."""
+        wanted = settings.model_dump()
+        if self.has_applied(command_id) or wanted == self.ha.model_dump():
+            return False
+        self._ha_configured(wanted, command_id)
+        return True
+
+    @event("HaConfigured")
+    def _ha_configured(self, settings: dict[str, Any], command_id: str) -> None:
+        self.ha_settings = settings
         self._remember(command_id)
 
 

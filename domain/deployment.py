@@ -279,8 +279,11 @@ def plan_deployment(cloud: Cloud, job_id: UUID, avoid: AvoidSet, attempt: int) -
     return plan
 
 
-def plan_placement(cloud: Cloud, vm_id: UUID, avoid: AvoidSet) -> DeploymentPlan:
-    """Where a VM goes: its last host first, where its root volume (once made) is reachable."""
+def plan_placement(
+    cloud: Cloud, vm_id: UUID, avoid: AvoidSet, *, ha_restart: bool = False
+) -> DeploymentPlan:
+    """Where a VM goes: its last host first, where its root volume (once made) is reachable;
+    hosts tagged `ha` only for an HA restart."""
     vm = cloud.load(VirtualMachine, vm_id)
     volume = cloud.load(Volume, vm.root_volume_id)
     offering = cloud.load(ServiceOffering, vm.service_offering_id)
@@ -294,6 +297,7 @@ def plan_placement(cloud: Cloud, vm_id: UUID, avoid: AvoidSet) -> DeploymentPlan
         host_tags=frozenset(offering.host_tags),
         avoid=avoid,
         required_pool_id=volume.pool_id if volume.state is VolumeState.READY else None,
+        is_ha_restart=ha_restart,
     )
     return FirstFitPlanner().plan(request, clusters, zone_pools)
 

@@ -11,12 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 from uuid import UUID
 
 from eventsourcing.domain import event
 
 from domain.aggregate import CloudAggregate
 from domain.errors import IllegalStateTransition, InsufficientCapacity, InvalidParameter
+from domain.host_ha import NOT_PLACEABLE, HaState, HaStatus
 
 #: The hypervisor type of bare-metal hosts (domain.catalog.HypervisorType.BAREMETAL).
 BARE_METAL = "BareMetal"
@@ -72,6 +74,10 @@ class Host(CloudAggregate):
     oobm_enabled: bool = False
     power_state: str = "Unknown"
     power_state_at: datetime | None = None
+    #: Host HA (domain/host_ha.py): whether it is on for this host, and where the host is in
+    #: the HA state machine (HaStatus.recorded()).
+    ha_enabled: bool = False
+    ha_status: dict[str, Any] | None = None
 
     @event("Added")
     def __init__(
@@ -127,7 +133,17 @@ class Host(CloudAggregate):
     def can_take_deployments(self) -> bool:
         if self.is_exclusive and self.reservations:
             return False
+        if self.ha_state in NOT_PLACEABLE:
+            return False
         return self.status is HostStatus.UP and self.resource_state is ResourceState.ENABLED
+
+    @property
+    def ha(self) -> HaStatus:
+        return HaStatus.from_recorded(self.ha_status)
+
+    @property
+    def ha_state(self) -> HaState:
+        return self.ha.state
 
     def fits(
         self,
@@ -376,6 +392,24 @@ class Host(CloudAggregate):
     ) -> None:
         self.power_state = power_state
         self.power_state_at = reported_at
+        self._remember(command_id)
+
+    # -- host HA ------------------------------------------------------------------------------
+    def change_ha(self, enabled: bool, status: HaStatus, command_id: str) -> bool:
+        """Record HA switched on or off, or the host moved in the HA machine; the same again
+        (or a command applied already) records nothing."""
+        if self.has_applied(command_id):
+            return False
+        recorded = status.recorded()
+        if enabled == self.ha_enabled and recorded == self.ha_status:
+            return False
+        self._ha_changed(enabled, recorded, command_id)
+        return True
+
+    @event("HaChanged")
+    def _ha_changed(self, enabled: bool, status: dict[str, Any], command_id: str) -> None:
+        self.ha_enabled = enabled
+        self.ha_status = status
         self._remember(command_id)
 
     def _check_preparing(self, job_id: UUID) -> None:

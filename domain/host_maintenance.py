@@ -26,7 +26,7 @@ from domain.errors import InvalidParameter, NotFound
 from domain.host import Host, ResourceState
 from domain.job import Job
 from domain.job_records import JobTicket
-from domain.job_requests import JobQueue, VmJobSubmission
+from domain.job_requests import JobQueue, VmJobSubmission, handed_over
 from domain.virtual_machine import VirtualMachine
 from domain.vm_requests import MigrateVmRequest, VmOperation
 from domain.zone import AllocationState
@@ -168,23 +168,17 @@ def evacuation_of(
     request = MigrateVmRequest(
         job_id=migrate_id, vm_id=vm.vm_id, account_id=vm.account_id, summary=summary
     )
-    submission = VmJobSubmission(
-        job_id=migrate_id,
-        job_type=VmOperation.MIGRATE.job_type,
-        account_id=vm.account_id,
-        zone_id=vm.zone_id,
-        summary=summary,
-        details="\n".join(
-            [
-                f"**VM:** {vm.name} (`{vm.vm_id}`){' (HA)' if vm.ha_enabled else ''}",
-                f"**Operation:** migrate off host {host_name}",
-                f"**Asked by:** maintenance job `{job_id}`",
-            ]
-        ),
-        fingerprint=f"maintenance/{job_id}/{round_number}",
-        operation=request,
+    return handed_over(
+        request,
+        VmOperation.MIGRATE.job_type,
+        vm.zone_id,
+        [
+            f"**VM:** {vm.name} (`{vm.vm_id}`){' (HA)' if vm.ha_enabled else ''}",
+            f"**Operation:** migrate off host {host_name}",
+            f"**Asked by:** maintenance job `{job_id}`",
+        ],
+        f"maintenance/{job_id}/{round_number}",
     )
-    return JobQueue.of_vm(vm.vm_id, vm.account_id, vm.zone_id), submission
 
 
 def ended_jobs(cloud: Cloud, job_ids: list[UUID]) -> dict[UUID, Job]:

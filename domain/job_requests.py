@@ -18,6 +18,7 @@ from domain.vm_requests import (
     EXPUNGE_DELAY_SECONDS,
     VmOperation,
     VmOperationRequest,
+    VmRequest,
 )
 from domain.volume_requests import (
     VOLUME_RESOURCE,
@@ -220,3 +221,25 @@ class JobQueue:
         if self.state.zone_id is not None:
             values[JobAttribute.ZONE_ID] = str(self.state.zone_id)
         return values
+
+
+def handed_over(
+    request: VmRequest,
+    job_type: str,
+    zone_id: UUID,
+    details: list[str],
+    fingerprint: str,
+) -> tuple[JobQueue, VmJobSubmission]:
+    """A VM job that another job hands to the VM's queue (a maintenance's migrate, an HA
+    restart), as the API would hand it, and the queue it joins."""
+    submission = VmJobSubmission(
+        job_id=request.job_id,
+        job_type=job_type,
+        account_id=request.account_id,
+        zone_id=zone_id,
+        summary=request.summary,
+        details="\n".join(details),
+        fingerprint=fingerprint,
+        operation=request,  # type: ignore[arg-type]  # one member of the union
+    )
+    return JobQueue.of_vm(request.vm_id, request.account_id, zone_id), submission

@@ -216,9 +216,15 @@ def enter_step(cloud: Cloud, job_id: UUID, step: str, command_id: str) -> None:
 
 # -- start -----------------------------------------------------------------------------------
 def plan_start(
-    cloud: Cloud, job_id: UUID, vm_id: UUID, avoid: AvoidSet, attempt: int
+    cloud: Cloud,
+    job_id: UUID,
+    vm_id: UUID,
+    avoid: AvoidSet,
+    attempt: int,
+    *,
+    ha_restart: bool = False,
 ) -> DeploymentPlan:
-    plan = plan_placement(cloud, vm_id, avoid)
+    plan = plan_placement(cloud, vm_id, avoid, ha_restart=ha_restart)
     enter_step(cloud, job_id, f"planned host (attempt {attempt})", f"plan/{attempt}")
     return plan
 

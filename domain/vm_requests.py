@@ -80,6 +80,8 @@ class VmRequest(BaseModel):
 
 class StartVmRequest(VmRequest):
     operation: Literal[VmOperation.START] = VmOperation.START
+    #: An HA restart (its host was fenced): hosts tagged `ha` take it too.
+    ha_restart: bool = False
 
 
 class StopVmRequest(VmRequest):

@@ -112,6 +112,7 @@ JOB_EVENT_TYPES: Mapping[str, str] = {
     "PrepareHostForMaintenance": "MAINT.PREPARE",
     "CancelHostMaintenance": "MAINT.CANCEL",
     "IssueOutOfBandManagementPowerAction": "HOST.OOBM.POWERACTION",
+    "RestartVmsOfFencedHost": "HA.VM.RESTART",
     "CreateVolume": "VOLUME.CREATE",
     "AttachVolume": "VOLUME.ATTACH",
     "DetachVolume": "VOLUME.DETACH",

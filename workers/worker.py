@@ -14,6 +14,7 @@ from activities.deployment import DeploymentActivities
 from activities.drivers.hypervisor import HypervisorDriver
 from activities.drivers.out_of_band import BmcLogins, IpmiPowerControl
 from activities.drivers.simulator import SimulatorDriver
+from activities.host_ha import host_ha_activities
 from activities.host_maintenance import host_maintenance_activities
 from activities.hypervisor import DriverRegistry, HypervisorActivities
 from activities.infrastructure import infrastructure_activities
@@ -27,6 +28,7 @@ from activities.volume_operations import VolumeOperationActivities
 from domain.cloud import Cloud
 from workflows.configure_simulator import ConfigureSimulator
 from workflows.deploy_virtual_machine import DeployVirtualMachine
+from workflows.host_ha import HOST_HA_WORKFLOWS
 from workflows.host_maintenance import HOST_MAINTENANCE_WORKFLOWS
 from workflows.infrastructure import AddCluster, AddHost, AddStoragePool
 from workflows.out_of_band import OUT_OF_BAND_WORKFLOWS
@@ -51,6 +53,7 @@ WORKFLOWS: Sequence[type] = (
     *SNAPSHOT_POLICY_WORKFLOWS,
     *HOST_MAINTENANCE_WORKFLOWS,
     *OUT_OF_BAND_WORKFLOWS,
+    *HOST_HA_WORKFLOWS,
 )
 
 
@@ -99,10 +102,13 @@ def control_plane_activities(
         *vm_operation_activities(cloud, hypervisor),
         hypervisor.host_capacity,
         hypervisor.report_power_states,
+        hypervisor.check_host_health,
+        hypervisor.check_vm_activity,
         *infrastructure_activities(cloud),
         *volume_operation_activities(cloud, hypervisor),
         *snapshot_policy_activities(cloud, client),
         *host_maintenance_activities(cloud, client),
+        *host_ha_activities(cloud, client),
         *out_of_band_activities(cloud),
         *bmc_activities(power_control or IpmiPowerControl(BmcLogins())),
     ]

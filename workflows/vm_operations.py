@@ -222,6 +222,7 @@ class StartVirtualMachine(VirtualMachineJob[StartVmRequest, VmJobResult]):
     def __init__(self) -> None:
         super().__init__()
         self._vm: JobVm | None = None
+        self._ha_restart = False
 
     @workflow.run
     async def run(self, request: StartVmRequest) -> VmJobResult:
@@ -229,6 +230,7 @@ class StartVirtualMachine(VirtualMachineJob[StartVmRequest, VmJobResult]):
 
     async def perform(self, request: StartVmRequest, saga: Saga) -> VmJobResult:
         self._vm = JobVm(job_id=request.job_id, vm_id=request.vm_id)
+        self._ha_restart = request.ha_restart
         await self._begin(request)
         return await place_and_start(self, saga, self)
 
@@ -251,6 +253,7 @@ class StartVirtualMachine(VirtualMachineJob[StartVmRequest, VmJobResult]):
                 vm_id=self._vm.vm_id,
                 attempt=attempt,
                 avoid_host_ids=avoid.host_ids,
+                ha_restart=self._ha_restart,
             ),
             f"plan a host (attempt {attempt})",
         )

@@ -174,6 +174,13 @@ class SimulatorDriver:
             # Hot-plugged disks belong to the definition: undefined, the VM has none plugged.
             self._extra("_attachments").pop(vm_id, None)
 
+    def power_off_host(self, host_id: str) -> list[str]:
+        """The machine lost power (its BMC turned it off or cycled it): every VM that ran on it
+        is gone, as a KVM host's transient domains are. Answers which. (For tests that tie a
+        simulated host to a BMC's power.)"""
+        with self._lock:
+            return list(self._vms.pop(host_id, {}))
+
     def vms_on(self, host_id: str) -> list[VirtualMachineInfo]:
         """Every VM the simulator holds on a host, without fault injection (for tests)."""
         with self._lock:

@@ -128,6 +128,10 @@ TABLE: dict[tuple[str, str], str] = {
     ("POST", "/v1/hosts/{host_id}/out-of-band-management/enable"): "AFFFF",
     ("POST", "/v1/hosts/{host_id}/out-of-band-management/disable"): "AFFFF",
     ("POST", "/v1/hosts/{host_id}/power"): "AFFFF",
+    ("PUT", "/v1/clusters/{cluster_id}/ha"): "AFFFF",
+    ("POST", "/v1/hosts/{host_id}/ha/enable"): "AFFFF",
+    ("POST", "/v1/hosts/{host_id}/ha/disable"): "AFFFF",
+    ("POST", "/v1/hosts/{host_id}/declare-fenced"): "AFFFF",
     ("GET", "/v1/storage-pools"): "AFFFF",
     ("POST", "/v1/storage-pools"): "AFFFF",
     ("GET", "/v1/storage-pools/{item_id}"): "AFFFF",
@@ -341,6 +345,7 @@ def valid_body(op: Operation, world: World) -> Any:
             "address": "192.0.2.10",
         },
         ("POST", "/v1/hosts/{host_id}/power"): lambda: {"action": "STATUS"},
+        ("PUT", "/v1/clusters/{cluster_id}/ha"): lambda: {"monitor_interval": 30},
         ("POST", "/v1/storage-pools"): lambda: {
             "name": name,
             "scope": "CLUSTER",

@@ -26,8 +26,10 @@ def own_zone_order(zone: DemoCloud, name: str) -> dict[str, Any]:
     }
 
 
-async def deploy(http: httpx.AsyncClient, zone: DemoCloud, name: str) -> dict[str, Any]:
-    accepted = await http.post("/v1/virtual-machines", json=own_zone_order(zone, name))
+async def deploy(
+    http: httpx.AsyncClient, zone: DemoCloud, name: str, **order: str
+) -> dict[str, Any]:
+    accepted = await http.post("/v1/virtual-machines", json={**own_zone_order(zone, name), **order})
     assert accepted.status_code == 202, accepted.text
     job = await wait_for_job(http, accepted.json()["job_id"])
     assert job["status"] == "succeeded", job

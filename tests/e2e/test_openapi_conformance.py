@@ -81,9 +81,11 @@ schemathesis.openapi.format(
 
 
 #: Operations the fuzzer must not run: enabling a host's BMC would let its next power action
-#: send IPMI to whatever address it made up (tests send traffic to loopback only). Their
-#: contract is proven by tests/e2e/test_out_of_band_api.py, against a BMC on loopback.
-NOT_FUZZED = r"/out-of-band-management/enable$"
+#: send IPMI to whatever address it made up (tests send traffic to loopback only), and HA
+#: switched on starts a monitor that would watch the fuzzer's hosts for the rest of the run.
+#: Their contracts are proven by tests/e2e/test_out_of_band_api.py (against a BMC on
+#: loopback) and tests/e2e/test_host_ha_api.py.
+NOT_FUZZED = r"(/out-of-band-management/enable|/ha/enable)$"
 HOST_AND_CLUSTER_ACTIONS = r"^/v1/(hosts/\{host_id\}|clusters/\{cluster_id\})/"
 
 

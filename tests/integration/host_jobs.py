@@ -17,13 +17,16 @@ from domain.host_maintenance import (
     PREPARE_MAINTENANCE_JOB,
     CancelHostMaintenanceRequest,
     HostMaintenanceRequest,
+    evacuation_job_id,
 )
 from domain.ids import named_id
+from domain.job import Job
 from domain.job_requests import VmOperation
 from domain.virtual_machine import VirtualMachine
 from tests.integration.vm_jobs import deploy, problems_of, submit
-from tests.support import Harness, outcome, running_worker
+from tests.support import Harness, outcome, running_worker, wait_until
 from workers.demo_cloud import DemoCloud
+from workflows.host_maintenance import MAX_ROUNDS
 
 #: Every step of a maintenance job that changes the world, in the order it runs them.
 STEPS = [
@@ -112,6 +115,18 @@ async def cancel_maintenance(harness: Harness, host_id: UUID) -> tuple[UUID, str
     )
     status, value = await outcome(harness.client, job_id)
     return job_id, status, value
+
+
+async def evacuations_ended(cloud: Cloud, job_id: UUID, vm_ids: list[UUID]) -> None:
+    """Wait until every migrate job the maintenance submitted has ended: one past its point
+    of no return when the maintenance failed finishes on its own, after the maintenance."""
+    ids = [evacuation_job_id(job_id, v, n) for v in vm_ids for n in range(1, MAX_ROUNDS + 1)]
+
+    async def running() -> list[UUID]:
+        jobs = [(i, cloud.find(Job, i)) for i in ids]
+        return [i for i, job in jobs if job is not None and not job.status.is_final]
+
+    await wait_until(running, lambda left: left == [], timeout=60, what="the migrate jobs to end")
 
 
 def consistent(cloud: Cloud, zone: DemoCloud, harness: Harness, vm_ids: list[UUID]) -> None:

@@ -41,8 +41,20 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.drivers.simulator import SimulatorDriver
 from api.job_cancellation import cancel as cancel_job
+from domain import host_ha_operations
 from domain.cloud import Cloud, postgres_env
 from domain.host import Host
+from domain.host_ha import HaState
+from domain.host_ha_operations import (
+    CHECK_NOW_SIGNAL,
+    CONFIGURE_HA_JOB,
+    MONITOR_WORKFLOW,
+    RESTART_JOB,
+    HaConfiguration,
+    HostHaMonitorInput,
+    RestartVmsRequest,
+    monitor_id,
+)
 from domain.host_maintenance import (
     AllocationStateRequest,
     CancelHostMaintenanceRequest,
@@ -75,6 +87,7 @@ from tests.support import (
     seed_zone,
     started,
     step_reached,
+    wait_until,
 )
 from workers.demo_cloud import DemoCloud
 
@@ -157,6 +170,7 @@ async def record(database_url: str, temporal_binary: str) -> None:
         await record_queue_by_signal(env.client, cloud, zone)
         await record_host_maintenance(env.client, cloud, seed_zone(cloud))
         await record_migrations_with_storage(env.client, cloud, seed_zone(cloud))
+        await record_host_ha(env.client, cloud, seed_zone(cloud))
     finally:
         cloud.close()
         await env.shutdown()
@@ -634,6 +648,94 @@ async def record_host_maintenance(client: Client, cloud: Cloud, zone: DemoCloud)
                 execution_timeout=timedelta(seconds=90),
             )
             await save(handle, name)
+
+
+async def record_host_ha(client: Client, cloud: Cloud, zone: DemoCloud) -> None:
+    """HA switched on for a host (a short job), its cluster's monitor following it from dead to
+    fenced through a real BMC (cycle skipped) until HA is switched off and the monitor ends,
+    and a host declared fenced whose HA VM restarts elsewhere (its own zone's first cluster)."""
+    from tests.integration.drivers.test_baremetal_contract import BmcProcess
+    from tests.integration.host_jobs import ha_offering
+    from tests.integration.test_host_ha import FAST, PowerTie, dead, power_control
+
+    bmc = BmcProcess(1)
+    port = bmc.ports[0]
+    bmc.command("power", port, "on")
+    try:
+        async with running_worker(client, cloud, power_control=power_control()) as harness:
+            plain_job, _ = await deploy(harness, zone, "recorded-ha-plain")
+            ha_job, ha_vm = await deploy(
+                harness, zone, "recorded-ha", offering_id=ha_offering(cloud)
+            )
+            await wait(client, plain_job)
+            await wait(client, ha_job)
+            host_id = cloud.load(VirtualMachine, ha_vm).host_id
+            assert host_id is not None
+            host = cloud.load(Host, host_id)
+            host.configure_out_of_band("ipmitool", f"127.0.0.1:{port}", True, command_id="oobm")
+            cloud.save(host)
+            fast = FAST.model_copy(update={"recover_failure_threshold": 0})
+            host_ha_operations.configure_cluster(cloud, host.cluster_id, fast, "ha-settings")
+
+            async def switch(enabled: bool, name: str) -> None:
+                job_id = uuid.uuid4()
+                request = HaConfiguration(
+                    job_id=job_id,
+                    account_id=zone.admin_account_id,
+                    resource_type="Host",
+                    resource_id=host_id,
+                    enabled=enabled,
+                    summary="switch a recorded host's HA",
+                )
+                handle = await client.start_workflow(
+                    CONFIGURE_HA_JOB, request, id=str(job_id), task_queue=harness.task_queue
+                )
+                await save(handle, name)
+
+            await switch(True, "configure_host_ha_succeeds")
+            started = await client.start_workflow(
+                MONITOR_WORKFLOW,
+                HostHaMonitorInput(cluster_id=host.cluster_id, account_id=zone.admin_account_id),
+                id=monitor_id(host.cluster_id),
+                task_queue=harness.task_queue,
+                start_signal=CHECK_NOW_SIGNAL,
+            )
+            tie = PowerTie(port, harness.driver, host_id)
+            bmc.listeners.append(tie)
+            dead(harness, host_id)
+
+            async def load() -> Host:
+                return cloud.load(Host, host_id)
+
+            await wait_until(
+                load, lambda h: h.ha_state is HaState.FENCED, timeout=60, what="the host fenced"
+            )
+            await switch(False, "configure_host_ha_disables")
+            await save(
+                client.get_workflow_handle(started.id, run_id=started.result_run_id),
+                "host_ha_monitor_fences_until_disabled",
+            )
+            bmc.listeners.remove(tie)
+
+            # Another host, declared fenced by hand: its HA VM restarts elsewhere.
+            other = next(h for h in zone.host_ids if h != host_id)
+            host_ha_operations.set_host_ha(cloud, other, True, datetime.now(UTC), "ha-other")
+            job_id = uuid.uuid4()
+            handle = await client.start_workflow(
+                RESTART_JOB,
+                RestartVmsRequest(
+                    job_id=job_id,
+                    account_id=zone.admin_account_id,
+                    host_id=other,
+                    summary="declared fenced",
+                    declared_by="recorder",
+                ),
+                id=str(job_id),
+                task_queue=harness.task_queue,
+            )
+            await save(handle, "restart_vms_of_declared_fenced_host")
+    finally:
+        bmc.stop()
 
 
 async def run(

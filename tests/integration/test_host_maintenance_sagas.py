@@ -19,6 +19,7 @@ from tests.integration.host_jobs import (
     STEPS,
     busy_host,
     consistent,
+    evacuations_ended,
     ha_offering,
     host,
     prepare,
@@ -45,6 +46,7 @@ async def test_a_failure_at_each_maintenance_step_puts_the_host_back_as_it_was(
         assert "could not undo" not in (job.error_text or "")
         assert host(cloud, host_id).resource_state is ResourceState.ENABLED
         # Whatever moved before the failure stays moved; nothing is held twice or lost.
+        await evacuations_ended(cloud, job_id, vm_ids)
         consistent(cloud, zone, harness, vm_ids)
         for vm_id in vm_ids[:2]:
             assert vm(cloud, vm_id).state is VmState.RUNNING

@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 
@@ -36,6 +37,12 @@ from tests.integration.drivers.contract import MIB, Backend, HypervisorContract
 ROOT = Path(__file__).resolve().parents[3]
 USER, PASSWORD = "admin", "bmc-s3cret"
 BOOTS = ("power_on", "reset", "cycle")
+
+
+class Listener(Protocol):
+    """Told of each thing a machine did (`EVENT <port> ...`), as it happens."""
+
+    def saw(self, port: int, event: tuple[str, ...]) -> None: ...
 
 
 class BmcProcess:
@@ -62,7 +69,7 @@ class BmcProcess:
         self.ports = [int(port) for port in ready[1:]]
         self.events: dict[int, list[tuple[str, ...]]] = {port: [] for port in self.ports}
         self.acks: queue.Queue[str] = queue.Queue()
-        self.listeners: list[Installer] = []
+        self.listeners: list[Listener] = []
         self.lock = threading.Lock()
         threading.Thread(target=self._read, daemon=True).start()
 

@@ -1,0 +1,292 @@
+"""Host HA end to end on a real Temporal server and PostgreSQL: a cluster's monitor health-checks
+its hosts through the (simulator) hypervisor, runs CloudStack's HA machine, recovers and fences
+through a real IPMI BMC (pyghmi, on loopback, whose power is tied to the simulated host: off or
+cycled, the host's VMs are gone), and only once a host is fenced restarts its HA VMs elsewhere.
+
+The split-brain checks read the simulator's own state and the event log: at no moment does a VM
+run in two places, and no VM of a failed host starts anywhere before the host is Fenced."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from uuid import UUID
+
+import pytest
+from temporalio.client import Client
+
+from activities.drivers.ipmi import BmcLogin, IpmiClient
+from activities.drivers.out_of_band import BmcLogins, IpmiPowerControl
+from activities.drivers.simulator import SimulatorDriver
+from domain import host_ha_operations
+from domain.cloud import Cloud
+from domain.host import Host
+from domain.host_ha import HaSettings, HaState
+from domain.host_ha_operations import (
+    CHECK_NOW_SIGNAL,
+    MONITOR_WORKFLOW,
+    RESTART_JOB,
+    HostHaMonitorInput,
+    RestartVmsRequest,
+    monitor_id,
+)
+from domain.job import Job, JobStatus
+from domain.virtual_machine import VirtualMachine, VmState
+from tests.integration.drivers.test_baremetal_contract import (
+    PASSWORD,
+    USER,
+    BmcProcess,
+    closed_udp_port,
+)
+from tests.integration.host_jobs import ha_offering, running
+from tests.integration.vm_jobs import vm
+from tests.support import Harness, outcome, running_worker, seed_zone, wait_until
+from workers.demo_cloud import DemoCloud
+
+#: kvm.ha settings shortened as Marvin's HA tests shorten them.
+FAST = HaSettings(
+    health_check_timeout=1,
+    activity_check_timeout=2,
+    activity_check_interval=1,
+    activity_check_max_attempts=2,
+    activity_check_failure_ratio=0.5,
+    degraded_max_period=3600,
+    recover_wait_period=2,
+    recover_failure_threshold=1,
+    fence_timeout=1,
+    monitor_interval=1,
+)
+
+
+@pytest.fixture(scope="module")
+def bmc() -> Iterator[BmcProcess]:
+    process = BmcProcess(1)
+    yield process
+    process.stop()
+
+
+class PowerTie:
+    """The simulated host's power follows its BMC's: powered off or reset, its VMs are gone."""
+
+    def __init__(self, port: int, driver: SimulatorDriver, host_id: UUID) -> None:
+        self.port, self.driver, self.host_id = port, driver, host_id
+
+    def saw(self, port: int, event: tuple[str, ...]) -> None:
+        if port == self.port and event[0] in ("power_off", "reset", "cycle"):
+            self.driver.power_off_host(str(self.host_id))
+
+
+def power_control() -> IpmiPowerControl:
+    return IpmiPowerControl(
+        BmcLogins(default=BmcLogin(USER, PASSWORD)),
+        IpmiClient(cipher_suite=3),
+        settle_timeout=10,
+        poll_interval=0.1,
+    )
+
+
+async def host_with_vms(harness: Harness, zone: DemoCloud) -> tuple[UUID, UUID, UUID]:
+    """A plain and an HA-enabled VM running on one host: (host, plain VM, HA VM)."""
+    plain = await running(harness, zone, "plain")
+    ha_vm = await running(harness, zone, "ha-vm", offering_id=ha_offering(harness.cloud))
+    host_id = vm(harness.cloud, plain).host_id
+    assert host_id is not None and vm(harness.cloud, ha_vm).host_id == host_id  # first fit
+    return host_id, plain, ha_vm
+
+
+async def watch(
+    harness: Harness,
+    zone: DemoCloud,
+    host_id: UUID,
+    bmc_address: str,
+    settings: HaSettings = FAST,
+) -> None:
+    """HA on for the host (its BMC configured), and its cluster's monitor started as the API
+    starts it."""
+    cloud = harness.cloud
+    host = cloud.load(Host, host_id)
+    host.configure_out_of_band("ipmitool", bmc_address, True, command_id="test/oobm")
+    cloud.save(host)
+    host_ha_operations.configure_cluster(cloud, host.cluster_id, settings, "test/ha-settings")
+    host_ha_operations.set_host_ha(cloud, host_id, True, datetime.now(UTC), "test/ha-on")
+    await harness.client.start_workflow(
+        MONITOR_WORKFLOW,
+        HostHaMonitorInput(cluster_id=host.cluster_id, account_id=zone.admin_account_id),
+        id=monitor_id(host.cluster_id),
+        task_queue=harness.task_queue,
+        start_signal=CHECK_NOW_SIGNAL,
+    )
+
+
+def dead(harness: Harness, host_id: UUID, operation: str = "*") -> None:
+    harness.faults.append(
+        {
+            "operation": operation,
+            "action": "fail",
+            "host_id": str(host_id),
+            "error_code": 534,
+            "message": "simulated: the host does not answer",
+            "delay_seconds": 0,
+        }
+    )
+
+
+def ha_states(cloud: Cloud, host_id: UUID) -> list[str]:
+    """Every HA state the host went through, in order (repeats folded)."""
+    states: list[str] = []
+    for event in cloud.events.get(host_id):
+        if type(event).__qualname__ == "Host.HaChanged":
+            state = getattr(event, "status", {})["state"]
+            if not states or states[-1] != state:
+                states.append(state)
+    return states
+
+
+def state_reached_at(cloud: Cloud, host_id: UUID, state: HaState) -> datetime:
+    return next(
+        e.timestamp  # type: ignore[attr-defined]
+        for e in cloud.events.get(host_id)
+        if type(e).__qualname__ == "Host.HaChanged"
+        and getattr(e, "status", {})["state"] == state.value
+    )
+
+
+def placements(harness: Harness, zone: DemoCloud, vm_id: UUID) -> list[str]:
+    """Where the simulator runs the VM (the hypervisors' own view)."""
+    return [
+        str(h)
+        for h in zone.host_ids
+        for v in harness.driver.vms_on(str(h))
+        if v.vm_id == str(vm_id) and v.power_state.value == "PowerOn"
+    ]
+
+
+async def ha_state(cloud: Cloud, host_id: UUID, *states: HaState, what: str) -> Host:
+    async def load() -> Host:
+        return cloud.load(Host, host_id)
+
+    return await wait_until(load, lambda h: h.ha_state in states, timeout=60, what=what)
+
+
+async def test_a_dead_host_is_cycled_then_fenced_and_only_then_its_ha_vm_restarts_elsewhere(
+    temporal_client: Client, cloud: Cloud, bmc: BmcProcess
+) -> None:
+    zone = seed_zone(cloud)
+    port = bmc.ports[0]
+    bmc.command("power", port, "on")
+    async with running_worker(temporal_client, cloud, power_control=power_control()) as harness:
+        host_id, plain, ha_vm = await host_with_vms(harness, zone)
+        tie = PowerTie(port, harness.driver, host_id)
+        bmc.listeners.append(tie)
+        try:
+            await watch(harness, zone, host_id, f"127.0.0.1:{port}")
+            await ha_state(cloud, host_id, HaState.AVAILABLE, what="the host watched")
+            mark = bmc.mark(port)
+            dead(harness, host_id)
+            await ha_state(cloud, host_id, HaState.FENCED, what="the dead host fenced")
+
+            async def restarted() -> VirtualMachine:
+                return vm(cloud, ha_vm)
+
+            await wait_until(
+                restarted,
+                lambda v: v.state is VmState.RUNNING and v.host_id not in (None, host_id),
+                timeout=60,
+                what="the HA VM running elsewhere",
+            )
+        finally:
+            bmc.listeners.remove(tie)
+        # CloudStack's path through the machine, and the BMC's own account of it.
+        assert ha_states(cloud, host_id)[-6:] == [
+            "Available",
+            "Suspect",
+            "Checking",
+            "Recovering",
+            "Fencing",
+            "Fenced",
+        ]
+        seen = [e[0] for e in bmc.events[port][mark:]]
+        assert "cycle" in seen, seen  # the recovery's power cycle
+        assert seen[-1] == "power_off", seen  # the fence
+        # No split brain: the HA VM runs in one place, and started only after the fence.
+        assert placements(harness, zone, ha_vm) == [str(vm(cloud, ha_vm).host_id)]
+        fenced_at = state_reached_at(cloud, host_id, HaState.FENCED)
+        starts = [
+            e.timestamp
+            for e in cloud.events.get(ha_vm)
+            if isinstance(e, VirtualMachine.Transitioned) and e.vm_event == "StartRequested"
+        ]
+        assert starts[-1] > fenced_at
+        # The plain VM stays Stopped, its room given back; the fenced host holds nothing.
+        assert vm(cloud, plain).state is VmState.STOPPED
+        assert cloud.load(Host, host_id).reservations == {}
+        assert placements(harness, zone, plain) == []
+
+
+async def test_a_partitioned_host_whose_vms_still_run_is_degraded_never_fenced(
+    temporal_client: Client, cloud: Cloud, bmc: BmcProcess
+) -> None:
+    zone = seed_zone(cloud)
+    port = bmc.ports[0]
+    bmc.command("power", port, "on")
+    async with running_worker(temporal_client, cloud, power_control=power_control()) as harness:
+        host_id, plain, ha_vm = await host_with_vms(harness, zone)
+        await watch(harness, zone, host_id, f"127.0.0.1:{port}")
+        await ha_state(cloud, host_id, HaState.AVAILABLE, what="the host watched")
+        mark = bmc.mark(port)
+        dead(harness, host_id, "host_capacity")  # it stops answering; its VMs do not stop
+        await ha_state(cloud, host_id, HaState.DEGRADED, what="the partitioned host degraded")
+        harness.faults.clear()
+        await ha_state(cloud, host_id, HaState.AVAILABLE, what="the host back in service")
+    assert "Fencing" not in ha_states(cloud, host_id)
+    assert bmc.events[port][mark:] == []  # its BMC was never touched
+    for vm_id in (plain, ha_vm):
+        assert vm(cloud, vm_id).state is VmState.RUNNING and vm(cloud, vm_id).host_id == host_id
+        assert placements(harness, zone, vm_id) == [str(host_id)]
+
+
+async def test_a_fence_the_bmc_cannot_confirm_restarts_nothing_until_an_admin_declares_it(
+    temporal_client: Client, cloud: Cloud
+) -> None:
+    zone = seed_zone(cloud)
+    async with running_worker(temporal_client, cloud, power_control=power_control()) as harness:
+        host_id, plain, ha_vm = await host_with_vms(harness, zone)
+        await watch(harness, zone, host_id, f"127.0.0.1:{closed_udp_port()}")
+        dead(harness, host_id)
+
+        async def fence_tried() -> Host:
+            return cloud.load(Host, host_id)
+
+        host = await wait_until(
+            fence_tried,
+            lambda h: h.ha_state is HaState.FENCING and h.ha.fence_attempts >= 1,
+            timeout=120,
+            what="a fence attempt that failed",
+        )
+        assert "not confirmed" in host.ha.reason
+        # Nothing restarted: the books still say the VMs run there; no VM started anywhere.
+        assert vm(cloud, ha_vm).state is VmState.RUNNING and vm(cloud, ha_vm).host_id == host_id
+        assert placements(harness, zone, ha_vm) == [str(host_id)]  # it may well still run
+        # The operator has pulled the plug and says so.
+        harness.driver.power_off_host(str(host_id))
+        job_id = uuid.uuid4()
+        await harness.client.start_workflow(
+            RESTART_JOB,
+            RestartVmsRequest(
+                job_id=job_id,
+                account_id=zone.admin_account_id,
+                host_id=host_id,
+                summary="declared fenced",
+                declared_by="test-admin",
+            ),
+            id=str(job_id),
+            task_queue=harness.task_queue,
+        )
+        status, value = await outcome(harness.client, job_id)
+        assert status == "succeeded", value
+        assert value["restarted"] == [str(ha_vm)] and value["stopped"] == [str(plain)]
+    assert cloud.load(Host, host_id).ha_state is HaState.FENCED
+    assert "declared fenced by test-admin" in cloud.load(Host, host_id).ha.reason
+    assert vm(cloud, ha_vm).state is VmState.RUNNING and vm(cloud, ha_vm).host_id != host_id
+    assert cloud.load(Job, job_id).status is JobStatus.SUCCEEDED

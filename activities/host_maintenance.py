@@ -41,6 +41,8 @@ from domain.job_requests import JobQueue, VmJobSubmission
 
 #: How often the wait for migrate jobs reads their records (and heartbeats).
 POLL_SECONDS = 0.5
+#: How many jobs are handed to their queues at once (each is a signal-with-start and a write).
+HANDED_AT_ONCE = 16
 
 
 class HostMaintenanceActivities(ActivitiesWithClient):
@@ -208,20 +210,28 @@ async def hand_over(
     jobs: list[tuple[JobQueue, VmJobSubmission, VmOnTheHost]],
     task_queue: str,
 ) -> EvacuationSubmitted:
-    """Each VM's job into its queue (a retry submits the same ids, which the queues know);
-    answers what to wait for with `host.await_evacuation`."""
-    submitted: list[EvacuationJob] = []
-    for queue, submission, vm in jobs:
-        await enqueue(client, cloud, queue, submission, task_queue)
-        submitted.append(
+    """Each VM's job into its queue, HANDED_AT_ONCE at a time (a retry submits the same ids,
+    which the queues know); answers what to wait for with `host.await_evacuation`, in the
+    order given."""
+    slots = asyncio.Semaphore(HANDED_AT_ONCE)
+
+    async def one(queue: JobQueue, submission: VmJobSubmission) -> None:
+        async with slots:
+            await enqueue(client, cloud, queue, submission, task_queue)
+            activity.heartbeat(f"handed {submission.job_id} to {queue.workflow_id}")
+
+    await asyncio.gather(*(one(queue, submission) for queue, submission, _ in jobs))
+    return EvacuationSubmitted(
+        jobs=[
             EvacuationJob(
                 vm_id=vm.vm_id,
                 vm_name=vm.name,
                 job_id=submission.job_id,
                 queue_id=queue.workflow_id,
             )
-        )
-    return EvacuationSubmitted(jobs=submitted)
+            for queue, submission, vm in jobs
+        ]
+    )
 
 
 def _evacuations(wave: Evacuation) -> list[tuple[JobQueue, VmJobSubmission, VmOnTheHost]]:

@@ -179,17 +179,28 @@ class HostHaMonitor:
         """Record the host's health, then do what the domain says, until it says nothing."""
         # The run id keeps command ids unique when a monitor that ended is started again.
         command = f"host-ha/{workflow.info().run_id}/{number}/{host.host_id}"
-        action = HaAction(
-            await self._control(
-                HostHaActivities.observe_health,
+
+        async def observe(
+            activity: Any, what: str, summary: str, seen: bool = False, why: str = ""
+        ) -> HaAction:
+            answer = await self._control(
+                activity,
                 HaObservation(
                     host_id=host.host_id,
                     at=workflow.now(),
-                    command_id=f"{command}/health",
-                    seen=healthy,
+                    command_id=f"{command}/{what}",
+                    seen=seen,
+                    why=why,
                 ),
-                f"{host.name}: {'healthy' if healthy else 'no answer'}",
+                f"{host.name}: {summary}",
             )
+            return HaAction(answer) if answer is not None else HaAction.NONE
+
+        action = await observe(
+            HostHaActivities.observe_health,
+            "health",
+            "healthy" if healthy else "no answer",
+            seen=healthy,
         )
         if action is HaAction.CHECK_ACTIVITY:
             active: bool = await workflow.execute_activity_method(
@@ -204,42 +215,24 @@ class HostHaMonitor:
                 retry_policy=PROBE_RETRY,
                 summary=f"{host.name}: do its VMs still show activity?",
             )
-            action = HaAction(
-                await self._control(
-                    HostHaActivities.observe_activity,
-                    HaObservation(
-                        host_id=host.host_id,
-                        at=workflow.now(),
-                        command_id=f"{command}/activity",
-                        seen=active,
-                    ),
-                    f"{host.name}: activity {'seen' if active else 'not seen'}",
-                )
+            action = await observe(
+                HostHaActivities.observe_activity,
+                "activity",
+                f"activity {'seen' if active else 'not seen'}",
+                seen=active,
             )
         if action is HaAction.RECOVER:
             await self._power(state, watched, host, "CYCLE", f"{command}/recover")
-            await self._control(
-                HostHaActivities.record_recovery_sent,
-                HaObservation(
-                    host_id=host.host_id, at=workflow.now(), command_id=f"{command}/recovered"
-                ),
-                f"{host.name}: power cycle sent",
-            )
+            await observe(HostHaActivities.record_recovery_sent, "recovered", "power cycle sent")
             return "Recovering"
         if action is HaAction.FENCE:
             confirmed, why = await self._power(state, watched, host, "OFF", f"{command}/fence")
-            action = HaAction(
-                await self._control(
-                    HostHaActivities.record_fence,
-                    HaObservation(
-                        host_id=host.host_id,
-                        at=workflow.now(),
-                        command_id=f"{command}/fenced",
-                        seen=confirmed,
-                        why=why,
-                    ),
-                    f"{host.name}: fence {'confirmed' if confirmed else 'not confirmed'}",
-                )
+            action = await observe(
+                HostHaActivities.record_fence,
+                "fenced",
+                f"fence {'confirmed' if confirmed else 'not confirmed'}",
+                seen=confirmed,
+                why=why,
             )
         if action is HaAction.RESTART_VMS:
             job_id = uuid5(host.host_id, f"ha-restart/{command}")

@@ -14,13 +14,13 @@ word that a host is off.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Response, status
 from starlette.concurrency import run_in_threadpool
 
-from api.auth import AdminCaller
+from api.auth import AdminCaller, Caller
 from api.dependencies import IdempotencyKey, Services
 from api.errors import not_found
 from api.job_submission import job_id_for
@@ -57,6 +57,39 @@ async def watch_cluster(services: CloudServices, cluster_id: UUID, account_id: U
     )
 
 
+async def configure(
+    services: CloudServices,
+    caller: Caller,
+    idempotency_key: str | None,
+    resource: tuple[Literal["Host", "Cluster"], UUID, UUID],
+    summary: str,
+    fingerprint: str,
+    **change: Any,
+) -> dict[str, Any]:
+    """A ConfigureHostHa short job on a host or a cluster (`change`: enabled, or settings)."""
+    kind, resource_id, _ = resource
+    job_id = job_id_for(caller, idempotency_key)
+    request = HaConfiguration(
+        job_id=job_id,
+        account_id=caller.account_id,
+        resource_type=kind,
+        resource_id=resource_id,
+        summary=summary,
+        **change,
+    )
+    result: dict[str, Any] = await run_short_job(
+        services,
+        caller,
+        CONFIGURE_HA_JOB,
+        request,
+        job_id,
+        resource=resource,
+        summary=summary,
+        request_fingerprint=fingerprint,
+    )
+    return result
+
+
 @router.put(
     "/clusters/{cluster_id}/ha",
     response_model=ClusterHaPublic,
@@ -72,24 +105,14 @@ async def configure_cluster_ha(
     cluster = await run_in_threadpool(services.cloud.find, Cluster, cluster_id)
     if cluster is None:
         raise not_found(f"cluster {cluster_id}", ("path", "cluster_id"))
-    job_id = job_id_for(caller, idempotency_key)
-    summary = f"Set the HA settings of cluster {cluster.name}"
-    result = await run_short_job(
+    result = await configure(
         services,
         caller,
-        CONFIGURE_HA_JOB,
-        HaConfiguration(
-            job_id=job_id,
-            account_id=caller.account_id,
-            resource_type="Cluster",
-            resource_id=cluster.id,
-            settings=settings,
-            summary=summary,
-        ),
-        job_id,
-        resource=("Cluster", cluster.id, cluster.zone_id),
-        summary=summary,
-        request_fingerprint=f"cluster-ha/{cluster.id}/{settings.model_dump_json()}",
+        idempotency_key,
+        ("Cluster", cluster.id, cluster.zone_id),
+        f"Set the HA settings of cluster {cluster.name}",
+        f"cluster-ha/{cluster.id}/{settings.model_dump_json()}",
+        settings=settings,
     )
     return ClusterHaPublic(**result)
 
@@ -102,24 +125,14 @@ def _add_switch(enabled: bool, verb: str) -> None:
         idempotency_key: IdempotencyKey = None,
     ) -> HostHaPublic:
         host = await run_in_threadpool(find_host, services.cloud, host_id)
-        job_id = job_id_for(caller, idempotency_key)
-        summary = f"{verb.capitalize()} HA for host {host.name}"
-        result: dict[str, Any] = await run_short_job(
+        result = await configure(
             services,
             caller,
-            CONFIGURE_HA_JOB,
-            HaConfiguration(
-                job_id=job_id,
-                account_id=caller.account_id,
-                resource_type="Host",
-                resource_id=host.id,
-                enabled=enabled,
-                summary=summary,
-            ),
-            job_id,
-            resource=("Host", host.id, host.zone_id),
-            summary=summary,
-            request_fingerprint=f"host-ha/{host.id}/{enabled}",
+            idempotency_key,
+            ("Host", host.id, host.zone_id),
+            f"{verb.capitalize()} HA for host {host.name}",
+            f"host-ha/{host.id}/{enabled}",
+            enabled=enabled,
         )
         if enabled:
             await watch_cluster(services, host.cluster_id, caller.account_id)

@@ -162,6 +162,20 @@ def placements(harness: Harness, zone: DemoCloud, vm_id: UUID) -> list[str]:
     ]
 
 
+async def running_elsewhere(cloud: Cloud, vm_id: UUID, host_id: UUID) -> None:
+    """Wait for the VM to run on another host than the failed one."""
+
+    async def load() -> VirtualMachine:
+        return vm(cloud, vm_id)
+
+    await wait_until(
+        load,
+        lambda v: v.state is VmState.RUNNING and v.host_id not in (None, host_id),
+        timeout=90,
+        what="the HA VM running elsewhere",
+    )
+
+
 async def ha_state(cloud: Cloud, host_id: UUID, *states: HaState, what: str) -> Host:
     async def load() -> Host:
         return cloud.load(Host, host_id)
@@ -185,16 +199,7 @@ async def test_a_dead_host_is_cycled_then_fenced_and_only_then_its_ha_vm_restart
             mark = bmc.mark(port)
             dead(harness, host_id)
             await ha_state(cloud, host_id, HaState.FENCED, what="the dead host fenced")
-
-            async def restarted() -> VirtualMachine:
-                return vm(cloud, ha_vm)
-
-            await wait_until(
-                restarted,
-                lambda v: v.state is VmState.RUNNING and v.host_id not in (None, host_id),
-                timeout=60,
-                what="the HA VM running elsewhere",
-            )
+            await running_elsewhere(cloud, ha_vm, host_id)
         finally:
             bmc.listeners.remove(tie)
         # CloudStack's path through the machine, and the BMC's own account of it.

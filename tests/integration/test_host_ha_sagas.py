@@ -32,6 +32,7 @@ from tests.integration.test_host_ha import (
     host_with_vms,
     placements,
     power_control,
+    running_elsewhere,
     watch,
 )
 from tests.integration.vm_jobs import job_of, problems_of, vm
@@ -165,16 +166,7 @@ async def test_fencing_and_restarting_with_every_step_repeated_duplicates_nothin
                 settings=FAST.model_copy(update={"recover_failure_threshold": 0}),
             )
             dead(harness, host_id)
-
-            async def restarted() -> VirtualMachine:
-                return vm(cloud, ha_vm)
-
-            await wait_until(
-                restarted,
-                lambda v: v.state is VmState.RUNNING and v.host_id not in (None, host_id),
-                timeout=90,
-                what="the HA VM running elsewhere",
-            )
+            await running_elsewhere(cloud, ha_vm, host_id)
         finally:
             bmc.listeners.remove(tie)
     assert ha_states(cloud, host_id)[-5:] == [

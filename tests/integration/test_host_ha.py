@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any
 from uuid import UUID
 
 import pytest
@@ -162,6 +163,25 @@ def placements(harness: Harness, zone: DemoCloud, vm_id: UUID) -> list[str]:
     ]
 
 
+async def declare(
+    harness: Harness, zone: DemoCloud, host_id: UUID, job_id: UUID
+) -> tuple[str, Any]:
+    """`declare-fenced` as the API runs it: the HA job, with the administrator's word first."""
+    await harness.client.start_workflow(
+        RESTART_JOB,
+        RestartVmsRequest(
+            job_id=job_id,
+            account_id=zone.admin_account_id,
+            host_id=host_id,
+            summary="declared fenced",
+            declared_by="test-admin",
+        ),
+        id=str(job_id),
+        task_queue=harness.task_queue,
+    )
+    return await outcome(harness.client, job_id)
+
+
 async def running_elsewhere(cloud: Cloud, vm_id: UUID, host_id: UUID) -> None:
     """Wait for the VM to run on another host than the failed one."""
 
@@ -276,19 +296,7 @@ async def test_a_fence_the_bmc_cannot_confirm_restarts_nothing_until_an_admin_de
         # The operator has pulled the plug and says so.
         harness.driver.power_off_host(str(host_id))
         job_id = uuid.uuid4()
-        await harness.client.start_workflow(
-            RESTART_JOB,
-            RestartVmsRequest(
-                job_id=job_id,
-                account_id=zone.admin_account_id,
-                host_id=host_id,
-                summary="declared fenced",
-                declared_by="test-admin",
-            ),
-            id=str(job_id),
-            task_queue=harness.task_queue,
-        )
-        status, value = await outcome(harness.client, job_id)
+        status, value = await declare(harness, zone, host_id, job_id)
         assert status == "succeeded", value
         assert value["restarted"] == [str(ha_vm)] and value["stopped"] == [str(plain)]
     assert cloud.load(Host, host_id).ha_state is HaState.FENCED

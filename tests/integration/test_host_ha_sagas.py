@@ -20,7 +20,6 @@ from temporalio.exceptions import ApplicationError
 from domain import host_ha_operations
 from domain.cloud import Cloud
 from domain.host import Host
-from domain.host_ha_operations import RESTART_JOB, RestartVmsRequest
 from domain.job import JobStatus
 from domain.virtual_machine import TRANSITIONAL_STATES, VirtualMachine, VmState
 from tests.integration.drivers.test_baremetal_contract import BmcProcess
@@ -28,6 +27,7 @@ from tests.integration.test_host_ha import (
     FAST,
     PowerTie,
     dead,
+    declare,
     ha_states,
     host_with_vms,
     placements,
@@ -37,15 +37,12 @@ from tests.integration.test_host_ha import (
 )
 from tests.integration.vm_jobs import job_of, problems_of, vm
 from tests.support import (
-    Harness,
     crash_after_first,
-    outcome,
     run_twice,
     running_worker,
     seed_zone,
     wait_until,
 )
-from workers.demo_cloud import DemoCloud
 
 #: The HA job's steps, in the order they run.
 RESTART_STEPS = [
@@ -79,23 +76,6 @@ def failing_where_told(plan: dict[str, str]) -> Callable[[str, Callable[[], Any]
     return around
 
 
-async def declare(harness: Harness, zone: DemoCloud, host_id: UUID, job_id: UUID) -> str:
-    await harness.client.start_workflow(
-        RESTART_JOB,
-        RestartVmsRequest(
-            job_id=job_id,
-            account_id=zone.admin_account_id,
-            host_id=host_id,
-            summary="declared fenced",
-            declared_by="test-admin",
-        ),
-        id=str(job_id),
-        task_queue=harness.task_queue,
-    )
-    status, _ = await outcome(harness.client, job_id)
-    return status
-
-
 async def settled(cloud: Cloud, vm_ids: list[UUID]) -> None:
     """Every start job the HA job handed over has ended (a failed HA job does not wait)."""
 
@@ -118,7 +98,7 @@ async def test_the_ha_job_failing_at_each_step_leaves_no_vm_half_way_and_a_rerun
         for step in RESTART_STEPS:
             job_id = uuid.uuid4()
             plan[str(job_id)] = step
-            assert await declare(harness, zone, host_id, job_id) == "ended", step
+            assert (await declare(harness, zone, host_id, job_id))[0] == "ended", step
             job = job_of(cloud, job_id)
             assert job.status is JobStatus.FAILED and job.error_code == 530, step
             await settled(cloud, [plain, ha_vm])
@@ -134,7 +114,7 @@ async def test_the_ha_job_failing_at_each_step_leaves_no_vm_half_way_and_a_rerun
                     assert problems_of(cloud, zone, harness, vm_id) == [], step
         assert plan == {}  # every failure was injected
         # Declared again: what is left is restarted.
-        assert await declare(harness, zone, host_id, uuid.uuid4()) == "succeeded"
+        assert (await declare(harness, zone, host_id, uuid.uuid4()))[0] == "succeeded"
         await settled(cloud, [plain, ha_vm])
     assert vm(cloud, ha_vm).state is VmState.RUNNING and vm(cloud, ha_vm).host_id != host_id
     assert vm(cloud, plain).state is VmState.STOPPED

@@ -7,6 +7,7 @@ to that VM's queue as the API hands jobs). The probes themselves run on the clus
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -15,6 +16,7 @@ from temporalio.client import Client
 
 from activities.errors import reports_cloud_errors
 from activities.host_ha_models import (
+    CrashRestarts,
     FencedHostVms,
     HaConfigurationStep,
     HaObservation,
@@ -28,9 +30,9 @@ from activities.host_ha_models import (
 )
 from activities.host_maintenance import hand_over
 from activities.host_maintenance_models import EvacuationSubmitted, VmOnTheHost
-from activities.job_queue import ActivitiesWithClient
+from activities.job_queue import ActivitiesWithClient, enqueue
 from activities.refs import host_ref
-from domain import host_ha_operations
+from domain import host_ha_operations, vm_ha
 from domain.cloud import Cloud
 from domain.cluster import Cluster
 from domain.host_ha_operations import VmToRestart
@@ -134,10 +136,31 @@ class HostHaActivities(ActivitiesWithClient):
             jobs.append((queue, submission, vm))
         return await hand_over(self.client, self.cloud, jobs, wave.task_queue)
 
+    # -- VM HA: a VM that crashed on a healthy host ---------------------------------------
+    @activity.defn(name="ha.restart_crashed_vms")
+    async def restart_crashed_vms(self, given: CrashRestarts) -> list[str]:
+        """A start job per VM into its queue (ids from the sync pass: a retry hands the same
+        jobs, which the queues know); answers the job ids."""
+        handed = []
+        for vm in given.vms:
+            queue, submission = vm_ha.crash_restart_of(given.sync_run_id, vm)
+            await enqueue(self.client, self.cloud, queue, submission, given.task_queue)
+            activity.heartbeat(f"handed {submission.job_id} to {queue.workflow_id}")
+            handed.append(str(submission.job_id))
+        return handed
+
     @activity.defn(name="ha.complete_restart")
     @reports_cloud_errors
     def complete_restart(self, done: RestartDone) -> dict[str, Any]:
-        return host_ha_operations.complete_restart(self.cloud, done.job_id, done.result)
+        result = done.result
+        return host_ha_operations.complete_restart(
+            self.cloud,
+            done.job_id,
+            UUID(str(result["host_id"])),
+            [UUID(str(vm_id)) for vm_id in result.get("not_restarted", [])],
+            result,
+            datetime.now(UTC),
+        )
 
     @activity.defn(name="ha.fail_restart")
     @reports_cloud_errors
@@ -178,6 +201,7 @@ def host_ha_activities(cloud: Cloud, client: Client | None = None) -> list[Any]:
         ha.begin_restart,
         ha.stop_vms,
         ha.submit_restarts,
+        ha.restart_crashed_vms,
         ha.complete_restart,
         ha.fail_restart,
     ]

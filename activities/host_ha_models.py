@@ -15,6 +15,7 @@ from activities.drivers.hypervisor import HostRef
 from activities.host_maintenance_models import VmOnTheHost
 from domain.host_ha import HaSettings
 from domain.host_ha_operations import HaConfiguration, RestartVmsRequest
+from domain.vm_ha import CrashedVm
 
 
 class HaConfigurationStep(BaseModel):
@@ -97,3 +98,11 @@ class RestartOutcome(BaseModel):
     error_code: int
     error_text: str
     cancelled: bool = False
+
+
+class CrashRestarts(BaseModel):
+    """The start jobs VM HA hands over after a power-state sync pass found HA VMs stopped."""
+
+    sync_run_id: str
+    vms: list[CrashedVm]
+    task_queue: str

@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field, JsonValue
 from activities.drivers.hypervisor import HostRef
 from domain.infrastructure import AddHostRequest
 from domain.job_results import JobResult
+from domain.vm_ha import CrashedVm
 
 
 class ClusterAdded(JobResult):
@@ -148,6 +149,8 @@ class PowerChangeRecord(BaseModel):
 
 class ReconcileResult(BaseModel):
     changes: list[PowerChangeRecord] = Field(default_factory=list)
+    #: What VM HA restarts (the sync hands a start job for each to its queue).
+    crashed: list[CrashedVm] = Field(default_factory=list)
     skipped: dict[str, str] = Field(default_factory=dict)
     unmanaged: list[str] = Field(default_factory=list)
     unreachable_hosts: list[str] = Field(default_factory=list)

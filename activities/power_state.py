@@ -90,6 +90,7 @@ class PowerStateActivities:
                 )
                 for c in outcome.changes
             ],
+            crashed=outcome.crashed,
             skipped=outcome.skipped,
             unmanaged=outcome.unmanaged,
             unreachable_hosts=[r.host_name for r in given.reports if r.error is not None],

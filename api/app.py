@@ -12,6 +12,7 @@ from api.openapi_document import install_openapi_document
 from api.rate_limit import limiter_from
 from api.routers import (
     accounts,
+    alerts,
     domains,
     events,
     host_ha,
@@ -71,6 +72,7 @@ def create_app(services: CloudServices, settings: ApiSettings | None = None) -> 
         host_ha,
         out_of_band,
         events,
+        alerts,
         snapshots,
         snapshot_policies,
         domains,

@@ -437,6 +437,22 @@ class EventPublic(BaseModel):
     created: datetime
 
 
+class AlertPublic(BaseModel):
+    """One alert (CloudStack's listAlerts `alert`): something an operator must look at."""
+
+    id: UUID
+    type: int = Field(description="CloudStack's alert type number: 7 HOST, 8 USERVM, 30 HA_ACTION")
+    name: str = Field(description="CloudStack's alert name: ALERT.HOST, ALERT.USERVM, ...")
+    subject: str
+    description: str
+    resource_type: str = Field(description="Host or VirtualMachine")
+    resource_id: UUID
+    zone_id: UUID
+    cluster_id: UUID | None
+    archived: bool
+    created: datetime = Field(description="when it was raised (CloudStack's `sent`)")
+
+
 # -- volumes (createVolume, attachVolume, detachVolume, resizeVolume, migrateVolume, deleteVolume)
 class VolumeCreate(BaseModel):
     """createVolume: allocated only; the disk is made on primary storage when first attached."""

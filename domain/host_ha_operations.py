@@ -17,14 +17,15 @@ from uuid import UUID, uuid5
 from pydantic import BaseModel, ValidationError
 
 from domain import host_ha, job_records
+from domain.alert import AlertType, raise_alert
 from domain.cloud import Cloud, Decision
 from domain.cluster import Cluster
 from domain.errors import IllegalStateTransition, InvalidParameter, NotFound
 from domain.host import Host, ResourceState
 from domain.host_ha import HaAction, HaSettings, HaState, HaStatus
-from domain.job_requests import JobQueue, VmJobSubmission, VmOperation, handed_over
+from domain.job_requests import JobQueue, VmJobSubmission
 from domain.virtual_machine import VirtualMachine, VmEvent, VmState
-from domain.vm_requests import StartVmRequest
+from domain.vm_ha import ha_restart
 
 
 def _host(d: Decision, host_id: UUID) -> Host:
@@ -106,14 +107,19 @@ def _observe(
     now: datetime,
     command_id: str,
     change: Callable[[Host, HaSettings, bool], HaStatus],
+    alert: Callable[[Decision, Host, HaStatus], None] | None = None,
 ) -> HaAction:
+    """Record an observation; `alert` sees the host after it, and its status before."""
+
     def decide(d: Decision) -> HaAction:
         host = _host(d, host_id)
         settings = d.get(Cluster, host.cluster_id).ha
         if not host.ha_enabled:
             return HaAction.NONE
+        before = host.ha
         status = change(host, settings, can_fence(host))
-        host.change_ha(True, status, command_id)
+        if host.change_ha(True, status, command_id) and alert is not None:
+            alert(d, host, before)
         return host_ha.next_action(host.ha, now, settings)
 
     return cloud.decide(decide)
@@ -154,7 +160,26 @@ def record_recovery_sent(cloud: Cloud, host_id: UUID, now: datetime, command_id:
 def record_fence(
     cloud: Cloud, host_id: UUID, confirmed: bool, why: str, now: datetime, command_id: str
 ) -> HaAction:
-    """A fence attempt's outcome; RESTART_VMS once the host is Fenced."""
+    """A fence attempt's outcome; RESTART_VMS once the host is Fenced. Either way an alert
+    says so: a fence not confirmed needs an operator (the host may still run its VMs)."""
+
+    def alert(d: Decision, host: Host, before: HaStatus) -> None:
+        if host.ha_state is HaState.FENCED and before.state is not HaState.FENCED:
+            subject = f"HA: host {host.name} fenced"
+            text = f"{why}; its HA-enabled VMs are restarted on other hosts"
+        elif not confirmed and host.ha_state is HaState.FENCING:
+            retry = host.ha.next_fence_at
+            subject = f"HA: fencing host {host.name} was not confirmed"
+            text = (
+                f"attempt {host.ha.fence_attempts}: {why or 'no answer from the BMC'}; no VM is "
+                "restarted until the host is fenced"
+                + (f"; next attempt at {retry.isoformat()}" if retry else "")
+                + "; an administrator who has made sure it is off may declare it fenced"
+            )
+        else:
+            return
+        _raise_host_alert(d, host, subject, text, now, command_id)
+
     action = _observe(
         cloud,
         host_id,
@@ -163,6 +188,7 @@ def record_fence(
         lambda host, settings, _f: host_ha.after_fence(
             host.ha, confirmed, now, why, settings.fence_timeout
         ),
+        alert,
     )
     fenced = cloud.load(Host, host_id).ha_state is HaState.FENCED
     return HaAction.RESTART_VMS if fenced and confirmed else action
@@ -184,9 +210,35 @@ def declare_fenced(cloud: Cloud, host_id: UUID, by: str, now: datetime, command_
         if host.ha_state is HaState.FENCED:
             return host
         host.change_ha(True, host_ha.declared_fenced(host.ha, now, by), command_id)
+        _raise_host_alert(
+            d,
+            host,
+            f"HA: host {host.name} declared fenced by {by}",
+            "an administrator declared the host off; its HA-enabled VMs are restarted on other "
+            "hosts",
+            now,
+            command_id,
+        )
         return host
 
     return cloud.decide(decide)
+
+
+def _raise_host_alert(
+    d: Decision, host: Host, subject: str, text: str, now: datetime, command_id: str
+) -> None:
+    raise_alert(
+        d,
+        AlertType.HA_ACTION,
+        subject,
+        text,
+        resource_type="Host",
+        resource_id=host.id,
+        zone_id=host.zone_id,
+        cluster_id=host.cluster_id,
+        at=now,
+        command_id=command_id,
+    )
 
 
 # -- the VMs of a fenced host ------------------------------------------------------------------
@@ -259,25 +311,15 @@ def restart_of(
     ha_job_id: UUID, host_name: str, vm: VmToRestart
 ) -> tuple[JobQueue, VmJobSubmission]:
     """The start job (elsewhere: the fenced host takes no VM) for one VM, and its queue."""
-    start_id = restart_job_id(ha_job_id, vm.vm_id)
-    summary = f"Restart VM {vm.name} (HA): its host {host_name} was fenced"
-    request = StartVmRequest(
-        job_id=start_id,
-        vm_id=vm.vm_id,
-        account_id=vm.account_id,
-        summary=summary,
-        ha_restart=True,
-    )
-    return handed_over(
-        request,
-        VmOperation.START.job_type,
+    return ha_restart(
+        restart_job_id(ha_job_id, vm.vm_id),
+        vm.vm_id,
+        vm.name,
+        vm.account_id,
         vm.zone_id,
-        [
-            f"**VM:** {vm.name} (`{vm.vm_id}`) (HA)",
-            f"**Operation:** restart after host {host_name} was fenced",
-            f"**Asked by:** HA job `{ha_job_id}`",
-        ],
-        f"ha/{ha_job_id}",
+        why=f"its host {host_name} was fenced",
+        asked_by=f"HA job `{ha_job_id}`",
+        fingerprint=f"ha/{ha_job_id}",
     )
 
 
@@ -329,8 +371,39 @@ def begin_restart(
     return name, vms_of_fenced_host(cloud, host_id)
 
 
-def complete_restart(cloud: Cloud, job_id: UUID, result: dict[str, object]) -> dict[str, object]:
-    return cloud.decide(lambda d: job_records.succeed(d, job_id, dict(result)))
+def complete_restart(
+    cloud: Cloud,
+    job_id: UUID,
+    host_id: UUID,
+    not_restarted: list[UUID],
+    result: dict[str, object],
+    now: datetime,
+) -> dict[str, object]:
+    """The HA job's outcome, with an alert for each HA VM its restart did not bring back (it
+    stays Stopped, its restart job says why)."""
+
+    def decide(d: Decision) -> dict[str, object]:
+        host = _host(d, host_id)
+        for vm_id in not_restarted:
+            vm = d.find(VirtualMachine, vm_id)
+            if vm is None:
+                continue
+            raise_alert(
+                d,
+                AlertType.USERVM,
+                f"HA: VM {vm.name} was not restarted after host {host.name} was fenced",
+                f"its restart job {restart_job_id(job_id, vm_id)} did not succeed; the VM is "
+                f"{vm.state}: start it by hand once a host can take it",
+                resource_type="VirtualMachine",
+                resource_id=vm.id,
+                zone_id=vm.zone_id,
+                cluster_id=host.cluster_id,
+                at=now,
+                command_id=f"{job_id}/not-restarted/{vm_id}",
+            )
+        return job_records.succeed(d, job_id, dict(result))
+
+    return cloud.decide(decide)
 
 
 def fail_restart(

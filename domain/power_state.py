@@ -43,6 +43,7 @@ from domain.cluster import Cluster
 from domain.host import Host
 from domain.job import Job
 from domain.virtual_machine import VirtualMachine, VmEvent, VmState
+from domain.vm_ha import CrashedVm, record_crash
 
 POWERED_ON = "PowerOn"
 POWERED_OFF = "PowerOff"
@@ -79,6 +80,8 @@ class SyncOutcome:
     #: VMs left alone this pass, with why (a job works on them, the report is stale, ...).
     skipped: dict[str, str] = field(default_factory=dict)
     unmanaged: list[str] = field(default_factory=list)
+    #: HA-enabled VMs found stopped that were Running: VM HA restarts them (domain/vm_ha.py).
+    crashed: list[CrashedVm] = field(default_factory=list)
 
     def summary(self) -> str:
         if not self.changes:
@@ -203,6 +206,10 @@ def _reconcile_vm(
     key = str(vm.id)
     if observation is Observation.UNKNOWN or vm.is_removed:
         return
+    if _crash_recorded_by(run_id, vm):
+        # This pass stopped it already (a retried reconcile): its restart is still owed.
+        outcome.crashed.append(_record_crash_again(cloud, cluster, vm, now, run_id))
+        return
     if vm.modified_on > listed_at - policy.clock_skew:
         outcome.skipped[key] = "changed after the hypervisors were listed; next pass"
         return
@@ -229,7 +236,7 @@ def _reconcile_vm(
             vm_event = VmEvent.AGENT_REPORT_RUNNING
     if vm_event is None:
         return
-    _record(cloud, cluster, vm.id, state, vm_event, on_host, run_id, outcome)
+    _record(cloud, cluster, vm.id, state, vm_event, on_host, run_id, now, outcome)
 
 
 def _record(
@@ -240,16 +247,18 @@ def _record(
     vm_event: VmEvent,
     on_host: UUID | None,
     run_id: str,
+    now: datetime,
     outcome: SyncOutcome,
 ) -> None:
     command = f"{run_id}/{vm_id}"
     powered_on = vm_event is not VmEvent.FOLLOW_AGENT_POWER_OFF_REPORT
 
-    def decide(d: Decision) -> PowerChange | None:
+    def decide(d: Decision) -> tuple[PowerChange, CrashedVm | None] | None:
         vm = d.get(VirtualMachine, vm_id)
         if vm.state is not expected:
             return None  # a job moved it since the comparison: the next pass looks again
         old_state = vm.state.value
+        ran_on = vm.host_id
         host_name = d.get(Host, on_host).name if on_host is not None else None
         if powered_on:
             assert on_host is not None
@@ -270,7 +279,15 @@ def _record(
         )
         if not applied:
             return None
-        return PowerChange(
+        crashed = None
+        if (
+            vm.ha_enabled
+            and expected is VmState.RUNNING
+            and vm.state is VmState.STOPPED
+            and ran_on is not None
+        ):
+            crashed = record_crash(d, vm, d.get(Host, ran_on).name, cluster.id, now, run_id)
+        change = PowerChange(
             vm_id=vm.id,
             vm_name=vm.name,
             vm_event=vm_event.value,
@@ -279,10 +296,36 @@ def _record(
             host_id=on_host,
             reason=reason,
         )
+        return change, crashed
 
-    change = cloud.decide(decide)
-    if change is not None:
+    decided = cloud.decide(decide)
+    if decided is not None:
+        change, crashed = decided
         outcome.changes.append(change)
+        if crashed is not None:
+            outcome.crashed.append(crashed)
+
+
+def _power_off_command(run_id: str, vm_id: UUID) -> str:
+    return f"{run_id}/{vm_id}/{VmEvent.FOLLOW_AGENT_POWER_OFF_REPORT.value}"
+
+
+def _crash_recorded_by(run_id: str, vm: VirtualMachine) -> bool:
+    return (
+        vm.ha_enabled
+        and vm.state is VmState.STOPPED
+        and vm.last_host_id is not None
+        and vm.has_applied(_power_off_command(run_id, vm.id))
+    )
+
+
+def _record_crash_again(
+    cloud: Cloud, cluster: Cluster, vm: VirtualMachine, now: datetime, run_id: str
+) -> CrashedVm:
+    """The crash as the first attempt recorded it (its alert is found, not raised again)."""
+    assert vm.last_host_id is not None
+    host_name = cloud.load(Host, vm.last_host_id).name
+    return cloud.decide(lambda d: record_crash(d, vm, host_name, cluster.id, now, run_id))
 
 
 def _hold_capacity(

@@ -15,6 +15,8 @@ Rows come from two sources:
 - what happened without anyone asking: a VM's power state followed from its hypervisor by the
   power-state sync (`FollowAgentPowerOnReport` and friends), logged in the VM owner's account.
 
+The same projection keeps the alert listing (`projections.alerts`): one row per `Alert`.
+
 Every row's id is derived from the domain event that caused it (originator id, version and
 the row's role), and every column from the event store alone, so a replay writes the same rows.
 """
@@ -40,10 +42,12 @@ from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from domain.account import Account
+from domain.alert import Alert
 from domain.cloud import Cloud
 from domain.job import Job
 from domain.virtual_machine import VirtualMachine, VmEvent
-from projections.read_model import ReadModelView, Row, Table, event_topics
+from projections.alerts import ALERT_TOPICS, ALERTS, alert_row
+from projections.read_model import AggregateStates, ReadModelView, Row, Table, event_topics
 
 EVENT_LOG = Table(
     "event_log",
@@ -190,7 +194,7 @@ class _VmFacts:
 
 
 class EventLogView(ReadModelView):
-    tables = (EVENT_LOG,)
+    tables = (EVENT_LOG, ALERTS)
 
 
 class EventLogProjection(Projection[ReadModelView]):
@@ -203,7 +207,7 @@ class EventLogProjection(Projection[ReadModelView]):
 
     name = "event_log_projection"
     topics = tuple(
-        sorted({*event_topics(Job), get_topic(VirtualMachine.Transitioned)})  # type: ignore[attr-defined]
+        sorted({*event_topics(Job), get_topic(VirtualMachine.Transitioned), *ALERT_TOPICS})  # type: ignore[attr-defined]
     )
     cloud_env: ClassVar[Mapping[str, str] | None] = None
     CACHE_SIZE = 10_000
@@ -214,8 +218,13 @@ class EventLogProjection(Projection[ReadModelView]):
         self._vms: OrderedDict[UUID, _VmFacts] = OrderedDict()
         self._account_names: dict[UUID, str | None] = {}
         self._cloud: Cloud | None = None
+        self._alerts = AggregateStates(lambda: self.cloud_env)
 
     def process_event(self, domain_event: Any, tracking: Tracking) -> None:  # type: ignore[override]
+        if isinstance(domain_event, Alert.Event):
+            alert = self._alerts.after(domain_event)
+            self.view.record(ALERTS.name, [alert_row(alert)], tracking)
+            return
         self.view.record(EVENT_LOG.name, self.rows_of(domain_event), tracking)
 
     def rows_of(self, domain_event: Any) -> list[Row]:

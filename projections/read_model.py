@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from abc import abstractmethod
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 from uuid import UUID
 
@@ -130,36 +130,19 @@ def _adapt(row: Row) -> Row:
     }
 
 
-class AggregateStateProjection(Projection[ReadModelView]):
-    """Keeps one table row per aggregate, computed from the aggregate's state.
+class AggregateStates:
+    """Each aggregate's state as of the event being projected: the event applied to a cached
+    copy, or that exact version loaded from the event store (after a restart, or once the copy
+    was evicted)."""
 
-    Subclasses name their `table` and map an aggregate to its row with `row_of`; the runner
-    (`projections.runner`) binds `cloud_env` so a projection that resumes mid-stream can load the
-    version it needs from the event store.
-    """
-
-    table: ClassVar[str]
-    cloud_env: ClassVar[Mapping[str, str] | None] = None
     CACHE_SIZE = 10_000
 
-    def __init__(self, view: ReadModelView) -> None:
-        super().__init__(view)
+    def __init__(self, cloud_env: Callable[[], Mapping[str, str] | None]) -> None:
         self._cache: OrderedDict[UUID, Aggregate] = OrderedDict()
+        self._cloud_env = cloud_env
         self._cloud: Cloud | None = None
 
-    def process_event(self, domain_event: Any, tracking: Tracking) -> None:  # type: ignore[override]
-        aggregate = self._state_after(domain_event)
-        rows = self.rows_of(aggregate)
-        self.view.record(self.table, rows, tracking)
-
-    def rows_of(self, aggregate: Any) -> list[Row]:
-        return [self.row_of(aggregate)]
-
-    @abstractmethod
-    def row_of(self, aggregate: Any) -> Row:
-        """The table row of an aggregate in its current state."""
-
-    def _state_after(self, domain_event: Any) -> Aggregate:
+    def after(self, domain_event: Any) -> Aggregate:
         aggregate_id = domain_event.originator_id
         version = domain_event.originator_version
         cached = self._cache.pop(aggregate_id, None)
@@ -176,5 +159,33 @@ class AggregateStateProjection(Projection[ReadModelView]):
 
     def _repository_cloud(self) -> Cloud:
         if self._cloud is None:
-            self._cloud = Cloud(env=dict(self.cloud_env or {}))
+            self._cloud = Cloud(env=dict(self._cloud_env() or {}))
         return self._cloud
+
+
+class AggregateStateProjection(Projection[ReadModelView]):
+    """Keeps one table row per aggregate, computed from the aggregate's state.
+
+    Subclasses name their `table` and map an aggregate to its row with `row_of`; the runner
+    (`projections.runner`) binds `cloud_env` so a projection that resumes mid-stream can load the
+    version it needs from the event store.
+    """
+
+    table: ClassVar[str]
+    cloud_env: ClassVar[Mapping[str, str] | None] = None
+
+    def __init__(self, view: ReadModelView) -> None:
+        super().__init__(view)
+        self._states = AggregateStates(lambda: self.cloud_env)
+
+    def process_event(self, domain_event: Any, tracking: Tracking) -> None:  # type: ignore[override]
+        aggregate = self._states.after(domain_event)
+        rows = self.rows_of(aggregate)
+        self.view.record(self.table, rows, tracking)
+
+    def rows_of(self, aggregate: Any) -> list[Row]:
+        return [self.row_of(aggregate)]
+
+    @abstractmethod
+    def row_of(self, aggregate: Any) -> Row:
+        """The table row of an aggregate in its current state."""

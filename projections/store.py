@@ -21,6 +21,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
+from projections.alerts import ALERTS
 from projections.events import EVENT_LOG
 from projections.host_capacity import HOST_CAPACITY
 from projections.inventory import INVENTORY
@@ -45,12 +46,15 @@ TABLES: dict[str, Table] = {
         INVENTORY,
         USAGE_INTERVALS,
         EVENT_LOG,
+        ALERTS,
         VM_SNAPSHOTS,
         SNAPSHOTS,
         SNAPSHOT_POLICIES,
     )
 }
-PROJECTION_OF_TABLE = {view.tables[0].name: projection.name for projection, view in PROJECTIONS}
+PROJECTION_OF_TABLE = {
+    table.name: projection.name for projection, view in PROJECTIONS for table in view.tables
+}
 TOPICS_OF_PROJECTION: dict[str, list[str]] = {
     projection.name: list(projection.topics) for projection, _ in PROJECTIONS
 }

@@ -10,6 +10,7 @@ from typing import Any
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.alerts import alert_activities
 from activities.deployment import DeploymentActivities
 from activities.drivers.hypervisor import HypervisorDriver
 from activities.drivers.out_of_band import BmcLogins, IpmiPowerControl
@@ -26,6 +27,7 @@ from activities.snapshot_policies import snapshot_policy_activities
 from activities.vm_operations import VmOperationActivities
 from activities.volume_operations import VolumeOperationActivities
 from domain.cloud import Cloud
+from workflows.alerts import ALERT_WORKFLOWS
 from workflows.configure_simulator import ConfigureSimulator
 from workflows.deploy_virtual_machine import DeployVirtualMachine
 from workflows.host_ha import HOST_HA_WORKFLOWS
@@ -54,6 +56,7 @@ WORKFLOWS: Sequence[type] = (
     *HOST_MAINTENANCE_WORKFLOWS,
     *OUT_OF_BAND_WORKFLOWS,
     *HOST_HA_WORKFLOWS,
+    *ALERT_WORKFLOWS,
 )
 
 
@@ -109,6 +112,7 @@ def control_plane_activities(
         *snapshot_policy_activities(cloud, client),
         *host_maintenance_activities(cloud, client),
         *host_ha_activities(cloud, client),
+        *alert_activities(cloud),
         *out_of_band_activities(cloud),
         *bmc_activities(power_control or IpmiPowerControl(BmcLogins())),
     ]

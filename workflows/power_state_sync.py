@@ -11,8 +11,10 @@ continue-as-new (every `passes_per_run` passes, or when Temporal suggests it).
 
 A pass: `power_state.cluster_hosts` (control plane) → `hypervisor.report_power_states` on the
 cluster's task queue (the agent, which holds the credentials) → `power_state.reconcile`
-(control plane, appends `FollowAgentPowerOnReport`/`FollowAgentPowerOffReport`). A pass whose
-agent does not answer records nothing and the loop goes on.
+(control plane, appends `FollowAgentPowerOnReport`/`FollowAgentPowerOffReport`) → for each
+HA-enabled VM the pass found stopped without a stop job, `ha.restart_crashed_vms` hands a
+start job to the VM's queue (VM HA, domain/vm_ha.py). A pass whose agent does not answer
+records nothing and the loop goes on.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
+    from activities.host_ha import HostHaActivities
+    from activities.host_ha_models import CrashRestarts
     from activities.hypervisor import HypervisorActivities
     from activities.infrastructure_models import (
         ClusterHosts,
@@ -34,7 +38,10 @@ with workflow.unsafe.imports_passed_through():
     from activities.power_state import PowerStateActivities
     from domain.infrastructure import PowerStateSyncInput
 
-from workflows.retry_policies import CONTROL_RETRY, PROBE_RETRY
+from workflows.retry_policies import CONTROL_RETRY, PROBE_RETRY, UNDO_RETRY
+
+#: The patch that added VM HA's restarts to a pass (histories recorded before replay without).
+VM_HA_PATCH = "vm-ha-restart"
 
 
 @workflow.defn(name="PowerStateSync")
@@ -131,6 +138,19 @@ class PowerStateSync:
                 retry_policy=CONTROL_RETRY,
                 summary="follow the hypervisors' power reports",
             )
+            if result.crashed and workflow.patched(VM_HA_PATCH):
+                # Patient: the VMs are stopped in the books already, and only this restarts them.
+                await workflow.execute_activity_method(
+                    HostHaActivities.restart_crashed_vms,
+                    CrashRestarts(
+                        sync_run_id=run_id,
+                        vms=result.crashed,
+                        task_queue=workflow.info().task_queue,
+                    ),
+                    start_to_close_timeout=timedelta(minutes=2),
+                    retry_policy=UNDO_RETRY,
+                    summary=f"HA: restart {len(result.crashed)} VM(s) that stopped on their own",
+                )
             return result
         except ActivityError as error:
             workflow.logger.warning("power-state pass %s failed: %s", run_id, error.cause)

@@ -57,6 +57,7 @@ import pytest
 from pydantic import BaseModel
 
 from api import models, projection_admin, tenancy_models
+from domain.alert import AlertType, raise_alert
 from domain.domain_tree import ROOT_DOMAIN_ID
 from tests.e2e.conftest import Stack, deploy_order, wait_for_job
 from tests.e2e.tenants import Tenant, new_domain, new_tenant
@@ -132,6 +133,9 @@ TABLE: dict[tuple[str, str], str] = {
     ("POST", "/v1/hosts/{host_id}/ha/enable"): "AFFFF",
     ("POST", "/v1/hosts/{host_id}/ha/disable"): "AFFFF",
     ("POST", "/v1/hosts/{host_id}/declare-fenced"): "AFFFF",
+    ("GET", "/v1/alerts"): "AFFFF",
+    ("GET", "/v1/alerts/{alert_id}"): "AFFFF",
+    ("POST", "/v1/alerts/{alert_id}/archive"): "AFFFF",
     ("GET", "/v1/storage-pools"): "AFFFF",
     ("POST", "/v1/storage-pools"): "AFFFF",
     ("GET", "/v1/storage-pools/{item_id}"): "AFFFF",
@@ -713,6 +717,25 @@ async def world(stack: Stack) -> AsyncIterator[World]:
         projections = await admin.get("/v1/projections")
         assert projections.status_code == 200, projections.text
         projection = projections.json()["data"][0]["projection"]
+        # An alert about the zone's first host, as the control plane raises them.
+        alert_id = str(
+            stack.cloud.decide(
+                lambda d: raise_alert(
+                    d,
+                    AlertType.HOST,
+                    "authorization matrix alert",
+                    "raised for the matrix",
+                    resource_type="Host",
+                    resource_id=zone.host_ids[0],
+                    zone_id=zone.zone_id,
+                    cluster_id=zone.cluster_ids[0],
+                    at=datetime.now(UTC),
+                    command_id=f"authz/{uuid.uuid4()}",
+                )
+            ).id
+        )
+        listed = await admin.get(f"/v1/alerts/{alert_id}", params={"consistent": "true"})
+        assert listed.status_code == 200, listed.text
 
     # Each role's seed job, under a key its allowances reuse (see `allowances`).
     seed_key = f"authz-seed-{uuid.uuid4().hex}"
@@ -830,6 +853,7 @@ async def world(stack: Stack) -> AsyncIterator[World]:
             "cluster_id": str(zone.cluster_ids[0]),
             "fault_id": str(fault.json()["fault_id"]),
             "projection": projection,
+            "alert_id": alert_id,
         },
         items={
             "zones": str(zone.zone_id),

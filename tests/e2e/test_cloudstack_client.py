@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from cs import CloudStack, CloudStackApiException
 
+from domain.alert import AlertType, raise_alert
 from domain.host import Host
 from domain.storage import PrimaryStorage
 from domain.virtual_machine import VirtualMachine
@@ -200,3 +201,46 @@ async def test_the_root_admin_migrates_a_vm_with_its_volume_to_another_cluster_w
         stack.cloud.load(PrimaryStorage, root.pool_id).cluster_id
         == stack.cloud.load(Host, target).cluster_id
     )
+
+
+async def test_the_root_admin_lists_and_archives_alerts_with_cs_and_a_user_is_refused(
+    stack: Stack,
+) -> None:
+    zone = seed_zone(stack.cloud)
+    host_id = zone.host_ids[0]
+    raised = stack.cloud.decide(
+        lambda d: raise_alert(
+            d,
+            AlertType.HA_ACTION,
+            "HA: fencing host h was not confirmed",
+            "the BMC did not answer",
+            resource_type="Host",
+            resource_id=host_id,
+            zone_id=zone.zone_id,
+            cluster_id=zone.cluster_ids[0],
+            at=dt.datetime.now(dt.UTC),
+            command_id=f"cs-alert/{uuid.uuid4()}",
+        )
+    )
+    admin = root_admin_client(stack)
+
+    async def listed() -> list[dict[str, Any]]:
+        found = await call(admin.listAlerts, type=30, fetch_list=True)
+        return [a for a in found if a["id"] == str(raised.id)]
+
+    [alert] = await wait_until(listed, timeout=30, what="the alert listed")
+    assert (alert["type"], alert["name"]) == (30, "ALERT.HA.ACTION")
+    assert alert["description"] == "HA: fencing host h was not confirmed" and alert["sent"]
+    assert (await call(admin.listAlerts, id=str(raised.id)))["alert"][0]["id"] == str(raised.id)
+    archived = await call(admin.archiveAlerts, ids=str(raised.id))
+    assert archived["success"] is True
+    assert await listed() == []
+    with pytest.raises(CloudStackApiException) as bad:
+        await call(admin.archiveAlerts, ids="not-an-id")
+    assert bad.value.error["errorcode"] == 431 and "ids" in bad.value.error["errortext"]
+
+    async with stack.http() as http:
+        tenant = await new_tenant(http)
+    with pytest.raises(CloudStackApiException) as refused:
+        await call(client_of(stack, tenant, "get").listAlerts)
+    assert refused.value.error["errorcode"] == 531

@@ -1,7 +1,8 @@
 """Host HA through the API, as an operator uses it: a cluster's kvm.ha settings (out of range:
 422 naming the setting), HA switched on for a host (Ineligible without a BMC to fence it), and a
-host its BMC cannot fence declared fenced by hand, as a job whose HA VM restarts elsewhere. Each
-test seeds a zone of its own, so the shared zone's hosts are never watched."""
+host its BMC cannot fence declared fenced by hand, as a job whose HA VM restarts elsewhere, and
+the alert that says so, archived. Each test seeds a zone of its own, so the shared zone's hosts
+are never watched."""
 
 from __future__ import annotations
 
@@ -70,6 +71,28 @@ async def test_settings_switches_and_a_declared_fence_restart_the_ha_vm_elsewher
             now = await http.get(f"/v1/virtual-machines/{vm_id}", params={"consistent": "true"})
             assert now.json()["state"] == state, now.text
             assert now.json()["host_id"] != host_id
+
+        # The declaration is an alert; archived, it leaves the default listing.
+        alerts = await http.get("/v1/alerts", params={"resource_id": host_id, "consistent": "true"})
+        assert alerts.status_code == 200, alerts.text
+        [alert] = alerts.json()["data"]
+        assert (alert["type"], alert["name"]) == (30, "ALERT.HA.ACTION")
+        assert "declared fenced by" in alert["subject"] and alert["resource_type"] == "Host"
+        archived = await http.post(f"/v1/alerts/{alert['id']}/archive")
+        assert archived.status_code == 200 and archived.json()["archived"], archived.text
+        for include, count in ((False, 0), (True, 1)):
+            listed = await http.get(
+                "/v1/alerts",
+                params={"resource_id": host_id, "include_archived": include, "consistent": "1"},
+            )
+            assert listed.json()["count"] == count, listed.text
+        refused = await http.get("/v1/alerts", params={"type": 10**30})
+        assert refused.status_code == 422 and refused.json()["detail"][0]["loc"] == [
+            "query",
+            "type",
+        ], refused.text
+        missing = await http.post(f"/v1/alerts/{host_id}/archive")
+        assert missing.status_code == 404, missing.text
 
         # Declared again: a job that finds nothing left to restart.
         again = await http.post(f"/v1/hosts/{host_id}/declare-fenced")

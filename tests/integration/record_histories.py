@@ -9,7 +9,8 @@ delete) and each volume snapshot job (take, make a volume and a template from, r
 delete) once failing and unwinding and once succeeding; the snapshot policy jobs (create,
 delete) likewise, and one RecurringSnapshot run its schedule was triggered for; AddHost; one
 run of PowerStateSync; host maintenance (failing and unwinding, succeeding), its cancel, an
-allocation state change and a power action refused (no BMC); and jobs submitted by the queue's
+allocation state change and a power action refused (no BMC); a PowerStateSync pass restarting a
+crashed HA VM and its alert archived; and jobs submitted by the queue's
 `enqueue` signal (a deployment waiting for its turn, a cancelled start closing as Canceled, the
 queue with a joined and a withdrawn job).
 
@@ -40,6 +41,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
 from activities.drivers.simulator import SimulatorDriver
+from activities.refs import host_ref
 from api.job_cancellation import cancel as cancel_job
 from domain import host_ha_operations
 from domain.cloud import Cloud, postgres_env
@@ -171,6 +173,7 @@ async def record(database_url: str, temporal_binary: str) -> None:
         await record_host_maintenance(env.client, cloud, seed_zone(cloud))
         await record_migrations_with_storage(env.client, cloud, seed_zone(cloud))
         await record_host_ha(env.client, cloud, seed_zone(cloud))
+        await record_vm_ha(env.client, cloud, seed_zone(cloud))
     finally:
         cloud.close()
         await env.shutdown()
@@ -648,6 +651,56 @@ async def record_host_maintenance(client: Client, cloud: Cloud, zone: DemoCloud)
                 execution_timeout=timedelta(seconds=90),
             )
             await save(handle, name)
+
+
+async def record_vm_ha(client: Client, cloud: Cloud, zone: DemoCloud) -> None:
+    """A power-state sync pass that finds an HA VM crashed on its (healthy) host and hands its
+    restart over (the `vm-ha-restart` patch), and the alert it raised archived."""
+    from domain.alert import ARCHIVE_ALERT_JOB, ArchiveAlertRequest, alert_id_for
+    from tests.integration.host_jobs import ha_offering
+
+    async with running_worker(client, cloud) as harness:
+        ha_job, ha_vm = await deploy(
+            harness, zone, "recorded-vm-ha", offering_id=ha_offering(cloud)
+        )
+        await wait(client, ha_job)
+        host_id = cloud.load(VirtualMachine, ha_vm).host_id
+        assert host_id is not None
+        harness.driver.stop_vm(host_ref(cloud, host_id), str(ha_vm), forced=True)
+        sync_id = f"recorded-vm-ha/{uuid.uuid4()}"
+        sync = await client.start_workflow(
+            "PowerStateSync",
+            PowerStateSyncInput(
+                cluster_id=cloud.load(Host, host_id).cluster_id,
+                interval_seconds=0.5,
+                clock_skew_seconds=0,
+                passes_per_run=2,
+            ),
+            id=sync_id,
+            task_queue=harness.task_queue,
+        )
+        passed = await sync.execute_update("sync_now")
+        assert passed["crashed"], passed
+        await save(
+            client.get_workflow_handle(sync.id, run_id=sync.result_run_id),
+            "power_state_sync_restarts_crashed_ha_vm",
+        )
+        await sync.terminate("recording done")
+        job_id = uuid.uuid4()
+        await save(
+            await client.start_workflow(
+                ARCHIVE_ALERT_JOB,
+                ArchiveAlertRequest(
+                    job_id=job_id,
+                    account_id=zone.admin_account_id,
+                    alert_id=alert_id_for(f"{sync_id}/1/{ha_vm}/crashed"),
+                    summary="archive a recorded alert",
+                ),
+                id=str(job_id),
+                task_queue=harness.task_queue,
+            ),
+            "archive_alert_succeeds",
+        )
 
 
 async def record_host_ha(client: Client, cloud: Cloud, zone: DemoCloud) -> None:

@@ -4,6 +4,7 @@ the control plane for a cluster without one)."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from temporalio import activity
@@ -24,6 +25,11 @@ from domain.cloud import Cloud
 from domain.cluster import Cluster
 from domain.out_of_band import OutOfBandConfiguration, PowerState
 
+#: How long one attempt to begin a power action waits for the host's BMC to be free (within
+#: the control plane's activity timeout), and how often it looks.
+BUSY_WAIT_SECONDS = 30.0
+BUSY_POLL_SECONDS = 0.25
+
 
 class OutOfBandActivities:
     def __init__(self, cloud: Cloud) -> None:
@@ -37,7 +43,19 @@ class OutOfBandActivities:
     @activity.defn(name="oobm.begin_power_action")
     @reports_cloud_errors
     def begin_power_action(self, step: PowerActionStep) -> BmcTarget:
-        host, action = out_of_band.begin_power_action(self.cloud, step.request, step.submitted_at)
+        """Record the job and claim the host's BMC, waiting up to `BUSY_WAIT_SECONDS` for
+        another power action to end (then Temporal retries, and at last the job fails 536)."""
+        deadline = time.monotonic() + BUSY_WAIT_SECONDS
+        while True:
+            try:
+                host, action = out_of_band.begin_power_action(
+                    self.cloud, step.request, step.submitted_at
+                )
+                break
+            except out_of_band.PowerActionsBusy:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(BUSY_POLL_SECONDS)
         cluster = self.cloud.find(Cluster, host.cluster_id)
         assert host.oobm_driver is not None and host.oobm_address is not None
         return BmcTarget(

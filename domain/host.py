@@ -74,6 +74,9 @@ class Host(CloudAggregate):
     oobm_enabled: bool = False
     power_state: str = "Unknown"
     power_state_at: datetime | None = None
+    #: The power action job that holds the host's BMC (one at a time), and since when.
+    power_action_job_id: UUID | None = None
+    power_action_since: datetime | None = None
     #: Host HA (domain/host_ha.py): whether it is on for this host, and where the host is in
     #: the HA state machine (HaStatus.recorded()).
     ha_enabled: bool = False
@@ -392,6 +395,30 @@ class Host(CloudAggregate):
     ) -> None:
         self.power_state = power_state
         self.power_state_at = reported_at
+        self._remember(command_id)
+
+    def claim_power_actions(self, job_id: UUID, at: datetime, command_id: str) -> None:
+        """The BMC is this job's until it releases it (the caller has checked it is free)."""
+        if self.has_applied(command_id) or self.power_action_job_id == job_id:
+            return
+        self._power_actions_claimed(job_id, at, command_id)
+
+    @event("PowerActionsClaimed")
+    def _power_actions_claimed(self, job_id: UUID, at: datetime, command_id: str) -> None:
+        self.power_action_job_id = job_id
+        self.power_action_since = at
+        self._remember(command_id)
+
+    def release_power_actions(self, job_id: UUID, command_id: str) -> None:
+        """The job is done with the BMC; a job that does not hold it releases nothing."""
+        if self.has_applied(command_id) or self.power_action_job_id != job_id:
+            return
+        self._power_actions_released(job_id, command_id)
+
+    @event("PowerActionsReleased")
+    def _power_actions_released(self, job_id: UUID, command_id: str) -> None:
+        self.power_action_job_id = None
+        self.power_action_since = None
         self._remember(command_id)
 
     # -- host HA ------------------------------------------------------------------------------

@@ -5,11 +5,17 @@ Stratus records which driver reaches a host's BMC and at what address; the login
 worker's (the agent's configuration), never an event's, a request's or a response's. Every
 power action is a job, and what it found or did is an event on the host (`PowerActionRecorded`),
 so the event log says who powered which host off, when, and what the BMC reported.
+
+One power action at a time per host: a job claims the host's BMC when it begins and gives it
+back when it ends, so an operator's CYCLE and the HA monitor's fencing OFF never interleave
+(the second waits, retried for a while, and then fails with 536 naming the job in the way).
+A claim whose job ended without giving it back (terminated from outside), or older than
+`CLAIM_EXPIRES`, no longer holds the host.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 from uuid import UUID
@@ -18,13 +24,22 @@ from pydantic import BaseModel
 
 from domain import job_records
 from domain.cloud import Cloud, Decision
-from domain.errors import IllegalStateTransition, InvalidParameter, NotFound
+from domain.errors import IllegalStateTransition, InvalidParameter, NotFound, ResourceInUse
 from domain.host import Host
+from domain.job import Job
 from domain.job_records import JobTicket
 from domain.locations import check_address
 
 POWER_ACTION_JOB = "IssueOutOfBandManagementPowerAction"
 CONFIGURE_JOB = "ConfigureOutOfBandManagement"
+#: Longer than any power action takes (it asks once, then reads until the state settles).
+CLAIM_EXPIRES = timedelta(minutes=15)
+
+
+class PowerActionsBusy(ResourceInUse):
+    """Another power action holds the host's BMC; it ends soon, so the step is retried."""
+
+    retryable = True
 
 
 class OutOfBandDriver(StrEnum):
@@ -149,9 +164,25 @@ def begin_power_action(
         )
         job.enter_step(f"asking the BMC: power {action.value}", f"{request.job_id}/begin")
         check_may_power(host)
+        _claim(d, host, request.job_id, datetime.now(UTC))
         return host
 
     return cloud.decide(decide), action
+
+
+def _claim(d: Decision, host: Host, job_id: UUID, now: datetime) -> None:
+    holder = host.power_action_job_id
+    if holder is not None and holder != job_id:
+        job = d.find(Job, holder)
+        since = host.power_action_since
+        expired = since is None or now - since > CLAIM_EXPIRES
+        if job is not None and not job.status.is_final and not expired:
+            raise PowerActionsBusy(
+                f"another power action on host {host.name} is under way (job {holder}); "
+                "try again once it has ended",
+                field="host_id",
+            )
+    host.claim_power_actions(job_id, now, f"{job_id}/claim")
 
 
 def check_may_power(host: Host) -> None:
@@ -189,7 +220,10 @@ def record_power(
             "action": action,
             "power_state": host.power_state,
         }
-        return job_records.succeed(d, job_id, result) if settled else result
+        if not settled:
+            return result  # the job fails next, and gives the BMC back then
+        host.release_power_actions(job_id, f"{job_id}/release")
+        return job_records.succeed(d, job_id, result)
 
     return cloud.decide(decide)
 
@@ -213,6 +247,11 @@ def fail_power_action(
         summary=request.summary,
         submitted_at=submitted_at,
     )
-    cloud.decide(
-        lambda d: job_records.end_unsuccessfully(d, ticket, code, text, cancelled=cancelled)
-    )
+
+    def decide(d: Decision) -> None:
+        held = d.find(Host, request.host_id)
+        if held is not None:
+            held.release_power_actions(request.job_id, f"{request.job_id}/release")
+        job_records.end_unsuccessfully(d, ticket, code, text, cancelled=cancelled)
+
+    cloud.decide(decide)

@@ -6,6 +6,7 @@ reason and records no power state."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -190,3 +191,35 @@ async def test_a_host_without_enabled_out_of_band_management_refuses_power_actio
             assert status == "ended", bad
         assert cloud.load(Host, host_id).oobm_address == "192.0.2.7"
     assert recorded_powers(cloud, host_id) == []
+
+
+async def test_power_actions_asked_at_once_reach_the_bmc_one_at_a_time(
+    temporal_client: Client, cloud: Cloud, bmc: BmcProcess
+) -> None:
+    zone = seed_zone(cloud)
+    host_id, port = zone.host_ids[1], bmc.ports[0]
+    bmc.command("power", port, "on")
+    power_control = control()
+    try:
+        async with running_worker(temporal_client, cloud, power_control=power_control) as harness:
+            status, value = await configure(
+                harness, host_id, driver="ipmitool", address=f"127.0.0.1:{port}", enabled=True
+            )
+            assert status == "succeeded", value
+            asked = ["CYCLE", "ON", "STATUS", "CYCLE"]
+            ended = await asyncio.gather(*(power(harness, host_id, a) for a in asked))
+            assert [status for _, status, _ in ended] == ["succeeded"] * len(asked), ended
+    finally:
+        power_control.close()
+    # Each claim of the BMC is given back before the next is taken, whatever the order.
+    holds = [
+        (type(e).__name__, e.job_id)  # type: ignore[attr-defined]
+        for e in cloud.events.get(host_id)
+        if type(e).__name__ in ("PowerActionsClaimed", "PowerActionsReleased")
+    ]
+    assert len(holds) == 2 * len(asked), holds
+    for claim, release in zip(holds[::2], holds[1::2], strict=True):
+        assert (claim[0], release[0]) == ("PowerActionsClaimed", "PowerActionsReleased")
+        assert claim[1] == release[1]
+    assert {job for _, job in holds} == {job_id for job_id, _, _ in ended}
+    assert cloud.load(Host, host_id).power_action_job_id is None

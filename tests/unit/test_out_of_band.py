@@ -13,11 +13,14 @@ from domain.errors import IllegalStateTransition, InvalidParameter
 from domain.host import Host
 from domain.job import Job, JobStatus
 from domain.out_of_band import (
+    CLAIM_EXPIRES,
     OutOfBandConfiguration,
+    PowerActionsBusy,
     PowerActionRequest,
     begin_power_action,
     check_action,
     configure,
+    fail_power_action,
     record_power,
 )
 from tests.unit.builders import new_host
@@ -110,3 +113,45 @@ def test_power_actions_need_enabled_management_and_each_is_recorded(memory_cloud
     with pytest.raises(InvalidParameter) as unknown:
         check_action("EXPLODE")
     assert unknown.value.field == "action"
+
+
+def test_one_power_action_at_a_time_per_host_until_it_ends_or_its_claim_is_stale(
+    memory_cloud: Cloud,
+) -> None:
+    host = new_host()
+    memory_cloud.save(host)
+    configured(memory_cloud, host, driver="ipmitool", address="10.0.0.9", enabled=True)
+
+    def request(action: str) -> PowerActionRequest:
+        return PowerActionRequest(
+            job_id=uuid.uuid4(), account_id=uuid.uuid4(), host_id=host.id, action=action, summary=""
+        )
+
+    cycle, fence, status = request("CYCLE"), request("OFF"), request("STATUS")
+    begin_power_action(memory_cloud, cycle, NOW)
+    begin_power_action(memory_cloud, cycle, NOW)  # its own step again: still its
+    with pytest.raises(PowerActionsBusy, match=f"under way \\(job {cycle.job_id}\\)") as busy:
+        begin_power_action(memory_cloud, fence, NOW)
+    assert busy.value.retryable and busy.value.code == 536
+    assert memory_cloud.find(Job, fence.job_id) is None  # refused whole: nothing recorded
+    # A cycle that did not settle fails, and gives the BMC back as it does.
+    record_power(memory_cloud, cycle.job_id, host.id, "CYCLE", "Off", settled=False)
+    with pytest.raises(PowerActionsBusy):
+        begin_power_action(memory_cloud, fence, NOW)
+    fail_power_action(memory_cloud, cycle, NOW, 534, "not settled", cancelled=False)
+    begin_power_action(memory_cloud, fence, NOW)
+    record_power(memory_cloud, fence.job_id, host.id, "OFF", "Off")
+    assert memory_cloud.load(Host, host.id).power_action_job_id is None
+    # A claim whose job never gave it back (terminated from outside: its record stays open)
+    # stops holding the host once it is stale.
+    begin_power_action(memory_cloud, status, NOW)
+    power_on = request("ON")
+    with pytest.raises(PowerActionsBusy):
+        begin_power_action(memory_cloud, power_on, NOW)
+    stuck = memory_cloud.load(Host, host.id)
+    stuck.release_power_actions(status.job_id, "age/release")
+    stuck.claim_power_actions(status.job_id, datetime.now(UTC) - CLAIM_EXPIRES * 2, "age/claim")
+    memory_cloud.save(stuck)
+    assert not memory_cloud.load(Job, status.job_id).status.is_final
+    begin_power_action(memory_cloud, power_on, NOW)
+    assert memory_cloud.load(Host, host.id).power_action_job_id == power_on.job_id

@@ -25,7 +25,7 @@ from starlette.concurrency import run_in_threadpool
 from api.auth import Caller, identify_by_digest
 
 # The command modules register their commands when imported.
-from api.cloudstack import alert_commands, job_commands, listings  # noqa: F401
+from api.cloudstack import alert_commands, ha_commands, job_commands, listings  # noqa: F401
 from api.cloudstack.commands import Context, find, not_offered
 from api.cloudstack.params import CloudStackError, Params
 from api.cloudstack.responses import cloudstack_json, error_response

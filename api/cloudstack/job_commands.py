@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from api.cloudstack import entities
 from api.cloudstack.commands import Context, command
 from api.cloudstack.entities import Names
+from api.cloudstack.ha_commands import hostha_answer
 from api.cloudstack.listings import names_of_items, owner_filter
 from api.cloudstack.params import CloudStackError
 from api.cloudstack.responses import JobStatus, async_job_result, async_response, list_response
@@ -50,6 +51,7 @@ from api.routers.virtual_machines import deploy_virtual_machine, get_virtual_mac
 from api.routers.volumes import create_volume, get_volume
 from api.vm_operation_routes import VM_OPERATIONS, submission_of
 from domain.errors import ErrorCode
+from domain.host_ha_operations import CONFIGURE_HA_JOB
 from domain.job import JobStatus as StratusJobStatus
 from domain.out_of_band import POWER_ACTION_JOB
 
@@ -433,6 +435,8 @@ async def result_of(ctx: Context, job: JobPublic) -> dict[str, Any]:
     """The resource the job made or acted on, as it is now (the read model waited for)."""
     if job.job_type == POWER_ACTION_JOB:
         return _power_answer(job)
+    if job.job_type == CONFIGURE_HA_JOB and job.resource_type == "Host":
+        return await hostha_answer(ctx, job)
     kinds: dict[str, tuple[Any, str, Any]] = {
         "VirtualMachine": (get_virtual_machine, "virtualmachine", entities.virtual_machine),
         "Volume": (get_volume, "volume", entities.volume),

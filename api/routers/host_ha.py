@@ -60,7 +60,7 @@ async def watch_cluster(services: CloudServices, cluster_id: UUID, account_id: U
 async def configure(
     services: CloudServices,
     caller: Caller,
-    idempotency_key: str | None,
+    job_id: UUID,
     resource: tuple[Literal["Host", "Cluster"], UUID, UUID],
     summary: str,
     fingerprint: str,
@@ -68,7 +68,6 @@ async def configure(
 ) -> dict[str, Any]:
     """A ConfigureHostHa short job on a host or a cluster (`change`: enabled, or settings)."""
     kind, resource_id, _ = resource
-    job_id = job_id_for(caller, idempotency_key)
     request = HaConfiguration(
         job_id=job_id,
         account_id=caller.account_id,
@@ -108,7 +107,7 @@ async def configure_cluster_ha(
     result = await configure(
         services,
         caller,
-        idempotency_key,
+        job_id_for(caller, idempotency_key),
         ("Cluster", cluster.id, cluster.zone_id),
         f"Set the HA settings of cluster {cluster.name}",
         f"cluster-ha/{cluster.id}/{settings.model_dump_json()}",
@@ -117,30 +116,40 @@ async def configure_cluster_ha(
     return ClusterHaPublic(**result)
 
 
+async def switch_host_ha(
+    services: CloudServices, caller: Caller, host_id: UUID, enabled: bool, job_id: UUID
+) -> HostHaPublic:
+    """HA on or off for a host (a ConfigureHostHa short job); on, its cluster's monitor is
+    started or asked for a pass now."""
+    host = await run_in_threadpool(find_host, services.cloud, host_id)
+    verb = "enable" if enabled else "disable"
+    result = await configure(
+        services,
+        caller,
+        job_id,
+        ("Host", host.id, host.zone_id),
+        f"{verb.capitalize()} HA for host {host.name}",
+        f"host-ha/{host.id}/{enabled}",
+        enabled=enabled,
+    )
+    if enabled:
+        await watch_cluster(services, host.cluster_id, caller.account_id)
+    return HostHaPublic(**result)
+
+
 def _add_switch(enabled: bool, verb: str) -> None:
-    async def switch_host_ha(
+    async def switch(
         host_id: UUID,
         caller: AdminCaller,
         services: Services,
         idempotency_key: IdempotencyKey = None,
     ) -> HostHaPublic:
-        host = await run_in_threadpool(find_host, services.cloud, host_id)
-        result = await configure(
-            services,
-            caller,
-            idempotency_key,
-            ("Host", host.id, host.zone_id),
-            f"{verb.capitalize()} HA for host {host.name}",
-            f"host-ha/{host.id}/{enabled}",
-            enabled=enabled,
-        )
-        if enabled:
-            await watch_cluster(services, host.cluster_id, caller.account_id)
-        return HostHaPublic(**result)
+        job_id = job_id_for(caller, idempotency_key)
+        return await switch_host_ha(services, caller, host_id, enabled, job_id)
 
     router.add_api_route(
         f"/hosts/{{host_id}}/ha/{verb}",
-        switch_host_ha,
+        switch,
         methods=["POST"],
         response_model=HostHaPublic,
         name=f"{verb}_host_ha",

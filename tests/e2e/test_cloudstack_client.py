@@ -244,3 +244,41 @@ async def test_the_root_admin_lists_and_archives_alerts_with_cs_and_a_user_is_re
     with pytest.raises(CloudStackApiException) as refused:
         await call(client_of(stack, tenant, "get").listAlerts)
     assert refused.value.error["errorcode"] == 531
+
+
+async def test_the_root_admin_switches_host_ha_and_lists_it_with_cs_and_a_user_is_refused(
+    stack: Stack,
+) -> None:
+    zone = seed_zone(stack.cloud)  # its own hosts: the shared zone's are never watched
+    host_id = str(zone.host_ids[0])
+    admin = root_admin_client(stack)
+    providers = await call(admin.listHostHAProviders, hypervisor="simulator")
+    assert providers["haprovider"] == [{"haprovider": "simulatorhaprovider"}]
+    with pytest.raises(CloudStackApiException) as bad:
+        await call(admin.listHostHAProviders, hypervisor="hyper-v")
+    assert bad.value.error["errorcode"] == 431 and "hypervisor" in bad.value.error["errortext"]
+
+    enabled = await call(admin.enableHAForHost, hostid=host_id, fetch_result=True)
+    # No BMC to fence it with: HA is on, but the host is Ineligible.
+    assert enabled["hostha"] == {
+        "hostid": host_id,
+        "haenable": True,
+        "hastate": "Ineligible",
+        "haprovider": "simulatorhaprovider",
+        "status": True,
+    }
+
+    async def listed() -> dict[str, Any]:
+        found = await call(admin.listHostHAResources, hostid=host_id)
+        return dict(found["hostha"][0])
+
+    row = await wait_until(listed, lambda r: r["haenable"], timeout=30, what="HA listed on")
+    assert row["hastate"] == "Ineligible"
+    disabled = await call(admin.disableHAForHost, hostid=host_id, fetch_result=True)
+    assert (disabled["hostha"]["haenable"], disabled["hostha"]["hastate"]) == (False, "Disabled")
+
+    async with stack.http() as http:
+        tenant = await new_tenant(http)
+    with pytest.raises(CloudStackApiException) as refused:
+        await call(client_of(stack, tenant, "get").enableHAForHost, hostid=host_id)
+    assert refused.value.error["errorcode"] == 531

@@ -15,8 +15,8 @@ from domain.job import Job, JobStatus
 from domain.out_of_band import (
     CLAIM_EXPIRES,
     OutOfBandConfiguration,
-    PowerActionsBusy,
     PowerActionRequest,
+    PowerActionsBusy,
     begin_power_action,
     check_action,
     configure,

@@ -224,12 +224,20 @@ ONE_WORKER = (
     "tests/integration/test_projection_poison.py",
     "tests/integration/test_event_log.py",
 )
+#: The modules that use the machine's real libvirtd (`qemu:///system`, started by the session
+#: that needs it and stopped at its end): on one worker, so one worker never stops the daemon
+#: under another's guests.
+REAL_LIBVIRTD = (
+    "tests/integration/drivers/test_libvirt_contract.py",
+    "tests/integration/drivers/test_libvirt_ha_restart.py",
+)
 
 
 @pytest.hookimpl(optionalhook=True, tryfirst=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
-    """`--dist loadfile`, with what `ONE_WORKER` names as one file. (xdist's `loadgroup` would
-    say this with marks, but it stopped grouping on pytest 9.2: pytest-xdist issue 1386.)"""
+    """`--dist loadfile`, with what `ONE_WORKER` names as one file, and `REAL_LIBVIRTD` as
+    another. (xdist's `loadgroup` would say this with marks, but it stopped grouping on pytest
+    9.2: pytest-xdist issue 1386.)"""
     if config.getoption("dist") != "loadfile":
         return None
     from xdist.scheduler import LoadFileScheduling
@@ -237,7 +245,10 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     class OneWorkerForProjectors(LoadFileScheduling):
         def _split_scope(self, nodeid: str) -> str:
             scope = super()._split_scope(nodeid)
-            return ONE_WORKER[0] if scope.startswith(ONE_WORKER) else scope
+            for group in (ONE_WORKER, REAL_LIBVIRTD):
+                if scope.startswith(group):
+                    return group[0]
+            return scope
 
     return OneWorkerForProjectors(config, log)
 

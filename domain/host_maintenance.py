@@ -207,6 +207,19 @@ def complete_maintenance(cloud: Cloud, job_id: UUID, host_id: UUID) -> dict[str,
     return cloud.decide(decide)
 
 
+#: How many of the VMs' reasons a failed maintenance's error text names (all stay on the host).
+REASONS_IN_ERROR_TEXT = 10
+
+
+def maintenance_error_text(host_name: str, errors: list[str]) -> str:
+    """The failed job's text: the first reasons, and how many more the host lists."""
+    shown = "; ".join(errors[:REASONS_IN_ERROR_TEXT])
+    more = len(errors) - REASONS_IN_ERROR_TEXT
+    if more > 0:
+        shown += f"; and {more} more (the host's maintenance_errors lists them all)"
+    return f"host {host_name} is in ErrorInMaintenance: {shown}"
+
+
 def fail_maintenance(cloud: Cloud, job_id: UUID, host_id: UUID, errors: list[str]) -> None:
     """ErrorInMaintenance, with the reasons (the job then fails with them)."""
     cloud.decide(lambda d: d.get(Host, host_id).fail_maintenance(job_id, errors, f"{job_id}/error"))

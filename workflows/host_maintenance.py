@@ -48,6 +48,7 @@ with workflow.unsafe.imports_passed_through():
         AllocationStateRequest,
         CancelHostMaintenanceRequest,
         HostMaintenanceRequest,
+        maintenance_error_text,
     )
 
 from workflows.job import JobWorkflow, no_failure_record
@@ -131,7 +132,7 @@ class PrepareHostForMaintenance(JobWorkflow[dict[str, str]]):
             # What moved stays moved; the host keeps its maintenance state for the operator.
             saga.forget()
             raise ApplicationError(
-                f"host {host_name} is in ErrorInMaintenance: " + "; ".join(errors),
+                maintenance_error_text(host_name, errors),
                 int(ErrorCode.RESOURCE_UNAVAILABLE),
                 type="ErrorInMaintenance",
                 non_retryable=True,

@@ -14,6 +14,7 @@ from domain.cloud import Cloud
 from domain.errors import IllegalStateTransition, InvalidParameter, NotFound
 from domain.host import Host, ResourceState
 from domain.host_maintenance import (
+    REASONS_IN_ERROR_TEXT,
     AllocationStateRequest,
     CancelHostMaintenanceRequest,
     HostMaintenanceRequest,
@@ -23,6 +24,7 @@ from domain.host_maintenance import (
     evacuation_job_id,
     evacuation_of,
     finish_cancel,
+    maintenance_error_text,
     unassign_stopped_vms,
     vms_to_move,
 )
@@ -252,3 +254,13 @@ def test_a_cluster_is_enabled_and_disabled_and_an_unknown_one_named(memory_cloud
     with pytest.raises(InvalidParameter) as bad:
         change(cluster.id, "Maintenance")
     assert bad.value.field == "allocation_state"
+
+
+def test_a_failed_maintenance_names_its_first_reasons_and_counts_the_rest() -> None:
+    few = maintenance_error_text("h1", ["vm-a: no host fits", "vm-b: migration failed"])
+    assert few == "host h1 is in ErrorInMaintenance: vm-a: no host fits; vm-b: migration failed"
+    many = maintenance_error_text("h1", [f"vm-{n}: no host fits" for n in range(200)])
+    assert many.count("no host fits") == REASONS_IN_ERROR_TEXT
+    assert many.endswith(
+        f"and {200 - REASONS_IN_ERROR_TEXT} more (the host's maintenance_errors lists them all)"
+    )

@@ -22,6 +22,12 @@ from domain.errors import IllegalStateTransition, InsufficientCapacity, InvalidP
 from domain.host import Host
 from domain.storage import PrimaryStorage
 from domain.virtual_machine import VirtualMachine
+from domain.vm_snapshot import (
+    VmSnapshot,
+    VmSnapshotIndex,
+    VmSnapshotState,
+    vm_snapshot_index_id_for,
+)
 from domain.volume import Volume, VolumeEvent, VolumeState
 from domain.volume_attachments import VolumeAttachments, attachments_id_for
 from domain.zone import Zone
@@ -50,6 +56,21 @@ def check_target_cluster(cloud: Cloud, vm: VirtualMachine, source: Host, target:
             f"{here.hypervisor}",
             field="host_id",
         )
+    _check_no_vm_snapshots(cloud, vm)
+
+
+def _check_no_vm_snapshots(cloud: Cloud, vm: VirtualMachine) -> None:
+    """A VM snapshot lives beside the disks it was taken of; the disks moved without it would
+    leave it pointing nowhere. CloudStack refuses the same: delete them first."""
+    index = cloud.find(VmSnapshotIndex, vm_snapshot_index_id_for(vm.id))
+    for snapshot_id in index.snapshot_ids if index is not None else ():
+        snapshot = cloud.find(VmSnapshot, snapshot_id)
+        if snapshot is not None and snapshot.state is not VmSnapshotState.REMOVED:
+            raise IllegalStateTransition(
+                f"virtual machine {vm.name} has VM snapshots ({snapshot.name} ...): it cannot "
+                "be migrated with its storage; delete its VM snapshots first",
+                field="host_id",
+            )
 
 
 def volumes_of(cloud: Cloud, vm: VirtualMachine) -> list[Volume]:

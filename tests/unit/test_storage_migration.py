@@ -16,9 +16,10 @@ from domain.errors import IllegalStateTransition, InsufficientCapacity, InvalidP
 from domain.host import Host
 from domain.storage import PrimaryStorage
 from domain.virtual_machine import VirtualMachine, VmEvent, VmState
+from domain.vm_snapshot import VmSnapshotIndex, VmSnapshotState, vm_snapshot_index_id_for
 from domain.volume import Volume, VolumeEvent, VolumeState
 from domain.volume_attachments import VolumeAttachments, attachments_id_for
-from tests.unit.builders import bring_to, new_job, new_vm, new_volume, seed_pod
+from tests.unit.builders import bring_to, new_job, new_vm, new_vm_snapshot, new_volume, seed_pod
 
 GIB = 1024**3
 
@@ -166,6 +167,23 @@ def test_a_cluster_of_another_hypervisor_is_refused_naming_the_host(memory_cloud
     with pytest.raises(InvalidParameter, match="runs KVM") as refused:
         vm_operations.plan_migration(memory_cloud, job.id, world.vm.id, world.target.id)
     assert refused.value.field == "host_id"
+
+
+def test_a_vm_with_vm_snapshots_is_refused_until_they_are_removed(memory_cloud: Cloud) -> None:
+    world = seeded(memory_cloud)
+    snapshot = new_vm_snapshot(vm_id=world.vm.id, name="before-upgrade")
+    index = VmSnapshotIndex.create_with_id(vm_snapshot_index_id_for(world.vm.id), vm_id=world.vm.id)
+    index.add(snapshot.id, "index")
+    memory_cloud.save(snapshot, index)
+    job = new_job()
+    memory_cloud.save(job)
+    with pytest.raises(IllegalStateTransition, match="has VM snapshots \\(before-upgrade") as no:
+        vm_operations.plan_migration(memory_cloud, job.id, world.vm.id, world.target.id)
+    assert no.value.field == "host_id"
+    bring_to(snapshot, VmSnapshotState.REMOVED)
+    memory_cloud.save(snapshot)
+    plan = vm_operations.plan_migration(memory_cloud, job.id, world.vm.id, world.target.id)
+    assert plan.host_id == world.target.id
 
 
 def test_a_disk_busy_with_another_operation_is_not_moved(memory_cloud: Cloud) -> None:

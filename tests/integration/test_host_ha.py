@@ -8,18 +8,24 @@ run in two places, and no VM of a failed host starts anywhere before the host is
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import itertools
+import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
 import pytest
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
 from activities.drivers.ipmi import BmcLogin, IpmiClient
 from activities.drivers.out_of_band import BmcLogins, IpmiPowerControl
 from activities.drivers.simulator import SimulatorDriver
+from activities.host_ha_models import HaObservation
 from domain import host_ha_operations
 from domain.cloud import Cloud
 from domain.host import Host
@@ -33,7 +39,7 @@ from domain.host_ha_operations import (
     monitor_id,
 )
 from domain.job import Job, JobStatus
-from domain.virtual_machine import VirtualMachine, VmState
+from domain.virtual_machine import ON_HOST_STATES, VirtualMachine, VmState
 from tests.integration.drivers.test_baremetal_contract import (
     PASSWORD,
     USER,
@@ -303,3 +309,228 @@ async def test_a_fence_the_bmc_cannot_confirm_restarts_nothing_until_an_admin_de
     assert "declared fenced by test-admin" in cloud.load(Host, host_id).ha.reason
     assert vm(cloud, ha_vm).state is VmState.RUNNING and vm(cloud, ha_vm).host_id != host_id
     assert cloud.load(Job, job_id).status is JobStatus.SUCCEEDED
+
+
+class OffMeansDead(PowerTie):
+    """As PowerTie, and a host its BMC powered off answers nothing any more (it is off)."""
+
+    def __init__(self, port: int, harness: Harness, host_id: UUID) -> None:
+        super().__init__(port, harness.driver, host_id)
+        self.harness = harness
+
+    def saw(self, port: int, event: tuple[str, ...]) -> None:
+        super().saw(port, event)
+        if port == self.port and event[0] == "power_off":
+            dead(self.harness, self.host_id)
+
+
+class Sightings:
+    """Where the simulator runs each watched VM, looked at right after every hypervisor call
+    of the worker (the only moments a VM can start anywhere) and every few milliseconds
+    besides; each change is recorded, so a VM that ever ran in two places is caught."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.seen: dict[UUID, list[tuple[str, ...]]] = {}
+        self.watched: tuple[Harness, DemoCloud] | None = None
+
+    def watch(self, harness: Harness, zone: DemoCloud, *vm_ids: UUID) -> None:
+        with self.lock:
+            self.seen = {vm_id: [] for vm_id in vm_ids}
+            self.watched = (harness, zone)
+        self.look()
+
+    def look(self) -> None:
+        with self.lock:
+            if self.watched is None:
+                return
+            harness, zone = self.watched
+            for vm_id, seen in self.seen.items():
+                now = tuple(placements(harness, zone, vm_id))
+                if not seen or seen[-1] != now:
+                    seen.append(now)
+
+    def around(self, name: str, call: Callable[[], Any]) -> Any:
+        """running_worker's hook: a look once each hypervisor call has done its work."""
+        try:
+            return call()
+        finally:
+            if name.startswith("hypervisor."):
+                self.look()
+
+    async def sample(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            self.look()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=0.01)  # a sampling period
+
+
+def vm_story(cloud: Cloud, vm_id: UUID) -> list[str]:
+    """The VM's life in its event log, folded: `Running on <host>` and `Stopped`, in order."""
+    story: list[str] = []
+    host: UUID | None = None
+    for event in cloud.events.get(vm_id):
+        if not isinstance(event, VirtualMachine.Transitioned):
+            continue
+        state = VmState(event.new_state)
+        host = event.host_id if event.host_id is not None else host
+        chapter = (
+            f"Running on {host}"
+            if state is VmState.RUNNING
+            else "Stopped"
+            if state is VmState.STOPPED
+            else None
+        )
+        if state not in ON_HOST_STATES:
+            host = None
+        if chapter is not None and (not story or story[-1] != chapter):
+            story.append(chapter)
+    return story
+
+
+async def healthy_while_fencing(client: Client, cluster_id: UUID, host_id: UUID) -> int:
+    """How many times the cluster's monitor found the host answering its health check while a
+    fence of it was under way (after an attempt the BMC did not confirm, before one it did),
+    read from the monitor's own history."""
+    fencing, healthy = False, 0
+    handle = client.get_workflow_handle(monitor_id(cluster_id))
+    async for event in handle.fetch_history_events():
+        if event.event_type != EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            continue
+        scheduled = event.activity_task_scheduled_event_attributes
+        name = scheduled.activity_type.name
+        if name not in ("ha.observe_health", "ha.record_fence"):
+            continue
+        (seen,) = await client.data_converter.decode(scheduled.input.payloads, [HaObservation])
+        if seen.host_id != host_id:
+            continue
+        if name == "ha.record_fence":
+            fencing = not seen.seen
+        elif fencing and seen.seen:
+            healthy += 1
+    return healthy
+
+
+async def ha_job_started_by(client: Client, cluster_id: UUID) -> UUID:
+    """The HA job the cluster's monitor started, from the monitor's own history."""
+
+    async def started() -> list[str]:
+        handle = client.get_workflow_handle(monitor_id(cluster_id))
+        return [
+            event.start_child_workflow_execution_initiated_event_attributes.workflow_id
+            async for event in handle.fetch_history_events()
+            if event.event_type == EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED
+            and event.start_child_workflow_execution_initiated_event_attributes.workflow_type.name
+            == RESTART_JOB
+        ]
+
+    (job_id,) = await wait_until(started, timeout=30, what="the monitor to start the HA job")
+    return UUID(job_id)
+
+
+async def test_a_host_that_comes_back_in_the_middle_of_fencing_is_never_split_brained(
+    temporal_client: Client, cloud: Cloud, bmc: BmcProcess
+) -> None:
+    """The third partition of issue 12: the host stops answering, is found without activity
+    and fenced straight away (no recovery), but its BMC does not answer either; while that
+    fence is under way the host answers again. Fencing is finished once begun: the host stays
+    Fencing and nothing restarts while it runs its VMs; once its BMC answers, the next attempt
+    powers it off, and only then does its HA VM start elsewhere. At no moment does a VM run in
+    two places, by the simulator's own state or by the event log."""
+    zone = seed_zone(cloud)
+    port = bmc.ports[0]
+    bmc.command("power", port, "on")
+    # Fenced on the first activity check that finds nothing; a failed fence waits 5 s, long
+    # enough for the monitor to find the host healthy in between.
+    settings = FAST.model_copy(update={"recover_failure_threshold": 0, "fence_timeout": 5})
+    sightings = Sightings()
+    stop_sampling = asyncio.Event()
+    async with running_worker(
+        temporal_client, cloud, power_control=power_control(), around=sightings.around
+    ) as harness:
+        host_id, plain, ha_vm = await host_with_vms(harness, zone)
+        cluster_id = cloud.load(Host, host_id).cluster_id
+        sightings.watch(harness, zone, plain, ha_vm)
+        sampler = asyncio.create_task(sightings.sample(stop_sampling))
+        tie = OffMeansDead(port, harness, host_id)
+        bmc.listeners.append(tie)
+        try:
+            # Its BMC is on the same failed network: not reachable for now.
+            await watch(harness, zone, host_id, f"127.0.0.1:{closed_udp_port()}", settings)
+            await ha_state(cloud, host_id, HaState.AVAILABLE, what="the host watched")
+            mark = bmc.mark(port)
+            vm_events = {v: len(list(cloud.events.get(v))) for v in (plain, ha_vm)}
+            dead(harness, host_id)
+            await ha_state(cloud, host_id, HaState.FENCING, what="the dead host being fenced")
+            harness.faults.clear()  # the host is back, its fence not confirmed
+
+            async def fencing() -> tuple[Host, int]:
+                host = cloud.load(Host, host_id)
+                return host, await healthy_while_fencing(temporal_client, cluster_id, host_id)
+
+            host, _ = await wait_until(
+                fencing,
+                lambda seen: seen[0].ha_state is HaState.FENCING and seen[1] >= 2,
+                timeout=120,
+                what="the monitor to find the host healthy twice while fencing it",
+            )
+            assert "not confirmed" in host.ha.reason
+            # The host runs its VMs, and nothing has touched them: no restart anywhere.
+            for vm_id in (plain, ha_vm):
+                assert vm(cloud, vm_id).state is VmState.RUNNING
+                assert vm(cloud, vm_id).host_id == host_id
+                assert placements(harness, zone, vm_id) == [str(host_id)]
+                assert len(list(cloud.events.get(vm_id))) == vm_events[vm_id]
+            # Its BMC answers again: the fence still under way powers it off.
+            cloud.decide(
+                lambda d: d.get(Host, host_id).configure_out_of_band(
+                    None, f"127.0.0.1:{port}", None, command_id="test/bmc-back"
+                )
+            )
+            await ha_state(cloud, host_id, HaState.FENCED, what="the host fenced")
+            await running_elsewhere(cloud, ha_vm, host_id)
+            ha_job = await ha_job_started_by(temporal_client, cluster_id)
+            status, value = await outcome(temporal_client, ha_job)
+            assert status == "succeeded", value
+            assert value["restarted"] == [str(ha_vm)] and value["stopped"] == [str(plain)]
+        finally:
+            bmc.listeners.remove(tie)
+            stop_sampling.set()
+            await sampler
+        sightings.look()
+    restarted_on = vm(cloud, ha_vm).host_id
+    # Healthy answers never ended the fence: CloudStack's path, straight from Fencing to Fenced.
+    assert ha_states(cloud, host_id)[-5:] == [
+        "Available",
+        "Suspect",
+        "Checking",
+        "Fencing",
+        "Fenced",
+    ]
+    assert bmc.since(port, mark) == [("power_off",)]  # one fence reached the BMC: it took
+    # The simulator's own view, over time: each VM in one place at most, the HA VM on the
+    # failed host, then nowhere (the fence), then elsewhere.
+    for vm_id, seen in sightings.seen.items():
+        assert all(len(hosts) <= 1 for hosts in seen), (vm_id, seen)
+    assert sightings.seen[ha_vm] == [(str(host_id),), (), (str(restarted_on),)]
+    assert sightings.seen[plain] == [(str(host_id),), ()]
+    # The event log: never Running on another host without being Stopped first, and stopped
+    # (its room released) and restarted only once the host was Fenced.
+    for vm_id in (plain, ha_vm):
+        story = vm_story(cloud, vm_id)
+        assert all("Stopped" in pair for pair in itertools.pairwise(story)), story
+    assert vm_story(cloud, ha_vm)[-3:] == [
+        f"Running on {host_id}",
+        "Stopped",
+        f"Running on {restarted_on}",
+    ]
+    assert vm_story(cloud, plain)[-2:] == [f"Running on {host_id}", "Stopped"]
+    fenced_at = state_reached_at(cloud, host_id, HaState.FENCED)
+    after_fence = [
+        e
+        for e in list(cloud.events.get(ha_vm))[vm_events[ha_vm] :]
+        if isinstance(e, VirtualMachine.Transitioned)
+    ]
+    assert after_fence and all(e.timestamp > fenced_at for e in after_fence)
+    assert vm(cloud, plain).state is VmState.STOPPED
+    assert cloud.load(Host, host_id).reservations == {}

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import uuid
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +23,11 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.drivers.simulator import SimulatorDriver
 from activities.simulator_configuration import SimulatorConfigurationActivities
+from domain import host_ha_operations
 from domain.cloud import Cloud
 from domain.host import Host, ResourceState
+from domain.host_ha import HaState
+from domain.host_ha_operations import RESTART_JOB, RestartVmsRequest, restart_job_id
 from domain.host_maintenance import (
     PREPARE_MAINTENANCE_JOB,
     HostMaintenanceRequest,
@@ -35,6 +39,7 @@ from domain.snapshot import Snapshot, SnapshotState, snapshot_id_for
 from domain.virtual_machine import VirtualMachine, VmState
 from domain.vm_operations import restored_root_volume_id_for
 from domain.volume import Volume, VolumeState
+from tests.integration.test_host_ha import host_with_vms, placements
 from tests.integration.vm_jobs import deploy, problems_of, submit
 from tests.integration.volume_jobs import create_volume, submit_volume_job, volume_problems
 from tests.support import (
@@ -320,3 +325,92 @@ async def test_a_worker_killed_while_a_host_is_emptied_leaves_a_maintenance_that
     )
     assert transitions["MigrationRequested"] == 1
     assert Counter(event_names(cloud, job_id))["Job.Succeeded"] == 1
+
+
+async def test_a_worker_killed_mid_ha_restart_leaves_an_ha_job_that_finishes(
+    temporal_client: Client, cloud: Cloud, database_url: str
+) -> None:
+    """A host declared fenced: the HA job, the HA VM's queue and its start job all live on
+    the killed worker, which dies inside the (slowed) start of the HA VM on another host: the
+    next worker finishes the start, the wait and the HA job, each once; the HA VM runs in one
+    place, the plain VM stays Stopped and the fenced host holds nothing."""
+    zone = seed_zone(cloud)
+    task_queue = f"kill-{uuid.uuid4().hex[:8]}"
+    async with running_worker(temporal_client, cloud, task_queue=task_queue) as setup:
+        host_id, plain, ha_vm = await host_with_vms(setup, zone)
+    driver = setup.driver
+    host_ha_operations.set_host_ha(cloud, host_id, True, datetime.now(UTC), "test/ha-on")
+    driver.power_off_host(str(host_id))  # the operator has pulled the plug, and says so
+    before = {vm_id: len(list(cloud.events.get(vm_id))) for vm_id in (plain, ha_vm)}
+
+    configure = SimulatorConfigurationActivities(cloud)
+    slow = SimulatorFaultChange(
+        job_id=uuid.uuid4(),
+        account_id=zone.admin_account_id,
+        fault_id=uuid.uuid4(),
+        operation="start_vm",
+        action="delay",
+        host_id=None,
+        delay_seconds=30,
+    )
+    configure.change_fault(slow)
+    address = temporal_client.service_client.config.target_host
+    doomed = start_worker_process(database_url, address, task_queue)
+    job_id = uuid.uuid4()
+    restart_job = restart_job_id(job_id, ha_vm)
+    try:
+        handle = await temporal_client.start_workflow(
+            RESTART_JOB,
+            RestartVmsRequest(
+                job_id=job_id,
+                account_id=zone.admin_account_id,
+                host_id=host_id,
+                summary="declared fenced on a doomed worker",
+                declared_by="test-admin",
+            ),
+            id=str(job_id),
+            task_queue=task_queue,
+        )
+        await activity_started(handle, "host.await_evacuation", doomed)
+        restart = await started(temporal_client, restart_job)
+        await activity_started(restart, "hypervisor.launch_vm", doomed)  # in the 30 s start
+    finally:
+        doomed.send_signal(signal.SIGKILL)
+        doomed.wait(timeout=30)
+
+    configure.change_fault(slow.model_copy(update={"job_id": uuid.uuid4(), "remove": True}))
+    async with running_worker(
+        temporal_client, cloud, task_queue=task_queue, driver=driver
+    ) as survivor:
+        status, value = await asyncio.wait_for(outcome(temporal_client, job_id), timeout=180)
+        assert status == "succeeded", value
+        assert value["restarted"] == [str(ha_vm)] and value["not_restarted"] == []
+        assert value["stopped"] == [str(plain)]
+        assert job_of(cloud, job_id).status is JobStatus.SUCCEEDED
+        assert job_of(cloud, restart_job).status is JobStatus.SUCCEEDED
+        assert problems_of(cloud, zone, survivor, ha_vm) == []
+        assert problems_of(cloud, zone, survivor, plain) == []
+    restarted_on = vm_of_id(cloud, ha_vm).host_id
+    assert vm_of_id(cloud, ha_vm).state is VmState.RUNNING
+    assert restarted_on not in (None, host_id)
+    assert placements(survivor, zone, ha_vm) == [str(restarted_on)]
+    holders = [h for h in zone.host_ids if cloud.load(Host, h).reservation_for(ha_vm)]
+    assert holders == [restarted_on]
+    assert vm_of_id(cloud, plain).state is VmState.STOPPED
+    assert placements(survivor, zone, plain) == []
+    assert not [h for h in zone.host_ids if cloud.load(Host, h).reservation_for(plain)]
+    fenced = cloud.load(Host, host_id)
+    assert fenced.ha_state is HaState.FENCED and fenced.reservations == {}
+    # Each VM changed once since the declaration: stopped in the books, the HA VM started once.
+    since = {
+        vm_id: [
+            e.vm_event
+            for e in list(cloud.events.get(vm_id))[before[vm_id] :]
+            if isinstance(e, VirtualMachine.Transitioned)
+        ]
+        for vm_id in (plain, ha_vm)
+    }
+    assert since[plain] == ["AgentReportStopped"], since[plain]
+    assert since[ha_vm] == ["AgentReportStopped", "StartRequested", "OperationSucceeded"]
+    assert Counter(event_names(cloud, job_id))["Job.Succeeded"] == 1
+    assert Counter(event_names(cloud, restart_job))["Job.Succeeded"] == 1

@@ -7,11 +7,13 @@ the cluster; it ends when none is watched any more) runs a pass every `monitor_i
 2. `hypervisor.check_host_health` on the cluster's agent: does each host answer in time?
 3. `ha.observe_health` per host: the domain moves the host in CloudStack's HA machine
    (domain/host_ha.py) and says what to do next;
-4. what it says: an activity check (`hypervisor.check_vm_activity`: do the host's VMs still
-   show life by another path?), a recovery (a power CYCLE job through the BMC), or a fence (a
-   power OFF job, which only succeeds once the BMC reads the host back as off). Those power
-   jobs are child jobs, audited like an operator's; a fence that is not confirmed leaves the
-   host Fencing and is tried again later, longer each time;
+4. what it says, for each host apart (a fence waiting on one BMC never delays another host's
+   checks; a host whose last action is still in hand is left to it): an activity check
+   (`hypervisor.check_vm_activity`: do the host's VMs still show life by another path?), a
+   recovery (a power CYCLE job through the BMC), or a fence (a power OFF job, which only
+   succeeds once the BMC reads the host back as off). Those power jobs are child jobs, audited
+   like an operator's; a fence that is not confirmed leaves the host Fencing and is tried
+   again later, longer each time;
 5. a host Fenced starts its HA job (RestartVmsOfFencedHost, a child left running on its own).
 
 Nothing is restarted before the host is Fenced: a host that stops answering while its VMs still
@@ -25,7 +27,9 @@ them; non-HA VMs stay Stopped.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 from uuid import UUID, uuid5
@@ -73,6 +77,8 @@ from workflows.retry_policies import CONTROL_RETRY, PROBE_RETRY
 
 #: How long the HA job waits for its restarts.
 RESTARTS_TIMEOUT = timedelta(hours=2)
+#: The patch that watches each host apart (recorded histories watched a pass's hosts in turn).
+WATCH_HOSTS_APART_PATCH = "ha-watch-hosts-apart"
 
 
 def job_search_attributes(
@@ -97,6 +103,9 @@ class HostHaMonitor:
     def __init__(self) -> None:
         self._wake = False
         self._last = "no pass yet"
+        #: Each host's work in hand (its checks, a recovery or a fence), and how it last ended.
+        self._working: dict[UUID, asyncio.Task[None]] = {}
+        self._ended: dict[UUID, str] = {}
 
     @workflow.signal(name=CHECK_NOW_SIGNAL)
     def check_now(self) -> None:
@@ -122,12 +131,16 @@ class HostHaMonitor:
             workflow.set_current_details(
                 f"**Cluster:** `{state.cluster_id}`  \n**Pass {passes}:** {self._last}"
             )
-            if not watched.hosts and not self._wake:
+            if not watched.hosts and not self._wake and not self._busy():
                 return f"no host of cluster {state.cluster_id} has HA enabled: monitor ended"
             if workflow.info().is_continue_as_new_suggested():
                 break
+        await asyncio.gather(*self._working.values())  # no host's work is cut off half-way
         await workflow.wait_condition(workflow.all_handlers_finished)
         workflow.continue_as_new(state.model_copy(update={"passes": passes}))
+
+    def _busy(self) -> list[UUID]:
+        return [host_id for host_id, task in self._working.items() if not task.done()]
 
     async def _pass(self, state: HostHaMonitorInput, number: int) -> WatchedHosts:
         watched: WatchedHosts = await workflow.execute_activity_method(
@@ -159,14 +172,40 @@ class HostHaMonitor:
             # The agent itself did not answer: nothing is learnt of any host this pass.
             self._last = f"the cluster's agent did not answer: {error.cause}"
             return watched
-        states = []
-        for host in watched.hosts:
-            state_now = await self._watch(
-                state, watched, host, report.healthy.get(str(host.host_id), False), number
+
+        def watch(host: WatchedHost) -> Awaitable[str]:
+            healthy = report.healthy.get(str(host.host_id), False)
+            return self._watch(state, watched, host, healthy, number)
+
+        if not workflow.patched(WATCH_HOSTS_APART_PATCH):
+            ends = [await watch(host) for host in watched.hosts]  # in turn, as recorded
+            self._last = ", ".join(
+                f"{host.name} {end}" for host, end in zip(watched.hosts, ends, strict=True)
             )
-            states.append(f"{host.name} {state_now}")
-        self._last = ", ".join(states)
+            return watched
+        # Each host on its own: a fence waiting on one BMC holds up no other host's checks, and
+        # a host whose work is still in hand (a fence under way) is left to it this pass.
+        busy = set(self._busy())
+        for host in watched.hosts:
+            if host.host_id not in busy:
+                self._working[host.host_id] = asyncio.create_task(self._watch_apart(watch, host))
+        self._last = ", ".join(
+            f"{host.name} {self._ended.get(host.host_id, 'being checked')}"
+            + (" (its last action still in hand)" if host.host_id in busy else "")
+            for host in watched.hosts
+        )
         return watched
+
+    async def _watch_apart(
+        self, watch: Callable[[WatchedHost], Awaitable[str]], host: WatchedHost
+    ) -> None:
+        """One host's work of a pass; a step that failed for good is this host's trouble only
+        (recorded, and the next pass looks again), never the monitor's end."""
+        try:
+            self._ended[host.host_id] = await watch(host)
+        except (ActivityError, ChildWorkflowError) as error:
+            workflow.logger.warning("HA work on host %s failed: %s", host.name, error.cause)
+            self._ended[host.host_id] = f"check failed: {error.cause}"
 
     async def _watch(
         self,

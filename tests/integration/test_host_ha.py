@@ -19,6 +19,7 @@ from typing import Any
 from uuid import UUID
 
 import pytest
+from temporalio import activity
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
@@ -68,7 +69,7 @@ FAST = HaSettings(
 
 @pytest.fixture(scope="module")
 def bmc() -> Iterator[BmcProcess]:
-    process = BmcProcess(1)
+    process = BmcProcess(2)  # two machines: two hosts of one cluster
     yield process
     process.stop()
 
@@ -534,3 +535,44 @@ async def test_a_host_that_comes_back_in_the_middle_of_fencing_is_never_split_br
     assert after_fence and all(e.timestamp > fenced_at for e in after_fence)
     assert vm(cloud, plain).state is VmState.STOPPED
     assert cloud.load(Host, host_id).reservations == {}
+
+
+async def test_a_fence_held_up_on_one_host_never_delays_another_hosts_fence(
+    temporal_client: Client, cloud: Cloud, bmc: BmcProcess
+) -> None:
+    """Two hosts of one cluster die; host A's fence is held at its BMC (its power OFF not sent
+    until the test lets it), and host B is fenced meanwhile: the monitor works on each host
+    apart. Once A's BMC is let through, A is fenced too."""
+    zone = seed_zone(cloud)
+    host_a, host_b = zone.host_ids[0], zone.host_ids[1]
+    assert cloud.load(Host, host_a).cluster_id == cloud.load(Host, host_b).cluster_id
+    port_a, port_b = bmc.ports
+    for port in (port_a, port_b):
+        bmc.command("power", port, "on")
+    held, reached = threading.Event(), threading.Event()
+
+    def hold_host_a(name: str, call: Callable[[], Any]) -> Any:
+        if name == "oobm.send_power_action":
+            job = cloud.find(Job, UUID(activity.info().workflow_id))
+            if job is not None and job.resource_id == host_a:
+                reached.set()
+                held.wait(timeout=120)
+        return call()
+
+    fast = FAST.model_copy(update={"recover_failure_threshold": 0})
+    async with running_worker(
+        temporal_client, cloud, around=hold_host_a, power_control=power_control()
+    ) as harness:
+        try:
+            for host_id, port in ((host_a, port_a), (host_b, port_b)):
+                await watch(harness, zone, host_id, f"127.0.0.1:{port}", settings=fast)
+            await ha_state(cloud, host_a, HaState.AVAILABLE, what="host A watched")
+            await ha_state(cloud, host_b, HaState.AVAILABLE, what="host B watched")
+            dead(harness, host_a)
+            await wait_until(reached.is_set, timeout=60, what="host A's fence at its BMC")
+            dead(harness, host_b)
+            await ha_state(cloud, host_b, HaState.FENCED, what="host B fenced, A's still held")
+            assert not held.is_set() and cloud.load(Host, host_a).ha_state is HaState.FENCING
+        finally:
+            held.set()
+        await ha_state(cloud, host_a, HaState.FENCED, what="host A fenced once let through")

@@ -144,6 +144,15 @@ class JobPublic(BaseModel):
     temporal_url: str
 
 
+class HaMovePublic(BaseModel):
+    """One move of a host in CloudStack's HA machine."""
+
+    state: str
+    since: datetime | None
+    reason: str
+    ha_enabled: bool
+
+
 class HostPublic(BaseModel):
     id: UUID
     name: str
@@ -177,12 +186,15 @@ class HostPublic(BaseModel):
     ha_enabled: bool = False
     ha_state: str = "Disabled"
     ha_reason: str = ""
+    ha_history: list[HaMovePublic] = Field(
+        default_factory=list, description="its last 20 moves in the HA machine, oldest first"
+    )
     created: datetime
     updated: datetime
 
-    @field_validator("maintenance_errors", mode="before")
+    @field_validator("maintenance_errors", "ha_history", mode="before")
     @classmethod
-    def _no_errors_recorded(cls, value: Any) -> Any:
+    def _nothing_recorded(cls, value: Any) -> Any:
         return [] if value is None else value
 
     @field_validator(

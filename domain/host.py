@@ -20,6 +20,8 @@ from domain.aggregate import CloudAggregate
 from domain.errors import IllegalStateTransition, InsufficientCapacity, InvalidParameter
 from domain.host_ha import NOT_PLACEABLE, HaState, HaStatus
 
+#: How many of its moves in the HA machine a host keeps (`Host.ha_history`).
+HA_HISTORY_LENGTH = 20
 #: The hypervisor type of bare-metal hosts (domain.catalog.HypervisorType.BAREMETAL).
 BARE_METAL = "BareMetal"
 
@@ -81,6 +83,9 @@ class Host(CloudAggregate):
     #: the HA state machine (HaStatus.recorded()).
     ha_enabled: bool = False
     ha_status: dict[str, Any] | None = None
+    #: The host's last HA_HISTORY_LENGTH moves in the HA machine, oldest first: state, since
+    #: and reason of each (what an operator reads to see how a host came to be Fenced).
+    ha_history: tuple[dict[str, Any], ...] | list[dict[str, Any]] = ()
 
     @event("Added")
     def __init__(
@@ -435,8 +440,13 @@ class Host(CloudAggregate):
 
     @event("HaChanged")
     def _ha_changed(self, enabled: bool, status: dict[str, Any], command_id: str) -> None:
+        before = (self.ha_status or {}).get("state"), self.ha_enabled
         self.ha_enabled = enabled
         self.ha_status = status
+        if (status.get("state"), enabled) != before:
+            move = {k: status.get(k) for k in ("state", "since", "reason")}
+            moves = [*self.ha_history, {**move, "ha_enabled": enabled}]
+            self.ha_history = moves[-HA_HISTORY_LENGTH:]
         self._remember(command_id)
 
     def _check_preparing(self, job_id: UUID) -> None:

@@ -37,6 +37,7 @@ HOST_CAPACITY = Table(
         "ha_enabled": "boolean",
         "ha_state": "text",
         "ha_reason": "text",
+        "ha_history": "jsonb",
         "created": "timestamptz NOT NULL",
         "updated": "timestamptz NOT NULL",
     },
@@ -82,6 +83,7 @@ class HostCapacityProjection(AggregateStateProjection):
             "ha_enabled": host.ha_enabled,
             "ha_state": host.ha_state.value,
             "ha_reason": host.ha.reason,
+            "ha_history": list(host.ha_history),
             "created": host.created_on,
             "updated": host.modified_on,
         }

@@ -67,6 +67,7 @@ async def test_settings_switches_and_a_declared_fence_restart_the_ha_vm_elsewher
         assert job["result"]["restarted"] == [ha_vm["id"]]
         row = await host_row(http, zone, host_id)
         assert row["ha_state"] == "Fenced" and "declared fenced by" in row["ha_reason"]
+        assert [m["state"] for m in row["ha_history"]] == ["Ineligible", "Fenced"]
         for vm_id, state in ((plain["id"], "Stopped"), (ha_vm["id"], "Running")):
             now = await http.get(f"/v1/virtual-machines/{vm_id}", params={"consistent": "true"})
             assert now.json()["state"] == state, now.text

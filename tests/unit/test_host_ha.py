@@ -182,6 +182,11 @@ def test_observations_are_recorded_once_and_a_suspect_host_takes_no_new_vm(
     assert host.ha_state is HaState.SUSPECT and not host.can_take_deployments()
     changes = [e for e in memory_cloud.events.get(host.id) if type(e).__name__ == "HaChanged"]
     assert len(changes) == 2  # enabled, suspected
+    assert [(m["state"], m["ha_enabled"]) for m in host.ha_history] == [
+        ("Available", True),
+        ("Suspect", True),
+    ]
+    assert host.ha_history[-1]["reason"] == "the host failed its health check"
 
 
 def test_a_fenced_hosts_running_vms_stop_releasing_room_and_the_ha_ones_are_named(

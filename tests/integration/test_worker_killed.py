@@ -1,5 +1,6 @@
-"""A worker killed in the middle of a deployment, of a VM's queued job or of a host's maintenance:
-the job finishes on the next worker."""
+"""A worker killed in the middle of a deployment or of a VM's queued job (a migration with
+storage among them): the job finishes on the next worker. Host jobs (maintenance, fence, HA
+restart) are in test_worker_killed_host_jobs.py."""
 
 from __future__ import annotations
 
@@ -11,36 +12,33 @@ import subprocess
 import sys
 import uuid
 from collections import Counter
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from temporalio.api.enums.v1 import PendingActivityState
+from temporalio.api.enums.v1 import EventType, PendingActivityState
 from temporalio.client import Client, WorkflowHandle
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from activities.drivers.simulator import SimulatorDriver
 from activities.simulator_configuration import SimulatorConfigurationActivities
-from domain import host_ha_operations
 from domain.cloud import Cloud
-from domain.host import Host, ResourceState
-from domain.host_ha import HaState
-from domain.host_ha_operations import RESTART_JOB, RestartVmsRequest, restart_job_id
-from domain.host_maintenance import (
-    PREPARE_MAINTENANCE_JOB,
-    HostMaintenanceRequest,
-    evacuation_job_id,
-)
+from domain.host import Host
 from domain.job import Job, JobStatus
 from domain.job_requests import SimulatorFaultChange, VmOperation, VolumeOperation
 from domain.snapshot import Snapshot, SnapshotState, snapshot_id_for
+from domain.storage import PrimaryStorage
 from domain.virtual_machine import VirtualMachine, VmState
 from domain.vm_operations import restored_root_volume_id_for
 from domain.volume import Volume, VolumeState
-from tests.integration.test_host_ha import host_with_vms, placements
-from tests.integration.vm_jobs import deploy, problems_of, submit
+from tests.integration.test_vm_storage_migration import (
+    host_elsewhere,
+    pool_of_cluster,
+    problems,
+    vm_with_a_data_disk,
+)
+from tests.integration.vm_jobs import cluster_of, deploy, problems_of, submit
 from tests.integration.volume_jobs import create_volume, submit_volume_job, volume_problems
 from tests.support import (
     Harness,
@@ -92,6 +90,23 @@ async def activity_started(
         )
 
     await wait_until(started, timeout=60, what=f"{activity} of {handle.id} to start")
+
+
+async def attempts_of(handle: WorkflowHandle[Any, Any], activity: str) -> list[int]:
+    """The attempt on which each run of the workflow's `activity` ended, from its history
+    (which records a retried activity's last attempt only): 2 for a call its killed worker
+    lost and the next worker made again, 1 for one that answered on its first try."""
+    scheduled: dict[int, str] = {}
+    ended: list[int] = []
+    async for event in handle.fetch_history_events():
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            attributes = event.activity_task_scheduled_event_attributes
+            scheduled[event.event_id] = attributes.activity_type.name
+        elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
+            started_event = event.activity_task_started_event_attributes
+            if scheduled.get(started_event.scheduled_event_id) == activity:
+                ended.append(started_event.attempt)
+    return ended
 
 
 async def test_a_worker_killed_mid_deploy_leaves_a_job_the_next_worker_finishes(
@@ -261,27 +276,33 @@ async def test_a_worker_killed_mid_vm_job_leaves_a_job_the_next_worker_finishes(
             assert cloud.load(Volume, data_volume).vm_id == vm_id
 
 
-async def test_a_worker_killed_while_a_host_is_emptied_leaves_a_maintenance_that_finishes(
+async def test_a_worker_killed_mid_storage_migration_leaves_a_job_the_next_worker_finishes(
     temporal_client: Client, cloud: Cloud, database_url: str
 ) -> None:
-    """The maintenance job, the VM's queue and its migrate job all live on the killed worker,
-    which dies inside the (slowed) live migration: the next worker finishes the migration, the
-    wait and the maintenance, each once."""
+    """A running VM with a data disk migrated to a host of the zone's other cluster: the VM's
+    queue and its migrate job live on the killed worker, which dies inside the (slowed) move of
+    the VM and its disks. The next worker moves them and the job records them there once: the
+    VM Running on the target host, each disk on the target cluster's pool (books and simulator)
+    with its room counted there once, nothing left on the source host or pool."""
     zone = seed_zone(cloud)
     task_queue = f"kill-{uuid.uuid4().hex[:8]}"
     async with running_worker(temporal_client, cloud, task_queue=task_queue) as setup:
-        deploy_job, vm_id = await deploy(setup, zone, "killed-maintenance")
-        assert (await outcome(temporal_client, deploy_job))[0] == "succeeded"
+        vm_id, *disks = await vm_with_a_data_disk(setup, zone, "killed-storage-migration")
     driver = setup.driver
-    host_id = vm_of_id(cloud, vm_id).host_id
-    assert host_id is not None
+    source = vm_of_id(cloud, vm_id).host_id
+    assert source is not None
+    target = host_elsewhere(cloud, zone, vm_id)
+    source_pool = pool_of_cluster(cloud, zone, cluster_of(cloud, source))
+    target_pool = pool_of_cluster(cloud, zone, cluster_of(cloud, target))
+    assert [cloud.load(Volume, d).pool_id for d in disks] == [source_pool, source_pool]
+    sizes = {str(d): cloud.load(Volume, d).size_bytes for d in disks}
 
     configure = SimulatorConfigurationActivities(cloud)
     slow = SimulatorFaultChange(
         job_id=uuid.uuid4(),
         account_id=zone.admin_account_id,
         fault_id=uuid.uuid4(),
-        operation="migrate_vm",
+        operation="migrate_vm_with_storage",
         action="delay",
         host_id=None,
         delay_seconds=30,
@@ -290,22 +311,13 @@ async def test_a_worker_killed_while_a_host_is_emptied_leaves_a_maintenance_that
     address = temporal_client.service_client.config.target_host
     doomed = start_worker_process(database_url, address, task_queue)
     job_id = uuid.uuid4()
-    migrate_job = evacuation_job_id(job_id, vm_id, 1)
     try:
-        handle = await temporal_client.start_workflow(
-            PREPARE_MAINTENANCE_JOB,
-            HostMaintenanceRequest(
-                job_id=job_id,
-                host_id=host_id,
-                account_id=zone.admin_account_id,
-                summary="maintenance on a doomed worker",
-            ),
-            id=str(job_id),
-            task_queue=task_queue,
-        )
-        await activity_started(handle, "host.await_evacuation", doomed)
-        migrate = await started(temporal_client, migrate_job)
-        await activity_started(migrate, "hypervisor.migrate_vm", doomed)  # in the 30 s call
+        # The job's first hypervisor call is the slowed one: the doomed worker's own (empty)
+        # simulator is never asked about the VM.
+        starter = Harness(temporal_client, cloud, task_queue, SimulatorDriver())
+        await submit(starter, zone, vm_id, VmOperation.MIGRATE, host_id=target, job_id=job_id)
+        handle = await started(temporal_client, job_id)
+        await activity_started(handle, "hypervisor.migrate_vm_with_storage", doomed)  # 30 s
     finally:
         doomed.send_signal(signal.SIGKILL)
         doomed.wait(timeout=30)
@@ -316,101 +328,37 @@ async def test_a_worker_killed_while_a_host_is_emptied_leaves_a_maintenance_that
     ) as survivor:
         status, value = await asyncio.wait_for(outcome(temporal_client, job_id), timeout=180)
         assert status == "succeeded", value
-        assert cloud.load(Host, host_id).resource_state is ResourceState.MAINTENANCE
-        assert job_of(cloud, migrate_job).status is JobStatus.SUCCEEDED
+        assert value["host_id"] == str(target) and value["source_host_id"] == str(source)
+        assert job_of(cloud, job_id).status is JobStatus.SUCCEEDED
         assert problems_of(cloud, zone, survivor, vm_id) == []
-        assert vm_of_id(cloud, vm_id).host_id not in (None, host_id)
+        assert problems(cloud, zone, survivor, vm_id, disks) == []
+    vm = vm_of_id(cloud, vm_id)
+    assert vm.state is VmState.RUNNING and vm.host_id == target
+    assert [v.vm_id for v in driver.vms_on(str(target))] == [str(vm_id)]
+    # The disks on the target cluster's pool, in the books and in the simulator.
+    assert [cloud.load(Volume, d).pool_id for d in disks] == [target_pool, target_pool]
+    assert sorted(v.volume_id for v in driver.volumes_on(str(target_pool))) == sorted(sizes)
+    # The source host and pool hold nothing of it.
+    assert cloud.load(Host, source).reservation_for(vm_id) is None
+    assert driver.vms_on(str(source)) == []
+    assert cloud.load(PrimaryStorage, source_pool).allocations == {}
+    assert driver.volumes_on(str(source_pool)) == []
+    # The target pool counts each disk once, at its size.
+    there = cloud.load(PrimaryStorage, target_pool)
+    assert there.allocations == sizes and there.allocated_bytes == sum(sizes.values())
+    allocated = Counter(
+        str(getattr(e, "volume_id", None))
+        for e in cloud.events.get(target_pool)
+        if type(e).__qualname__ == "PrimaryStorage.CapacityAllocated"
+    )
+    assert allocated == Counter(sizes.keys())
+    # One migration: requested once, each disk moved once, the job succeeded once.
     transitions = Counter(
         e.vm_event for e in cloud.events.get(vm_id) if isinstance(e, VirtualMachine.Transitioned)
     )
     assert transitions["MigrationRequested"] == 1
+    for disk in disks:
+        assert Counter(event_names(cloud, disk))["Volume.Migrated"] == 1, disk
     assert Counter(event_names(cloud, job_id))["Job.Succeeded"] == 1
-
-
-async def test_a_worker_killed_mid_ha_restart_leaves_an_ha_job_that_finishes(
-    temporal_client: Client, cloud: Cloud, database_url: str
-) -> None:
-    """A host declared fenced: the HA job, the HA VM's queue and its start job all live on
-    the killed worker, which dies inside the (slowed) start of the HA VM on another host: the
-    next worker finishes the start, the wait and the HA job, each once; the HA VM runs in one
-    place, the plain VM stays Stopped and the fenced host holds nothing."""
-    zone = seed_zone(cloud)
-    task_queue = f"kill-{uuid.uuid4().hex[:8]}"
-    async with running_worker(temporal_client, cloud, task_queue=task_queue) as setup:
-        host_id, plain, ha_vm = await host_with_vms(setup, zone)
-    driver = setup.driver
-    host_ha_operations.set_host_ha(cloud, host_id, True, datetime.now(UTC), "test/ha-on")
-    driver.power_off_host(str(host_id))  # the operator has pulled the plug, and says so
-    before = {vm_id: len(list(cloud.events.get(vm_id))) for vm_id in (plain, ha_vm)}
-
-    configure = SimulatorConfigurationActivities(cloud)
-    slow = SimulatorFaultChange(
-        job_id=uuid.uuid4(),
-        account_id=zone.admin_account_id,
-        fault_id=uuid.uuid4(),
-        operation="start_vm",
-        action="delay",
-        host_id=None,
-        delay_seconds=30,
-    )
-    configure.change_fault(slow)
-    address = temporal_client.service_client.config.target_host
-    doomed = start_worker_process(database_url, address, task_queue)
-    job_id = uuid.uuid4()
-    restart_job = restart_job_id(job_id, ha_vm)
-    try:
-        handle = await temporal_client.start_workflow(
-            RESTART_JOB,
-            RestartVmsRequest(
-                job_id=job_id,
-                account_id=zone.admin_account_id,
-                host_id=host_id,
-                summary="declared fenced on a doomed worker",
-                declared_by="test-admin",
-            ),
-            id=str(job_id),
-            task_queue=task_queue,
-        )
-        await activity_started(handle, "host.await_evacuation", doomed)
-        restart = await started(temporal_client, restart_job)
-        await activity_started(restart, "hypervisor.launch_vm", doomed)  # in the 30 s start
-    finally:
-        doomed.send_signal(signal.SIGKILL)
-        doomed.wait(timeout=30)
-
-    configure.change_fault(slow.model_copy(update={"job_id": uuid.uuid4(), "remove": True}))
-    async with running_worker(
-        temporal_client, cloud, task_queue=task_queue, driver=driver
-    ) as survivor:
-        status, value = await asyncio.wait_for(outcome(temporal_client, job_id), timeout=180)
-        assert status == "succeeded", value
-        assert value["restarted"] == [str(ha_vm)] and value["not_restarted"] == []
-        assert value["stopped"] == [str(plain)]
-        assert job_of(cloud, job_id).status is JobStatus.SUCCEEDED
-        assert job_of(cloud, restart_job).status is JobStatus.SUCCEEDED
-        assert problems_of(cloud, zone, survivor, ha_vm) == []
-        assert problems_of(cloud, zone, survivor, plain) == []
-    restarted_on = vm_of_id(cloud, ha_vm).host_id
-    assert vm_of_id(cloud, ha_vm).state is VmState.RUNNING
-    assert restarted_on not in (None, host_id)
-    assert placements(survivor, zone, ha_vm) == [str(restarted_on)]
-    holders = [h for h in zone.host_ids if cloud.load(Host, h).reservation_for(ha_vm)]
-    assert holders == [restarted_on]
-    assert vm_of_id(cloud, plain).state is VmState.STOPPED
-    assert placements(survivor, zone, plain) == []
-    assert not [h for h in zone.host_ids if cloud.load(Host, h).reservation_for(plain)]
-    fenced = cloud.load(Host, host_id)
-    assert fenced.ha_state is HaState.FENCED and fenced.reservations == {}
-    # Each VM changed once since the declaration: stopped in the books, the HA VM started once.
-    since = {
-        vm_id: [
-            e.vm_event
-            for e in list(cloud.events.get(vm_id))[before[vm_id] :]
-            if isinstance(e, VirtualMachine.Transitioned)
-        ]
-        for vm_id in (plain, ha_vm)
-    }
-    assert since[plain] == ["AgentReportStopped"], since[plain]
-    assert since[ha_vm] == ["AgentReportStopped", "StartRequested", "OperationSucceeded"]
-    assert Counter(event_names(cloud, job_id))["Job.Succeeded"] == 1
-    assert Counter(event_names(cloud, restart_job))["Job.Succeeded"] == 1
+    # The move the killed worker was making was lost with it, and made by the next one.
+    assert await attempts_of(handle, "hypervisor.migrate_vm_with_storage") == [2]

@@ -15,11 +15,11 @@ from uuid import UUID, uuid4
 from starlette.concurrency import run_in_threadpool
 
 from api.cloudstack.commands import Context, command
+from api.cloudstack.listings import all_hosts
 from api.cloudstack.params import CloudStackError
 from api.cloudstack.responses import async_response, list_response
-from api.models import HostPublic, JobPublic, Listing
+from api.models import JobPublic
 from api.routers.host_ha import switch_host_ha
-from api.routers.inventory import list_hosts
 from domain.catalog import HypervisorType
 from domain.errors import ErrorCode
 from domain.host import Host
@@ -78,25 +78,7 @@ async def hostha_answer(ctx: Context, job: JobPublic) -> dict[str, Any]:
 async def list_host_ha_resources(ctx: Context) -> dict[str, Any]:
     _root_admin_only(ctx)
     host_id = ctx.params.uuid("hostid")
-    hosts: list[HostPublic] = []
-    page = 1
-    while True:
-        found: Listing[HostPublic] = await run_in_threadpool(
-            list_hosts,
-            ctx.caller,
-            ctx.services,
-            ctx.response,
-            zone_id=None,
-            cluster_id=None,
-            limit=500,
-            cursor=None,
-            page=page,
-            consistent=False,
-        )
-        hosts += [h for h in found.data if host_id is None or h.id == host_id]
-        if found.next_cursor is None:
-            break
-        page += 1
+    hosts = [h for h in await all_hosts(ctx) if host_id is None or h.id == host_id]
     rows = [hostha(h.id, h.hypervisor, h.ha_enabled, h.ha_state) for h in hosts]
     return list_response(ctx.command, "hostha", rows, len(rows))
 

@@ -22,7 +22,7 @@ from api.cloudstack.entities import Names
 from api.cloudstack.params import CloudStackError
 from api.cloudstack.responses import list_response
 from api.errors import ApiError
-from api.models import Listing
+from api.models import HostPublic, Listing
 from api.routers.accounts import get_account, list_accounts
 from api.routers.domains import get_domain, list_domains
 from api.routers.events import list_events
@@ -253,17 +253,12 @@ async def list_hosts_command(ctx: Context) -> dict[str, Any]:
     return list_response(ctx.command, "host", [entities.host(h, names) for h in items], count)
 
 
-@command("listCapacity")
-async def list_capacity(ctx: Context) -> dict[str, Any]:
-    """Memory (type 0, bytes) and CPU (type 1, MHz) allocated against what the zone's hosts
-    offer, per zone: summed from the `/v1` host listing."""
-    if not ctx.caller.is_admin:
-        raise CloudStackError(int(ErrorCode.ACCOUNT_ERROR), "listCapacity is for the root admin")
-    zone_id = ctx.params.uuid("zoneid")
-    hosts: list[Any] = []
+async def all_hosts(ctx: Context, zone_id: UUID | None = None) -> list[HostPublic]:
+    """Every host of the `/v1` host listing (of one zone), page after page."""
+    hosts: list[HostPublic] = []
     page = 1
     while True:
-        found: Listing[Any] = await run_in_threadpool(
+        found: Listing[HostPublic] = await run_in_threadpool(
             list_hosts,
             ctx.caller,
             ctx.services,
@@ -277,8 +272,17 @@ async def list_capacity(ctx: Context) -> dict[str, Any]:
         )
         hosts += found.data
         if found.next_cursor is None:
-            break
+            return hosts
         page += 1
+
+
+@command("listCapacity")
+async def list_capacity(ctx: Context) -> dict[str, Any]:
+    """Memory (type 0, bytes) and CPU (type 1, MHz) allocated against what the zone's hosts
+    offer, per zone: summed from the `/v1` host listing."""
+    if not ctx.caller.is_admin:
+        raise CloudStackError(int(ErrorCode.ACCOUNT_ERROR), "listCapacity is for the root admin")
+    hosts = await all_hosts(ctx, ctx.params.uuid("zoneid"))
     totals: dict[tuple[str, int], list[int]] = {}
     for host in hosts:
         memory = totals.setdefault((str(host.zone_id), 0), [0, 0])

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import uuid
 from collections import Counter
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,7 @@ from tests.support import (
     vm_of,
     wait_until,
 )
+from workers.demo_cloud import DemoCloud
 
 
 def vm_of_id(cloud: Cloud, vm_id: uuid.UUID) -> VirtualMachine:
@@ -70,6 +72,54 @@ def start_worker_process(
     return subprocess.Popen(
         [str(stratus), "worker"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
+
+
+@contextlib.contextmanager
+def slowed(
+    cloud: Cloud,
+    zone: DemoCloud,
+    operation: str,
+    host_ids: Sequence[uuid.UUID | None] = (None,),
+    seconds: float = 30,
+) -> Iterator[None]:
+    """The simulator's `operation` delayed `seconds` (on each of `host_ids`; None: every host)
+    while inside: long enough to kill a worker in the middle of it. The delay is gone after."""
+    configure = SimulatorConfigurationActivities(cloud)
+    changes = [
+        SimulatorFaultChange(
+            job_id=uuid.uuid4(),
+            account_id=zone.admin_account_id,
+            fault_id=uuid.uuid4(),
+            operation=operation,
+            action="delay",
+            host_id=host_id,
+            delay_seconds=seconds,
+        )
+        for host_id in host_ids
+    ]
+    for change in changes:
+        configure.change_fault(change)
+    try:
+        yield
+    finally:
+        for change in changes:
+            configure.change_fault(
+                change.model_copy(update={"job_id": uuid.uuid4(), "remove": True})
+            )
+
+
+@contextlib.contextmanager
+def doomed_worker(
+    temporal_client: Client, database_url: str, task_queue: str
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A `stratus worker` process serving `task_queue`, killed -9 on the way out."""
+    address = temporal_client.service_client.config.target_host
+    doomed = start_worker_process(database_url, address, task_queue)
+    try:
+        yield doomed
+    finally:
+        doomed.send_signal(signal.SIGKILL)
+        doomed.wait(timeout=30)
 
 
 async def activity_started(
@@ -114,25 +164,10 @@ async def test_a_worker_killed_mid_deploy_leaves_a_job_the_next_worker_finishes(
 ) -> None:
     zone = seed_zone(cloud)
     task_queue = f"kill-{uuid.uuid4().hex[:8]}"
-    configure = SimulatorConfigurationActivities(cloud)
-    slow_start = [
-        SimulatorFaultChange(
-            job_id=uuid.uuid4(),
-            account_id=zone.admin_account_id,
-            fault_id=uuid.uuid4(),
-            operation="start_vm",
-            action="delay",
-            host_id=host_id,
-            delay_seconds=30,
-        )
-        for host_id in zone.host_ids
-    ]
-    for change in slow_start:
-        configure.change_fault(change)
-
-    address = temporal_client.service_client.config.target_host
-    doomed = start_worker_process(database_url, address, task_queue)
-    try:
+    with (
+        slowed(cloud, zone, "start_vm", zone.host_ids),
+        doomed_worker(temporal_client, database_url, task_queue) as doomed,
+    ):
         # Only the doomed process serves this task queue.
         starter = Harness(temporal_client, cloud, task_queue, SimulatorDriver())
         handle = await starter.deploy(zone, "survivor")
@@ -150,12 +185,7 @@ async def test_a_worker_killed_mid_deploy_leaves_a_job_the_next_worker_finishes(
             what="the deployment to reach the hypervisor",
         )
         await activity_started(handle, "hypervisor.launch_vm", doomed)  # in the 30 s boot
-    finally:
-        doomed.send_signal(signal.SIGKILL)
-        doomed.wait(timeout=30)
 
-    for change in slow_start:
-        configure.change_fault(change.model_copy(update={"job_id": uuid.uuid4(), "remove": True}))
     async with running_worker(temporal_client, cloud, task_queue=task_queue) as survivor:
         result = await asyncio.wait_for(handle.result(), timeout=120)
 
@@ -201,20 +231,10 @@ async def test_a_worker_killed_mid_vm_job_leaves_a_job_the_next_worker_finishes(
     driver = setup.driver
     root_volume_id = vm_of_id(cloud, vm_id).root_volume_id
 
-    configure = SimulatorConfigurationActivities(cloud)
-    slow = SimulatorFaultChange(
-        job_id=uuid.uuid4(),
-        account_id=zone.admin_account_id,
-        fault_id=uuid.uuid4(),
-        operation=operation,
-        action="delay",
-        host_id=None,
-        delay_seconds=30,
-    )
-    configure.change_fault(slow)
-    address = temporal_client.service_client.config.target_host
-    doomed = start_worker_process(database_url, address, task_queue)
-    try:
+    with (
+        slowed(cloud, zone, operation),
+        doomed_worker(temporal_client, database_url, task_queue) as doomed,
+    ):
         starter = Harness(temporal_client, cloud, task_queue, SimulatorDriver())
         job_id = uuid.uuid4()
         if kind == "restore":
@@ -248,11 +268,7 @@ async def test_a_worker_killed_mid_vm_job_leaves_a_job_the_next_worker_finishes(
             what=f"the job to reach {step!r}",
         )
         await activity_started(handle, f"hypervisor.{operation}", doomed)  # in the 30 s call
-    finally:
-        doomed.send_signal(signal.SIGKILL)
-        doomed.wait(timeout=30)
 
-    configure.change_fault(slow.model_copy(update={"job_id": uuid.uuid4(), "remove": True}))
     async with running_worker(
         temporal_client, cloud, task_queue=task_queue, driver=driver
     ) as survivor:
@@ -297,32 +313,18 @@ async def test_a_worker_killed_mid_storage_migration_leaves_a_job_the_next_worke
     assert [cloud.load(Volume, d).pool_id for d in disks] == [source_pool, source_pool]
     sizes = {str(d): cloud.load(Volume, d).size_bytes for d in disks}
 
-    configure = SimulatorConfigurationActivities(cloud)
-    slow = SimulatorFaultChange(
-        job_id=uuid.uuid4(),
-        account_id=zone.admin_account_id,
-        fault_id=uuid.uuid4(),
-        operation="migrate_vm_with_storage",
-        action="delay",
-        host_id=None,
-        delay_seconds=30,
-    )
-    configure.change_fault(slow)
-    address = temporal_client.service_client.config.target_host
-    doomed = start_worker_process(database_url, address, task_queue)
     job_id = uuid.uuid4()
-    try:
+    with (
+        slowed(cloud, zone, "migrate_vm_with_storage"),
+        doomed_worker(temporal_client, database_url, task_queue) as doomed,
+    ):
         # The job's first hypervisor call is the slowed one: the doomed worker's own (empty)
         # simulator is never asked about the VM.
         starter = Harness(temporal_client, cloud, task_queue, SimulatorDriver())
         await submit(starter, zone, vm_id, VmOperation.MIGRATE, host_id=target, job_id=job_id)
         handle = await started(temporal_client, job_id)
         await activity_started(handle, "hypervisor.migrate_vm_with_storage", doomed)  # 30 s
-    finally:
-        doomed.send_signal(signal.SIGKILL)
-        doomed.wait(timeout=30)
 
-    configure.change_fault(slow.model_copy(update={"job_id": uuid.uuid4(), "remove": True}))
     async with running_worker(
         temporal_client, cloud, task_queue=task_queue, driver=driver
     ) as survivor:

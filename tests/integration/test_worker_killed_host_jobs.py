@@ -19,7 +19,6 @@ import pytest
 from temporalio import activity
 from temporalio.client import Client
 
-from activities.simulator_configuration import SimulatorConfigurationActivities
 from domain import host_ha_operations, inventory
 from domain.cloud import Cloud, Decision
 from domain.cluster import Cluster
@@ -32,7 +31,6 @@ from domain.host_maintenance import (
     evacuation_job_id,
 )
 from domain.job import JobStatus
-from domain.job_requests import SimulatorFaultChange
 from domain.virtual_machine import VirtualMachine, VmState
 from tests.integration.drivers.test_baremetal_contract import BmcProcess
 from tests.integration.test_host_ha import (
@@ -50,6 +48,8 @@ from tests.integration.test_host_ha import (
 from tests.integration.test_worker_killed import (
     activity_started,
     attempts_of,
+    doomed_worker,
+    slowed,
     start_worker_process,
     vm_of_id,
 )
@@ -82,22 +82,12 @@ async def test_a_worker_killed_while_a_host_is_emptied_leaves_a_maintenance_that
     host_id = vm_of_id(cloud, vm_id).host_id
     assert host_id is not None
 
-    configure = SimulatorConfigurationActivities(cloud)
-    slow = SimulatorFaultChange(
-        job_id=uuid.uuid4(),
-        account_id=zone.admin_account_id,
-        fault_id=uuid.uuid4(),
-        operation="migrate_vm",
-        action="delay",
-        host_id=None,
-        delay_seconds=30,
-    )
-    configure.change_fault(slow)
-    address = temporal_client.service_client.config.target_host
-    doomed = start_worker_process(database_url, address, task_queue)
     job_id = uuid.uuid4()
     migrate_job = evacuation_job_id(job_id, vm_id, 1)
-    try:
+    with (
+        slowed(cloud, zone, "migrate_vm"),
+        doomed_worker(temporal_client, database_url, task_queue) as doomed,
+    ):
         handle = await temporal_client.start_workflow(
             PREPARE_MAINTENANCE_JOB,
             HostMaintenanceRequest(
@@ -112,11 +102,7 @@ async def test_a_worker_killed_while_a_host_is_emptied_leaves_a_maintenance_that
         await activity_started(handle, "host.await_evacuation", doomed)
         migrate = await started(temporal_client, migrate_job)
         await activity_started(migrate, "hypervisor.migrate_vm", doomed)  # in the 30 s call
-    finally:
-        doomed.send_signal(signal.SIGKILL)
-        doomed.wait(timeout=30)
 
-    configure.change_fault(slow.model_copy(update={"job_id": uuid.uuid4(), "remove": True}))
     async with running_worker(
         temporal_client, cloud, task_queue=task_queue, driver=driver
     ) as survivor:
@@ -149,22 +135,12 @@ async def test_a_worker_killed_mid_ha_restart_leaves_an_ha_job_that_finishes(
     driver.power_off_host(str(host_id))  # the operator has pulled the plug, and says so
     before = {vm_id: len(list(cloud.events.get(vm_id))) for vm_id in (plain, ha_vm)}
 
-    configure = SimulatorConfigurationActivities(cloud)
-    slow = SimulatorFaultChange(
-        job_id=uuid.uuid4(),
-        account_id=zone.admin_account_id,
-        fault_id=uuid.uuid4(),
-        operation="start_vm",
-        action="delay",
-        host_id=None,
-        delay_seconds=30,
-    )
-    configure.change_fault(slow)
-    address = temporal_client.service_client.config.target_host
-    doomed = start_worker_process(database_url, address, task_queue)
     job_id = uuid.uuid4()
     restart_job = restart_job_id(job_id, ha_vm)
-    try:
+    with (
+        slowed(cloud, zone, "start_vm"),
+        doomed_worker(temporal_client, database_url, task_queue) as doomed,
+    ):
         handle = await temporal_client.start_workflow(
             RESTART_JOB,
             RestartVmsRequest(
@@ -180,11 +156,7 @@ async def test_a_worker_killed_mid_ha_restart_leaves_an_ha_job_that_finishes(
         await activity_started(handle, "host.await_evacuation", doomed)
         restart = await started(temporal_client, restart_job)
         await activity_started(restart, "hypervisor.launch_vm", doomed)  # in the 30 s start
-    finally:
-        doomed.send_signal(signal.SIGKILL)
-        doomed.wait(timeout=30)
 
-    configure.change_fault(slow.model_copy(update={"job_id": uuid.uuid4(), "remove": True}))
     async with running_worker(
         temporal_client, cloud, task_queue=task_queue, driver=driver
     ) as survivor:
